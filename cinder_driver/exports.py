@@ -1,0 +1,307 @@
+"""NVMe-oF/TCP exports of lvols: one subsystem per volume, one ACL per host.
+
+SPDK keeps nothing of this across a restart, so the desired exports are
+held here (filled from Cinder's database by ``ensure_export(s)`` at start
+and kept current by attach and detach) and replayed when the target comes
+back without them.
+"""
+
+import concurrent.futures
+import threading
+
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+
+from spdk_common import exception as spdk_exc
+from spdk_common import naming
+
+LOG = logging.getLogger(__name__)
+
+TRANSPORT = 'TCP'
+MODEL_NUMBER = 'OpenStack Cinder SPDK'
+# Replay concurrency: the client pipelines requests on one connection, so a
+# few workers let SPDK serve several replayed exports per RPC poll.
+REPLAY_WORKERS = 8
+
+
+class _Export:
+    __slots__ = ('nqn', 'bdev', 'ns_uuid', 'hosts')
+
+    def __init__(self, nqn, bdev, ns_uuid):
+        self.nqn = nqn
+        self.bdev = bdev
+        self.ns_uuid = ns_uuid
+        # host NQN -> keyring key name (None without DH-HMAC-CHAP)
+        self.hosts = {}
+
+
+class NVMeoFExports:
+    def __init__(self, client, nqn_prefix, addresses, port, keys=None):
+        self._client = client
+        self._nqn_prefix = nqn_prefix
+        self._addresses = list(addresses)
+        self._port = str(port)
+        self._keys = keys
+        self._desired = {}
+        self._desired_lock = threading.Lock()
+
+    # -- naming and connection data -------------------------------------
+
+    def nqn(self, volume_id):
+        return naming.volume_nqn(self._nqn_prefix, volume_id)
+
+    def portals(self):
+        return [(address, self._port, 'tcp') for address in self._addresses]
+
+    def is_exported(self, volume_id):
+        return volume_id in self._desired
+
+    # -- transport ----------------------------------------------------------
+
+    def transport_present(self):
+        transports = self._client.call('nvmf_get_transports')
+        return any(t.get('trtype', '').upper() == TRANSPORT
+                   for t in transports)
+
+    def ensure_transport(self):
+        if not self.transport_present():
+            self._client.call('nvmf_create_transport',
+                              {'trtype': TRANSPORT})
+            LOG.info('Created the NVMe-oF %s transport', TRANSPORT)
+
+    # -- exports ------------------------------------------------------------
+
+    def export(self, volume_id, bdev):
+        """Create the volume's subsystem, namespace and listeners."""
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            export = self._desired.get(volume_id)
+            if export is None:
+                export = _Export(self.nqn(volume_id), bdev, volume_id)
+            export.bdev = bdev
+            self._create_subsystem(export)
+            with self._desired_lock:
+                self._desired[volume_id] = export
+            return export.nqn
+
+    def _create_subsystem(self, export):
+        try:
+            self._client.call('nvmf_create_subsystem', {
+                'nqn': export.nqn,
+                'serial_number': export.ns_uuid.replace('-', '')[:20],
+                'model_number': MODEL_NUMBER,
+                'allow_any_host': False,
+                'max_namespaces': 1,
+            })
+        except spdk_exc.SPDKRPCError:
+            if self._subsystem(export.nqn) is None:
+                raise
+            # Already there (a retry, or a replay racing an attach): keep it
+            # and complete what may be missing below.
+            self._complete_subsystem(export)
+            return
+        try:
+            self._add_namespace_and_listeners(export)
+        except Exception:
+            self._delete_subsystem(export.nqn)
+            raise
+
+    def _add_namespace_and_listeners(self, export):
+        self._client.call('nvmf_subsystem_add_ns', {
+            'nqn': export.nqn,
+            'namespace': _namespace(export),
+        })
+        for address, port, _transport in self.portals():
+            self._client.call('nvmf_subsystem_add_listener', {
+                'nqn': export.nqn,
+                'listen_address': {'trtype': TRANSPORT,
+                                   'adrfam': _adrfam(address),
+                                   'traddr': address,
+                                   'trsvcid': port},
+            })
+        for host, key in export.hosts.items():
+            self._add_host(export.nqn, host, key)
+
+    def _complete_subsystem(self, export):
+        current = self._subsystem(export.nqn)
+        if not current.get('namespaces'):
+            self._client.call('nvmf_subsystem_add_ns', {
+                'nqn': export.nqn,
+                'namespace': _namespace(export),
+            })
+        listening = {(la.get('traddr'), str(la.get('trsvcid')))
+                     for la in current.get('listen_addresses', [])}
+        for address, port, _transport in self.portals():
+            if (address, port) not in listening:
+                self._client.call('nvmf_subsystem_add_listener', {
+                    'nqn': export.nqn,
+                    'listen_address': {'trtype': TRANSPORT,
+                                       'adrfam': _adrfam(address),
+                                       'traddr': address,
+                                       'trsvcid': port},
+                })
+        allowed = {h['nqn'] for h in current.get('hosts', [])}
+        for host, key in export.hosts.items():
+            if host not in allowed:
+                self._add_host(export.nqn, host, key)
+
+    def _subsystem(self, nqn):
+        try:
+            found = self._client.call('nvmf_get_subsystems', {'nqn': nqn})
+        except spdk_exc.SPDKRPCError:
+            return None
+        return found[0] if found else None
+
+    def unexport(self, volume_id):
+        """Delete the volume's subsystem and forget its hosts and keys."""
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            with self._desired_lock:
+                export = self._desired.pop(volume_id, None)
+            nqn = export.nqn if export else self.nqn(volume_id)
+            self._delete_subsystem(nqn)
+            if export and self._keys:
+                for host, key in export.hosts.items():
+                    if key:
+                        self._keys.remove(key)
+
+    def _delete_subsystem(self, nqn):
+        try:
+            self._client.call('nvmf_delete_subsystem', {'nqn': nqn})
+        except spdk_exc.SPDKRPCError:
+            if self._subsystem(nqn) is not None:
+                raise
+            LOG.debug('Subsystem %s was already gone', nqn)
+
+    def forget(self, volume_id):
+        """Drop the desired export of a volume whose lvol SPDK deleted."""
+        if volume_id in self._desired:
+            self.unexport(volume_id)
+
+    def hosts(self, volume_id):
+        export = self._desired.get(volume_id)
+        return set(export.hosts) if export else set()
+
+    # -- per-host ACL -------------------------------------------------------
+
+    def allow_host(self, volume_id, host_nqn, authenticate=False):
+        """Allow one host on the volume's subsystem.
+
+        With ``authenticate`` the host gets a DH-HMAC-CHAP key, whose
+        secret is returned (None otherwise).
+        """
+        naming.validate_nqn(host_nqn)
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            export = self._desired[volume_id]
+            if host_nqn in export.hosts:
+                key = export.hosts[host_nqn]
+                return self._keys.secret(key) if key else None
+            key = secret = None
+            if authenticate and self._keys:
+                key, secret = self._keys.create(export.nqn, host_nqn)
+            try:
+                self._add_host(export.nqn, host_nqn, key)
+            except Exception:
+                if key:
+                    self._keys.remove(key)
+                raise
+            export.hosts[host_nqn] = key
+            LOG.info('Host %(host)s may now connect to %(nqn)s',
+                     {'host': host_nqn, 'nqn': export.nqn})
+            return secret
+
+    def _add_host(self, nqn, host_nqn, key):
+        params = {'nqn': nqn, 'host': host_nqn}
+        if key:
+            self._keys.load(key)
+            params['dhchap_key'] = key
+        try:
+            self._client.call('nvmf_subsystem_add_host', params)
+        except spdk_exc.SPDKRPCError:
+            current = self._subsystem(nqn)
+            hosts = {h['nqn'] for h in (current or {}).get('hosts', [])}
+            if host_nqn not in hosts:
+                raise
+
+    def disallow_host(self, volume_id, host_nqn):
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            export = self._desired.get(volume_id)
+            if export is None or host_nqn not in export.hosts:
+                return
+            try:
+                self._client.call('nvmf_subsystem_remove_host',
+                                  {'nqn': export.nqn, 'host': host_nqn})
+            except spdk_exc.SPDKRPCError:
+                current = self._subsystem(export.nqn)
+                hosts = {h['nqn'] for h in (current or {}).get('hosts', [])}
+                if host_nqn in hosts:
+                    raise
+            key = export.hosts.pop(host_nqn)
+            if key:
+                self._keys.remove(key)
+            LOG.info('Host %(host)s may no longer connect to %(nqn)s',
+                     {'host': host_nqn, 'nqn': export.nqn})
+
+    # -- restart recovery ---------------------------------------------------
+
+    def remember(self, volume_id, bdev, hosts):
+        """Record an export Cinder's database says exists (at start-up)."""
+        export = _Export(self.nqn(volume_id), bdev, volume_id)
+        for host_nqn in hosts:
+            export.hosts[host_nqn] = (
+                self._keys.existing(export.nqn, host_nqn)
+                if self._keys else None)
+        with self._desired_lock:
+            self._desired[volume_id] = export
+
+    def replay(self):
+        """Re-create every desired export that SPDK does not have.
+
+        One listing tells what is present; only what is missing is sent.
+        Returns the NQNs restored.
+        """
+        self.ensure_transport()
+        present = {s['nqn']: s for s in
+                   self._client.call('nvmf_get_subsystems')}
+        with self._desired_lock:
+            wanted = list(self._desired.values())
+        missing = [e for e in wanted if e.nqn not in present]
+        incomplete = [e for e in wanted if e.nqn in present
+                      and _lacks(present[e.nqn], e, self.portals())]
+        with concurrent.futures.ThreadPoolExecutor(REPLAY_WORKERS) as pool:
+            results = list(pool.map(self._restore, missing + incomplete))
+        restored = [nqn for nqn in results if nqn]
+        if restored:
+            LOG.warning('SPDK had lost %(count)d export(s); restored: '
+                        '%(nqns)s', {'count': len(restored),
+                                     'nqns': ', '.join(restored)})
+        return restored
+
+    def _restore(self, export):
+        try:
+            with lockutils.lock('spdk-export-%s' % export.ns_uuid):
+                self._create_subsystem(export)
+            return export.nqn
+        except spdk_exc.SPDKException as exc:
+            LOG.error('Could not restore the export %(nqn)s: %(err)s',
+                      {'nqn': export.nqn, 'err': exc})
+            return None
+
+
+def _lacks(subsystem, export, portals):
+    hosts = {h['nqn'] for h in subsystem.get('hosts', [])}
+    listening = {(la.get('traddr'), str(la.get('trsvcid')))
+                 for la in subsystem.get('listen_addresses', [])}
+    return (not subsystem.get('namespaces')
+            or not set(export.hosts) <= hosts
+            or not {(a, p) for a, p, _t in portals} <= listening)
+
+
+def _adrfam(address):
+    return 'IPv6' if ':' in address else 'IPv4'
+
+
+def _namespace(export):
+    # The namespace carries the Cinder volume id as UUID and NGUID so that
+    # os-brick finds it by vol_uuid, and so that an SPDK initiator in the
+    # same process as the lvol does not meet a clashing bdev UUID.
+    return {'bdev_name': export.bdev, 'uuid': export.ns_uuid,
+            'nguid': export.ns_uuid.replace('-', '').upper()}

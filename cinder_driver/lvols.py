@@ -1,0 +1,251 @@
+"""Logical volumes of one SPDK target, and the snapshots Cinder no longer sees.
+
+Every operation here is the minimal RPC sequence for its job: SPDK serves
+RPCs on a 4 ms timer, so each extra call is a visible cost.
+
+Snapshots are lvol snapshots and clones are lvol clones: O(1), nothing is
+copied. SPDK refuses to delete a snapshot that still has more than one
+clone. Such a snapshot (a Cinder snapshot deleted while volumes made from it
+live on, or the internal snapshot behind a cloned volume) is renamed
+``hidden-…`` and deleted together with its last clone. The parent links of
+hidden snapshots are read once at start-up and kept current by the
+operations, so deleting a volume costs no extra look-up.
+"""
+
+import math
+import threading
+
+from oslo_log import log as logging
+from oslo_utils import units
+
+from spdk_common import exception as spdk_exc
+from spdk_common import naming
+
+LOG = logging.getLogger(__name__)
+
+
+def gib_to_mib(size_gb):
+    return int(size_gb) * units.Ki
+
+
+def bytes_to_gib_ceil(size):
+    return int(math.ceil(size / float(units.Gi)))
+
+
+def lvol_info(bdev):
+    """The ``driver_specific.lvol`` part of a bdev, or None."""
+    return (bdev.get('driver_specific') or {}).get('lvol')
+
+
+def bdev_alias(bdev):
+    aliases = bdev.get('aliases') or []
+    return aliases[0] if aliases else bdev['name']
+
+
+class Lvols:
+    def __init__(self, client, clear_method='unmap'):
+        self._client = client
+        self._clear_method = clear_method
+        self._lock = threading.Lock()
+        # hidden snapshot alias -> aliases of its clones
+        self._hidden_clones = {}
+        # alias -> its hidden parent's alias
+        self._hidden_parent = {}
+
+    # -- start-up -----------------------------------------------------------
+
+    def load(self, bdevs):
+        """Learn the hidden snapshots and their clones from one listing."""
+        hidden, parent = {}, {}
+        for bdev in bdevs:
+            info = lvol_info(bdev)
+            if info is None:
+                continue
+            alias = bdev_alias(bdev)
+            lvstore, name = naming.split_alias(alias)
+            if naming.is_hidden_lvol(name):
+                clones = {naming.lvol_alias(lvstore, c)
+                          for c in info.get('clones', [])}
+                hidden[alias] = clones
+                for clone in clones:
+                    parent[clone] = alias
+        with self._lock:
+            self._hidden_clones = hidden
+            self._hidden_parent = parent
+        orphans = [a for a, clones in hidden.items() if not clones]
+        for alias in orphans:
+            self._delete_hidden(alias)
+
+    def hidden_count(self):
+        return len(self._hidden_clones)
+
+    # -- lvols --------------------------------------------------------------
+
+    def create(self, lvstore, name, size_gb, thin):
+        return self._client.call('bdev_lvol_create', {
+            'lvs_name': lvstore,
+            'lvol_name': name,
+            'size_in_mib': gib_to_mib(size_gb),
+            'thin_provision': bool(thin),
+            'clear_method': self._clear_method,
+        })
+
+    def resize(self, alias, size_gb):
+        self._client.call('bdev_lvol_resize', {
+            'name': alias, 'size_in_mib': gib_to_mib(size_gb)})
+
+    def rename(self, alias, new_name):
+        self._client.call('bdev_lvol_rename',
+                          {'old_name': alias, 'new_name': new_name})
+        lvstore, _old = naming.split_alias(alias)
+        self._relink(alias, naming.lvol_alias(lvstore, new_name))
+
+    def get(self, name):
+        """The bdev of an lvol by alias, name or UUID; None if absent."""
+        try:
+            found = self._client.call('bdev_get_bdevs', {'name': name})
+        except spdk_exc.SPDKNotFound:
+            return None
+        if not found or lvol_info(found[0]) is None:
+            return None
+        return found[0]
+
+    def delete(self, alias):
+        """Delete a volume lvol; absent is fine. Frees hidden parents."""
+        try:
+            self._client.call('bdev_lvol_delete', {'name': alias})
+        except spdk_exc.SPDKNotFound:
+            LOG.info('lvol %s was already gone', alias)
+        self._release_parent(alias)
+
+    # -- snapshots and clones -----------------------------------------------
+
+    def snapshot(self, alias, snapshot_name):
+        result = self._client.call('bdev_lvol_snapshot', {
+            'lvol_name': alias, 'snapshot_name': snapshot_name})
+        lvstore, _name = naming.split_alias(alias)
+        # The volume is now a clone of the new snapshot, which takes its
+        # place under any hidden parent.
+        self._relink(alias, naming.lvol_alias(lvstore, snapshot_name))
+        return result
+
+    def clone(self, snapshot_alias, clone_name):
+        return self._client.call('bdev_lvol_clone', {
+            'snapshot_name': snapshot_alias, 'clone_name': clone_name})
+
+    def clone_volume(self, source_alias, hidden_name, clone_name):
+        """Clone a live volume through an internal, hidden snapshot."""
+        lvstore, _name = naming.split_alias(source_alias)
+        hidden_alias = naming.lvol_alias(lvstore, hidden_name)
+        clone_alias = naming.lvol_alias(lvstore, clone_name)
+        self.snapshot(source_alias, hidden_name)
+        with self._lock:
+            self._hidden_clones[hidden_alias] = {source_alias}
+            self._hidden_parent[source_alias] = hidden_alias
+        try:
+            result = self.clone(hidden_alias, clone_name)
+        except Exception:
+            self._delete_hidden(hidden_alias)
+            raise
+        with self._lock:
+            self._hidden_clones[hidden_alias].add(clone_alias)
+            self._hidden_parent[clone_alias] = hidden_alias
+        return result
+
+    def delete_snapshot(self, alias):
+        """Delete a Cinder snapshot, or hide it while clones need it."""
+        try:
+            self._client.call('bdev_lvol_delete', {'name': alias})
+        except spdk_exc.SPDKNotFound:
+            LOG.info('Snapshot lvol %s was already gone', alias)
+            return
+        except spdk_exc.SPDKBusy:
+            self._hide(alias)
+            return
+        self._release_parent(alias)
+
+    def _hide(self, alias):
+        bdev = self.get(alias)
+        if bdev is None:
+            return
+        lvstore, name = naming.split_alias(alias)
+        hidden_name = naming.hidden_lvol_name(name)
+        self._client.call('bdev_lvol_rename',
+                          {'old_name': alias, 'new_name': hidden_name})
+        hidden_alias = naming.lvol_alias(lvstore, hidden_name)
+        clones = {naming.lvol_alias(lvstore, c)
+                  for c in lvol_info(bdev).get('clones', [])}
+        with self._lock:
+            parent = self._hidden_parent.pop(alias, None)
+            if parent:
+                self._hidden_parent[hidden_alias] = parent
+                self._hidden_clones[parent].discard(alias)
+                self._hidden_clones[parent].add(hidden_alias)
+            self._hidden_clones[hidden_alias] = clones
+            for clone in clones:
+                self._hidden_parent[clone] = hidden_alias
+        LOG.info('Snapshot %(alias)s still backs %(count)d clones; it is '
+                 'hidden as %(hidden)s and goes with its last clone',
+                 {'alias': alias, 'count': len(clones),
+                  'hidden': hidden_alias})
+
+    # -- hidden parent bookkeeping ------------------------------------------
+
+    def _relink(self, old_alias, new_alias):
+        with self._lock:
+            parent = self._hidden_parent.pop(old_alias, None)
+            if parent:
+                self._hidden_parent[new_alias] = parent
+                clones = self._hidden_clones[parent]
+                clones.discard(old_alias)
+                clones.add(new_alias)
+            clones = self._hidden_clones.pop(old_alias, None)
+            if clones is not None:
+                self._hidden_clones[new_alias] = clones
+                for clone in clones:
+                    self._hidden_parent[clone] = new_alias
+
+    def _release_parent(self, alias):
+        """Forget a deleted lvol; delete its hidden parent if now unused."""
+        with self._lock:
+            parent = self._hidden_parent.pop(alias, None)
+            if parent is None:
+                return
+            clones = self._hidden_clones[parent]
+            clones.discard(alias)
+            unused = len(clones) <= 1
+        if unused:
+            self._delete_hidden(parent)
+
+    def _delete_hidden(self, alias):
+        """Delete a hidden snapshot with at most one clone left.
+
+        With one clone SPDK hands the snapshot's clusters to that clone
+        (metadata only); the clone then hangs off the snapshot's parent.
+        """
+        try:
+            self._client.call('bdev_lvol_delete', {'name': alias})
+        except spdk_exc.SPDKNotFound:
+            pass
+        except spdk_exc.SPDKException as exc:
+            LOG.warning('Could not delete hidden snapshot %(alias)s yet: '
+                        '%(err)s', {'alias': alias, 'err': exc})
+            return
+        LOG.info('Deleted hidden snapshot %s', alias)
+        with self._lock:
+            clones = self._hidden_clones.pop(alias, set())
+            parent = self._hidden_parent.pop(alias, None)
+            if parent:
+                siblings = self._hidden_clones[parent]
+                siblings.discard(alias)
+                siblings.update(clones)
+            for clone in clones:
+                if parent:
+                    self._hidden_parent[clone] = parent
+                else:
+                    self._hidden_parent.pop(clone, None)
+        if parent:
+            with self._lock:
+                unused = len(self._hidden_clones.get(parent, ())) <= 1
+            if unused:
+                self._delete_hidden(parent)

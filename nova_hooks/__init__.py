@@ -1,0 +1,1 @@
+"""Nova libvirt integration for SPDK vhost-user-blk volumes (planned)."""

@@ -1,0 +1,40 @@
+"""Where SPDK's applications are found.
+
+SPDK is not packaged by the distributions we run on, so operators install
+it themselves. The order is: ``$SPDK_BIN_DIR``, then ``$PATH``, then the
+conventional prefixes (``/usr/local/bin`` for ``make install``,
+``/opt/spdk/build/bin`` and ``/usr/local/src/spdk/build/bin`` for a build
+tree).
+"""
+
+import os
+import shutil
+
+CONVENTIONAL_DIRS = ('/usr/local/bin', '/opt/spdk/build/bin',
+                     '/usr/local/src/spdk/build/bin')
+
+
+def find(app):
+    """Absolute path of an SPDK application (``nvmf_tgt``, ``vhost``...)."""
+    env_dir = os.environ.get('SPDK_BIN_DIR')
+    if env_dir:
+        path = os.path.join(env_dir, app)
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which(app)
+    if found:
+        return found
+    for directory in CONVENTIONAL_DIRS:
+        path = os.path.join(directory, app)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def library_path(binary):
+    """LD_LIBRARY_PATH entries a shared-library SPDK build tree needs."""
+    build = os.path.dirname(os.path.dirname(binary))
+    candidates = [os.path.join(build, 'lib'),
+                  os.path.join(os.path.dirname(build), 'isa-l', '.libs'),
+                  os.path.join(os.path.dirname(build), 'dpdk', 'build', 'lib')]
+    return [c for c in candidates if os.path.isdir(c)]

@@ -1,0 +1,105 @@
+"""Exceptions raised by the SPDK client and the naming helpers.
+
+One root, ``SPDKException``, with a templated ``message`` the way os-brick
+does it: subclasses set ``message`` and callers pass the template's fields
+as keyword arguments.
+"""
+
+import errno
+
+
+class SPDKException(Exception):
+    """Base of every spdk-openstack error."""
+
+    message = "An unknown SPDK error occurred."
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if not message:
+            try:
+                message = self.message % kwargs
+            except (KeyError, TypeError):
+                # A template/argument mismatch must not hide the real error.
+                message = self.message
+        self.msg = message
+        super().__init__(message)
+
+
+class SPDKUnavailable(SPDKException):
+    message = ("SPDK at %(socket)s is unavailable: %(reason)s. Check that the "
+               "SPDK application is running and that this service may open "
+               "its RPC socket.")
+
+
+class SPDKTimeout(SPDKUnavailable):
+    message = ("SPDK at %(socket)s did not answer %(method)s within "
+               "%(timeout)s seconds.")
+
+
+class SPDKRPCError(SPDKException):
+    """SPDK answered a call with a JSON-RPC error.
+
+    ``code`` keeps SPDK's own error code (a negative errno for most RPCs,
+    or a JSON-RPC code such as -32602) so that callers can branch on it.
+    """
+
+    message = "SPDK %(method)s failed: %(error)s (code %(code)s)"
+
+    def __init__(self, message=None, **kwargs):
+        self.code = kwargs.get('code')
+        self.method = kwargs.get('method')
+        self.error = kwargs.get('error')
+        super().__init__(message, **kwargs)
+
+
+class SPDKNotFound(SPDKRPCError):
+    pass
+
+
+class SPDKExists(SPDKRPCError):
+    pass
+
+
+class SPDKNoSpace(SPDKRPCError):
+    pass
+
+
+class SPDKBusy(SPDKRPCError):
+    pass
+
+
+class SPDKInvalidParams(SPDKRPCError):
+    pass
+
+
+class SPDKMethodNotFound(SPDKRPCError):
+    pass
+
+
+class InvalidNQN(SPDKException):
+    message = "Invalid NVMe qualified name %(nqn)r: %(reason)s."
+
+
+# JSON-RPC 2.0 codes that SPDK uses next to negative errno values.
+JSONRPC_INVALID_PARAMS = -32602
+JSONRPC_METHOD_NOT_FOUND = -32601
+
+_ERROR_CLASSES = {
+    -errno.ENODEV: SPDKNotFound,
+    -errno.ENOENT: SPDKNotFound,
+    -errno.EEXIST: SPDKExists,
+    -errno.ENOSPC: SPDKNoSpace,
+    -errno.EBUSY: SPDKBusy,
+    -errno.EAGAIN: SPDKBusy,
+    -errno.EINVAL: SPDKInvalidParams,
+    JSONRPC_INVALID_PARAMS: SPDKInvalidParams,
+    JSONRPC_METHOD_NOT_FOUND: SPDKMethodNotFound,
+}
+
+
+def from_rpc_error(method, error):
+    """Build the typed exception for one JSON-RPC error object."""
+    code = error.get('code')
+    text = error.get('message') or 'no message'
+    cls = _ERROR_CLASSES.get(code, SPDKRPCError)
+    return cls(method=method, code=code, error=text)

@@ -1,0 +1,103 @@
+"""Names that spdk-openstack gives to SPDK objects, and NQN validation.
+
+Every component derives names from here so that the storage node and the
+compute node agree on them without asking each other.
+"""
+
+import re
+import uuid
+
+from spdk_common import exception
+
+# NVMe Base Specification, 4.5 "NVMe Qualified Names".
+NQN_MAX_BYTES = 223
+_NQN_DATE_DOMAIN = re.compile(
+    r'^nqn\.(\d{4})-(0[1-9]|1[0-2])\.'
+    r'[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?'
+    r'(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*'
+    r'(:.+)?$')
+_UUID_NQN_PREFIX = 'nqn.2014-08.org.nvmexpress:uuid:'
+DISCOVERY_NQN = 'nqn.2014-08.org.nvmexpress.discovery'
+
+# SPDK_LVOL_NAME_MAX is 64 including the terminating NUL.
+LVOL_NAME_MAX = 63
+
+
+def validate_nqn(nqn):
+    """Raise InvalidNQN unless ``nqn`` is a well-formed host/subsystem NQN."""
+    if not isinstance(nqn, str) or not nqn:
+        raise exception.InvalidNQN(nqn=nqn, reason='it is empty')
+    if len(nqn.encode('utf-8')) > NQN_MAX_BYTES:
+        raise exception.InvalidNQN(
+            nqn=nqn, reason='it is longer than %d bytes' % NQN_MAX_BYTES)
+    if nqn == DISCOVERY_NQN:
+        raise exception.InvalidNQN(nqn=nqn,
+                                   reason='it is the discovery NQN')
+    if nqn.startswith(_UUID_NQN_PREFIX):
+        value = nqn[len(_UUID_NQN_PREFIX):]
+        try:
+            parsed = uuid.UUID(value)
+        except ValueError:
+            raise exception.InvalidNQN(
+                nqn=nqn, reason='%r is not a UUID' % value)
+        if str(parsed) != value.lower():
+            raise exception.InvalidNQN(
+                nqn=nqn, reason='the UUID must be in 8-4-4-4-12 form')
+        return nqn
+    if not _NQN_DATE_DOMAIN.match(nqn):
+        raise exception.InvalidNQN(
+            nqn=nqn, reason="it is neither 'nqn.yyyy-mm.reverse.domain[:...]'"
+                            " nor 'nqn.2014-08.org.nvmexpress:uuid:<uuid>'")
+    return nqn
+
+
+def volume_nqn(prefix, volume_id):
+    """The subsystem NQN of one Cinder volume's export."""
+    return validate_nqn('%s:volume-%s' % (prefix, volume_id))
+
+
+def volume_lvol_name(volume_id):
+    return 'volume-%s' % volume_id
+
+
+def snapshot_lvol_name(snapshot_id):
+    return 'snapshot-%s' % snapshot_id
+
+
+def hidden_lvol_name(name):
+    """The name a snapshot lives on under once Cinder no longer sees it.
+
+    SPDK cannot delete a snapshot that still has more than one clone, so a
+    deleted snapshot (or the internal snapshot behind a cloned volume) is
+    renamed and removed with its last clone.
+    """
+    return 'hidden-%s' % name
+
+
+def is_hidden_lvol(name):
+    return name.startswith('hidden-')
+
+
+def lvol_alias(lvstore, name):
+    """The bdev alias SPDK gives an lvol: ``<lvstore>/<lvol>``."""
+    return '%s/%s' % (lvstore, name)
+
+
+def split_alias(alias):
+    lvstore, _sep, name = alias.partition('/')
+    return lvstore, name
+
+
+def nvme_controller_name(volume_id):
+    """The bdev_nvme controller name the compute-node SPDK uses."""
+    return 'cinder-%s' % volume_id
+
+
+def host_key_name(subsystem_nqn, host_nqn):
+    """SPDK keyring name of a DH-HMAC-CHAP key for one host and volume.
+
+    Keyring names may not contain '/' and are kept short; a UUID5 of the
+    pair is unique and stable across restarts.
+    """
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, subsystem_nqn + '\n' + host_nqn)
+    return 'dhchap-%s' % digest

@@ -1,0 +1,1 @@
+"""Tempest plugin for spdk-openstack (planned)."""

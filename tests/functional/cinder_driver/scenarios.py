@@ -1,0 +1,327 @@
+"""The driver as cinder-volume runs it, against an SPDK target.
+
+These scenarios load the driver through Cinder's own VolumeManager (its
+configuration objects, init_host, do_setup, check_for_setup_error, stats)
+and drive Cinder's flows (create, snapshot, clone, extend, attach, delete)
+on a real Cinder database. The functional tier runs them against the SPDK
+test double; the SPDK tier runs the very same scenarios against real SPDK.
+"""
+
+from oslo_config import cfg
+from oslo_utils import importutils
+
+from cinder import context
+from cinder import exception
+from cinder import objects
+from cinder.tests.unit import test as cinder_test
+from cinder.tests.unit import utils as cinder_utils
+from cinder.volume import volume_types
+
+import cinder_driver.spdk  # noqa: F401  (registers the driver options)
+from spdk_common import naming
+
+CONF = cfg.CONF
+HOST = 'node1@spdk'
+HOST_NQN = 'nqn.2014-08.org.nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
+OTHER_NQN = 'nqn.2014-08.org.nvmexpress:uuid:5b3f4c2e-8d7a-4e61-b0c9-2d4e6f8a1b3c'
+
+
+class CinderTestCase(cinder_test.TestCase):
+    """Cinder's own TestCase (database, config, policy fixtures).
+
+    Cinder's cleanup deletes every public attribute of the test, pytest's
+    included; keep only the part that stops services.
+    """
+
+    def _common_cleanup(self):
+        for service in self._services:
+            service.stop()
+
+
+class DriverScenarios:
+    """Mix into a CinderTestCase that defines ``make_target()``."""
+
+    def setUp(self):
+        super().setUp()
+        self.target = self.useFixture(self.make_target())
+        self.lvs = self.target.lvstore
+        self.flags(volume_driver='cinder_driver.spdk.SPDKDriver',
+                   spdk_rpc_socket=self.target.socket_path,
+                   spdk_target_addresses=['127.0.0.1'],
+                   spdk_target_port=self.target_port(),
+                   spdk_lvstores=[self.lvs],
+                   volume_backend_name='spdk',
+                   group='backend_defaults')
+        self.manager = importutils.import_object(CONF.volume_manager,
+                                                 host=HOST)
+        self.manager.init_host(service_id=None)
+        self.driver = self.manager.driver
+        self.assertTrue(self.driver.initialized)
+        self.ctxt = context.get_admin_context()
+        self.rpc = self.target.client
+
+    def target_port(self):
+        return 4420
+
+    # -- helpers ------------------------------------------------------------
+
+    def make_type(self, name, extra_specs=None, qos=None):
+        vtype = volume_types.create(self.ctxt, name, extra_specs or {})
+        if qos:
+            specs = cinder_utils.create_qos_specs  # noqa: F841
+            from cinder.volume import qos_specs
+            spec = qos_specs.create(self.ctxt, name + '-qos', qos)
+            qos_specs.associate_qos_with_type(self.ctxt, spec.id,
+                                              vtype['id'])
+        return vtype
+
+    def create_volume(self, size=1, volume_type=None, **kwargs):
+        volume = cinder_utils.create_volume(
+            self.ctxt, host=HOST + '#' + self.lvs, size=size,
+            volume_type_id=volume_type['id'] if volume_type else None,
+            **kwargs)
+        if 'snapshot_id' in kwargs or 'source_volid' in kwargs:
+            return volume
+        self.manager.create_volume(self.ctxt, volume)
+        volume.refresh()
+        self.assertEqual('available', volume.status)
+        return volume
+
+    def lvol(self, name):
+        found = self.rpc.call('bdev_get_bdevs') or []
+        for bdev in found:
+            if naming.lvol_alias(self.lvs, name) in (bdev.get('aliases')
+                                                      or []):
+                return bdev
+        return None
+
+    def vol_lvol(self, volume):
+        return self.lvol(naming.volume_lvol_name(volume.id))
+
+    def subsystem(self, volume):
+        nqn = self.driver._exports.nqn(volume.id)
+        for sub in self.rpc.call('nvmf_get_subsystems'):
+            if sub['nqn'] == nqn:
+                return sub
+        return None
+
+    def connector(self, nqn=HOST_NQN, **extra):
+        return dict({'nqn': nqn, 'host': 'compute1',
+                     'initiator': 'iqn.x', 'multipath': False}, **extra)
+
+    def snapshot_of(self, volume):
+        snapshot = cinder_utils.create_snapshot(self.ctxt, volume.id)
+        self.manager.create_snapshot(self.ctxt, snapshot)
+        snapshot.refresh()
+        self.assertEqual('available', snapshot.status)
+        return snapshot
+
+    # -- scenarios ----------------------------------------------------------
+
+    def test_stats_report_one_pool_per_lvstore(self):
+        stats = self.driver.get_volume_stats(refresh=True)
+        self.assertEqual('NVMe-TCP', stats['storage_protocol'])
+        self.assertEqual('spdk', stats['volume_backend_name'])
+        (pool,) = stats['pools']
+        self.assertEqual(self.lvs, pool['pool_name'])
+        for key in ('thin_provisioning_support',
+                    'thick_provisioning_support', 'QoS_support',
+                    'multiattach', 'online_extend_support'):
+            self.assertTrue(pool[key], key)
+        self.assertGreater(pool['total_capacity_gb'], 0)
+        self.assertLessEqual(pool['free_capacity_gb'],
+                             pool['total_capacity_gb'])
+        self.assertIn('location_info', pool)
+        self.create_volume(size=2)
+        pool = self.driver.get_volume_stats(refresh=True)['pools'][0]
+        self.assertEqual(2, pool['provisioned_capacity_gb'])
+
+    def test_thin_and_thick_volumes_and_idempotent_delete(self):
+        thin = self.create_volume()
+        thick_type = self.make_type('thick',
+                                    {'provisioning:type': 'thick'})
+        thick = self.create_volume(volume_type=thick_type)
+        self.assertTrue(
+            self.vol_lvol(thin)['driver_specific']['lvol']['thin_provision'])
+        self.assertFalse(
+            self.vol_lvol(thick)['driver_specific']['lvol']['thin_provision'])
+        self.assertEqual(1024 ** 3, self.vol_lvol(thin)['num_blocks'] *
+                         self.vol_lvol(thin)['block_size'])
+        self.manager.delete_volume(self.ctxt, thin)
+        self.assertIsNone(self.vol_lvol(thin))
+        self.driver.delete_volume(thin)  # already gone: no error
+
+    def test_extend(self):
+        volume = self.create_volume()
+        self.manager.extend_volume(self.ctxt, volume, 3, None)
+        bdev = self.vol_lvol(volume)
+        self.assertEqual(3 * 1024 ** 3, bdev['num_blocks'] * bdev['block_size'])
+
+    def test_snapshots_clones_and_deleting_a_snapshot_with_clones(self):
+        volume = self.create_volume()
+        snapshot = self.snapshot_of(volume)
+        self.assertTrue(self.lvol(naming.snapshot_lvol_name(snapshot.id))
+                        ['driver_specific']['lvol']['snapshot'])
+        from_snap = cinder_utils.create_volume(
+            self.ctxt, host=HOST + '#' + self.lvs, size=2,
+            snapshot_id=snapshot.id)
+        self.driver.create_volume_from_snapshot(from_snap, snapshot)
+        self.assertEqual(2 * 1024 ** 3,
+                         self.vol_lvol(from_snap)['num_blocks'] *
+                         self.vol_lvol(from_snap)['block_size'])
+        clone = cinder_utils.create_volume(
+            self.ctxt, host=HOST + '#' + self.lvs, size=1,
+            source_volid=volume.id)
+        self.driver.create_cloned_volume(clone, volume)
+        self.assertIsNotNone(self.vol_lvol(clone))
+        # The snapshot backs the volume and from_snap: SPDK refuses to
+        # delete it, Cinder must not notice.
+        self.driver.delete_snapshot(snapshot)
+        self.assertIsNone(self.lvol(naming.snapshot_lvol_name(snapshot.id)))
+        hidden = [b for b in self.rpc.call('bdev_get_bdevs')
+                  if any('/hidden-' in a for a in b.get('aliases', []))]
+        self.assertEqual(2, len(hidden))
+        for vol in (from_snap, clone, volume):
+            self.driver.delete_volume(vol)
+        leftovers = [a for b in self.rpc.call('bdev_get_bdevs')
+                     for a in b.get('aliases', []) if a.startswith(self.lvs)]
+        self.assertEqual([], leftovers)
+
+    def test_revert_to_snapshot(self):
+        volume = self.create_volume()
+        snapshot = self.snapshot_of(volume)
+        self.driver.revert_to_snapshot(self.ctxt, volume, snapshot)
+        bdev = self.vol_lvol(volume)
+        self.assertEqual(naming.snapshot_lvol_name(snapshot.id),
+                         bdev['driver_specific']['lvol']['base_snapshot'])
+
+    def test_attach_flow_adds_and_removes_the_host_acl(self):
+        volume = self.create_volume()
+        self.driver.create_export(self.ctxt, volume, self.connector())
+        info = self.driver.initialize_connection(volume, self.connector())
+        self.assertEqual('nvmeof', info['driver_volume_type'])
+        data = info['data']
+        self.assertEqual(volume.id, data['vol_uuid'])
+        self.assertEqual([('127.0.0.1', str(self.target_port()), 'tcp')],
+                         data['portals'])
+        self.assertEqual(HOST_NQN, data['host_nqn'])
+        sub = self.subsystem(volume)
+        self.assertFalse(sub['allow_any_host'])
+        self.assertEqual([HOST_NQN], [h['nqn'] for h in sub['hosts']])
+        self.assertEqual(volume.id, sub['namespaces'][0]['uuid'])
+        # A second attachment of another host, then its detach.
+        self.driver.initialize_connection(volume, self.connector(OTHER_NQN))
+        self.driver.terminate_connection(volume, self.connector(OTHER_NQN))
+        self.assertEqual([HOST_NQN],
+                         [h['nqn'] for h in self.subsystem(volume)['hosts']])
+        self.driver.remove_export(self.ctxt, volume)
+        self.assertIsNotNone(self.subsystem(volume))  # HOST still there
+        self.driver.terminate_connection(volume, self.connector())
+        self.driver.remove_export(self.ctxt, volume)
+        self.assertIsNone(self.subsystem(volume))
+
+    def test_vhost_mode_only_when_type_and_connector_agree(self):
+        vtype = self.make_type('vhost', {'spdk:vhost_attach': '<is> True'})
+        volume = self.create_volume(volume_type=vtype)
+        plain = self.create_volume()
+        vhost_connector = self.connector(spdk_vhost={'version': '1.0'})
+        self.assertEqual('spdk_vhost', self.driver.initialize_connection(
+            volume, vhost_connector)['driver_volume_type'])
+        self.assertEqual('nvmeof', self.driver.initialize_connection(
+            plain, vhost_connector)['driver_volume_type'])
+        self.assertEqual('nvmeof', self.driver.initialize_connection(
+            volume, self.connector(OTHER_NQN))['driver_volume_type'])
+
+    def test_qos_applied_at_create_and_retype(self):
+        limited = self.make_type('gold', qos={'total_iops_sec': '2500',
+                                              'write_bytes_sec': '10485760'})
+        volume = self.create_volume(volume_type=limited)
+        limits = self.vol_lvol(volume)['assigned_rate_limits']
+        self.assertEqual(3000, limits['rw_ios_per_sec'])
+        self.assertEqual(10, limits['w_mbytes_per_sec'])
+        plain = self.make_type('plain')
+        diff, _same = volume_types.volume_types_diff(
+            self.ctxt, limited['id'], plain['id'])
+        self.assertEqual((True, None), self.driver.retype(
+            self.ctxt, volume, plain, diff, {'host': volume.host}))
+        limits = self.vol_lvol(volume)['assigned_rate_limits']
+        self.assertEqual(0, limits['rw_ios_per_sec'])
+
+    def test_retype_thin_to_thick_inflates_and_thick_to_thin_migrates(self):
+        volume = self.create_volume()
+        thin, thick = self.make_type('thin2'), self.make_type(
+            'thick2', {'provisioning:type': 'thick'})
+        diff, _ = volume_types.volume_types_diff(self.ctxt, thin['id'],
+                                                 thick['id'])
+        self.assertEqual((True, None), self.driver.retype(
+            self.ctxt, volume, thick, diff, {'host': volume.host}))
+        self.assertFalse(
+            self.vol_lvol(volume)['driver_specific']['lvol']['thin_provision'])
+        back, _ = volume_types.volume_types_diff(self.ctxt, thick['id'],
+                                                 thin['id'])
+        self.assertFalse(self.driver.retype(self.ctxt, volume, thin, back,
+                                            {'host': volume.host}))
+
+    def test_manage_and_unmanage(self):
+        self.rpc.call('bdev_lvol_create', {
+            'lvs_name': self.lvs, 'lvol_name': 'legacy', 'size_in_mib': 1536,
+            'thin_provision': True})
+        volume = cinder_utils.create_volume(
+            self.ctxt, host=HOST + '#' + self.lvs, size=0)
+        ref = {'source-name': 'legacy'}
+        self.assertEqual(2, self.driver.manage_existing_get_size(volume, ref))
+        self.driver.manage_existing(volume, ref)
+        bdev = self.vol_lvol(volume)
+        self.assertEqual(2 * 1024 ** 3, bdev['num_blocks'] * bdev['block_size'])
+        self.assertIsNone(self.lvol('legacy'))
+        self.assertRaises(exception.ManageExistingInvalidReference,
+                          self.driver.manage_existing_get_size, volume,
+                          {'source-name': 'nope'})
+        self.driver.unmanage(volume)
+        self.assertIsNotNone(self.vol_lvol(volume))
+
+    def test_bad_input_is_refused_cleanly(self):
+        volume = self.create_volume()
+        before = len(self.rpc.call('bdev_get_bdevs'))
+        self.assertRaises(exception.InvalidConnectorException,
+                          self.driver.initialize_connection, volume,
+                          {'host': 'x'})
+        self.assertRaises(exception.InvalidInput,
+                          self.driver.initialize_connection, volume,
+                          self.connector('not-an-nqn'))
+        elsewhere = cinder_utils.create_volume(
+            self.ctxt, host=HOST + '#nolvs', size=1)
+        self.assertRaises(exception.InvalidInput,
+                          self.driver.create_volume, elsewhere)
+        huge_thick = cinder_utils.create_volume(
+            self.ctxt, host=HOST + '#' + self.lvs, size=10 ** 5,
+            volume_type_id=self.make_type(
+                'thick3', {'provisioning:type': 'thick'})['id'])
+        self.assertRaises(exception.VolumeBackendAPIException,
+                          self.driver.create_volume, huge_thick)
+        clash = objects.Volume(self.ctxt, id=volume.id, host=volume.host,
+                               size=1, volume_type_id=None)
+        self.assertRaises(exception.VolumeBackendAPIException,
+                          self.driver.create_volume, clash)
+        self.assertEqual(before, len(self.rpc.call('bdev_get_bdevs')))
+
+    def test_spdk_down_gives_a_clear_error(self):
+        volume = self.create_volume()
+        self.target.stop()
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.extend_volume, volume, 2)
+        self.assertIn(self.target.socket_path, str(exc))
+
+    def test_restart_restores_exports_hosts_and_qos(self):
+        limited = self.make_type('silver', qos={'total_iops_sec': '5000'})
+        volume = self.create_volume(volume_type=limited)
+        self.driver.create_export(self.ctxt, volume, self.connector())
+        self.driver.initialize_connection(volume, self.connector())
+        self.target.restart()
+        self.assertIsNone(self.subsystem(volume))
+        self.driver.get_volume_stats(refresh=True)
+        sub = self.subsystem(volume)
+        self.assertEqual([HOST_NQN], [h['nqn'] for h in sub['hosts']])
+        self.assertEqual(1, len(sub['namespaces']))
+        self.assertEqual(5000, self.vol_lvol(volume)['assigned_rate_limits']
+                         ['rw_ios_per_sec'])

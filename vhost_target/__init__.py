@@ -1,0 +1,1 @@
+"""The compute-node agent spdk-vhost-target (planned)."""
