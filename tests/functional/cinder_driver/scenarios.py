@@ -15,6 +15,7 @@ from cinder import exception
 from cinder import objects
 from cinder.tests.unit import test as cinder_test
 from cinder.tests.unit import utils as cinder_utils
+from cinder.volume import qos_specs
 from cinder.volume import volume_types
 
 import cinder_driver.spdk  # noqa: F401  (registers the driver options)
@@ -68,8 +69,6 @@ class DriverScenarios:
     def make_type(self, name, extra_specs=None, qos=None):
         vtype = volume_types.create(self.ctxt, name, extra_specs or {})
         if qos:
-            specs = cinder_utils.create_qos_specs  # noqa: F841
-            from cinder.volume import qos_specs
             spec = qos_specs.create(self.ctxt, name + '-qos', qos)
             qos_specs.associate_qos_with_type(self.ctxt, spec.id,
                                               vtype['id'])
@@ -85,6 +84,13 @@ class DriverScenarios:
         self.manager.create_volume(self.ctxt, volume)
         volume.refresh()
         self.assertEqual('available', volume.status)
+        return volume
+
+    def create_volume_from(self, snapshot, size=1):
+        volume = cinder_utils.create_volume(
+            self.ctxt, host=HOST + '#' + self.lvs, size=size,
+            snapshot_id=snapshot.id)
+        self.driver.create_volume_from_snapshot(volume, snapshot)
         return volume
 
     def lvol(self, name):
