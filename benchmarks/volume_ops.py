@@ -154,9 +154,9 @@ def throughput_serial_raw(client, lvstore, count):
     start = time.perf_counter()
     for _ in range(count):
         name = 'raw-%s' % uuid.uuid4()
-        client.call('bdev_lvol_create', {'lvs_name': lvstore,
-                                         'lvol_name': name, 'size_in_mib': 1024,
-                                         'thin_provision': True})
+        client.call('bdev_lvol_create', {
+            'lvs_name': lvstore, 'lvol_name': name, 'size_in_mib': 1024,
+            'thin_provision': True})
         client.call('bdev_lvol_delete',
                     {'name': naming.lvol_alias(lvstore, name)})
     return count / (time.perf_counter() - start)

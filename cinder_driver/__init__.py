@@ -1,1 +1,1 @@
-"""Cinder volume driver for SPDK lvols over NVMe/TCP (``cinder_driver.spdk``)."""
+"""Cinder volume driver for SPDK lvols over NVMe/TCP."""

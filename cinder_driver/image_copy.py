@@ -99,7 +99,7 @@ def volume_to_image(drv, context, volume, image_service, image_meta):
     temp_alias = naming.lvol_alias(lvstore, temp_name)
     drv._call(lvols.clone_volume, alias,
               naming.hidden_lvol_name('upload-source-%s' % volume.id),
-              temp_name)
+              temp_name, volume.size)
     try:
         with image_utils.temporary_file(prefix='spdk-upload-') as path:
             os.truncate(path, volume.size * 1024 ** 3)

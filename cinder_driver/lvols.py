@@ -9,7 +9,10 @@ clone. Such a snapshot (a Cinder snapshot deleted while volumes made from it
 live on, or the internal snapshot behind a cloned volume) is renamed
 ``hidden-…`` and deleted together with its last clone. The parent links of
 hidden snapshots are read once at start-up and kept current by the
-operations, so deleting a volume costs no extra look-up.
+operations, so deleting a volume costs no extra look-up; so are the sizes
+of the volume lvols, which the stats need and ``bdev_lvol_get_lvols`` does
+not list (``bdev_get_bdevs`` does, but its reply grows ~1 KiB per lvol and
+costs more than the whole stats refresh at a thousand volumes).
 """
 
 import math
@@ -51,18 +54,22 @@ class Lvols:
         self._hidden_clones = {}
         # alias -> its hidden parent's alias
         self._hidden_parent = {}
+        # alias -> size in bytes, for every lvol that is not a snapshot
+        self._sizes = {}
 
     # -- start-up -----------------------------------------------------------
 
     def load(self, bdevs):
         """Learn the hidden snapshots and their clones from one listing."""
-        hidden, parent = {}, {}
+        hidden, parent, sizes = {}, {}, {}
         for bdev in bdevs:
             info = lvol_info(bdev)
             if info is None:
                 continue
             alias = bdev_alias(bdev)
             lvstore, name = naming.split_alias(alias)
+            if not info.get('snapshot'):
+                sizes[alias] = bdev['num_blocks'] * bdev['block_size']
             if naming.is_hidden_lvol(name):
                 clones = {naming.lvol_alias(lvstore, c)
                           for c in info.get('clones', [])}
@@ -72,27 +79,57 @@ class Lvols:
         with self._lock:
             self._hidden_clones = hidden
             self._hidden_parent = parent
+            self._sizes = sizes
         orphans = [a for a, clones in hidden.items() if not clones]
         for alias in orphans:
             self._delete_hidden(alias)
 
-    def hidden_count(self):
-        return len(self._hidden_clones)
+    def provisioned(self):
+        """Bytes of lvols that are not snapshots, per lvstore.
+
+        One ``bdev_lvol_get_lvols`` tells which lvols exist; sizes come from
+        what this driver did, and only an lvol made or resized behind its
+        back costs a look-up.
+        """
+        listed = {lvol['alias'] for lvol in
+                  self._client.call('bdev_lvol_get_lvols')
+                  if not lvol['is_snapshot']}
+        with self._lock:
+            for alias in set(self._sizes) - listed:
+                del self._sizes[alias]
+            unknown = listed - set(self._sizes)
+        for alias in unknown:
+            bdev = self.get(alias)
+            if bdev is not None:
+                self._track(alias, bdev['num_blocks'] * bdev['block_size'])
+        totals = {}
+        with self._lock:
+            for alias, size in self._sizes.items():
+                lvstore = naming.split_alias(alias)[0]
+                totals[lvstore] = totals.get(lvstore, 0) + size
+        return totals
+
+    def _track(self, alias, size):
+        with self._lock:
+            self._sizes[alias] = size
 
     # -- lvols --------------------------------------------------------------
 
     def create(self, lvstore, name, size_gb, thin):
-        return self._client.call('bdev_lvol_create', {
+        result = self._client.call('bdev_lvol_create', {
             'lvs_name': lvstore,
             'lvol_name': name,
             'size_in_mib': gib_to_mib(size_gb),
             'thin_provision': bool(thin),
             'clear_method': self._clear_method,
         })
+        self._track(naming.lvol_alias(lvstore, name), size_gb * units.Gi)
+        return result
 
     def resize(self, alias, size_gb):
         self._client.call('bdev_lvol_resize', {
             'name': alias, 'size_in_mib': gib_to_mib(size_gb)})
+        self._track(alias, size_gb * units.Gi)
 
     def rename(self, alias, new_name):
         self._client.call('bdev_lvol_rename',
@@ -116,6 +153,8 @@ class Lvols:
             self._client.call('bdev_lvol_delete', {'name': alias})
         except spdk_exc.SPDKNotFound:
             LOG.info('lvol %s was already gone', alias)
+        with self._lock:
+            self._sizes.pop(alias, None)
         self._release_parent(alias)
 
     # -- snapshots and clones -----------------------------------------------
@@ -129,11 +168,16 @@ class Lvols:
         self._relink(alias, naming.lvol_alias(lvstore, snapshot_name))
         return result
 
-    def clone(self, snapshot_alias, clone_name):
-        return self._client.call('bdev_lvol_clone', {
+    def clone(self, snapshot_alias, clone_name, size_gb):
+        """Clone a snapshot of ``size_gb`` (clones start at its size)."""
+        result = self._client.call('bdev_lvol_clone', {
             'snapshot_name': snapshot_alias, 'clone_name': clone_name})
+        lvstore, _name = naming.split_alias(snapshot_alias)
+        self._track(naming.lvol_alias(lvstore, clone_name),
+                    size_gb * units.Gi)
+        return result
 
-    def clone_volume(self, source_alias, hidden_name, clone_name):
+    def clone_volume(self, source_alias, hidden_name, clone_name, size_gb):
         """Clone a live volume through an internal, hidden snapshot."""
         lvstore, _name = naming.split_alias(source_alias)
         hidden_alias = naming.lvol_alias(lvstore, hidden_name)
@@ -143,7 +187,7 @@ class Lvols:
             self._hidden_clones[hidden_alias] = {source_alias}
             self._hidden_parent[source_alias] = hidden_alias
         try:
-            result = self.clone(hidden_alias, clone_name)
+            result = self.clone(hidden_alias, clone_name, size_gb)
         except Exception:
             self._delete_hidden(hidden_alias)
             raise
@@ -193,6 +237,8 @@ class Lvols:
 
     def _relink(self, old_alias, new_alias):
         with self._lock:
+            if old_alias in self._sizes:
+                self._sizes[new_alias] = self._sizes.pop(old_alias)
             parent = self._hidden_parent.pop(old_alias, None)
             if parent:
                 self._hidden_parent[new_alias] = parent

@@ -348,7 +348,8 @@ class SPDKDriver(driver.VolumeDriver):
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
         try:
-            self._lvols.clone(self._snapshot_alias(snapshot), name)
+            self._lvols.clone(self._snapshot_alias(snapshot), name,
+                              snapshot.volume_size)
         except spdk_exc.SPDKNotFound:
             raise exception.SnapshotNotFound(snapshot_id=snapshot.id)
         except spdk_exc.SPDKException as exc:
@@ -363,7 +364,8 @@ class SPDKDriver(driver.VolumeDriver):
         try:
             self._lvols.clone_volume(
                 self._volume_alias(src_vref),
-                naming.hidden_lvol_name('clone-source-%s' % volume.id), name)
+                naming.hidden_lvol_name('clone-source-%s' % volume.id), name,
+                src_vref.size)
         except spdk_exc.SPDKNotFound:
             raise exception.VolumeNotFound(volume_id=src_vref.id)
         except spdk_exc.SPDKException as exc:
@@ -399,7 +401,8 @@ class SPDKDriver(driver.VolumeDriver):
         temp_name = 'revert-%s' % volume.id
         temp_alias = naming.lvol_alias(lvstore, temp_name)
         try:
-            self._lvols.clone(self._snapshot_alias(snapshot), temp_name)
+            self._lvols.clone(self._snapshot_alias(snapshot), temp_name,
+                              snapshot.volume_size)
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
         try:
@@ -495,7 +498,7 @@ class SPDKDriver(driver.VolumeDriver):
         try:
             lvstores = self._refresh_lvstores()
             self._reconcile()
-            provisioned = self._provisioned_by_lvstore()
+            provisioned = self._lvols.provisioned()
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
         ratio = volume_utils.get_max_over_subscription_ratio(
@@ -509,7 +512,8 @@ class SPDKDriver(driver.VolumeDriver):
                 'total_capacity_gb':
                     lvs['total_data_clusters'] * cluster / units.Gi,
                 'free_capacity_gb': lvs['free_clusters'] * cluster / units.Gi,
-                'provisioned_capacity_gb': provisioned.get(name, 0),
+                'provisioned_capacity_gb':
+                    provisioned.get(name, 0) / units.Gi,
                 'max_over_subscription_ratio': ratio,
                 'reserved_percentage': self.configuration.reserved_percentage,
                 'thin_provisioning_support': True,
@@ -529,20 +533,6 @@ class SPDKDriver(driver.VolumeDriver):
             'sparse_copy_volume': True,
             'pools': pools,
         }
-
-    def _provisioned_by_lvstore(self):
-        """Sum of the Cinder-visible lvol sizes per lvstore, in GiB."""
-        totals = {}
-        for bdev in self._client.call('bdev_get_bdevs'):
-            info = spdk_lvols.lvol_info(bdev)
-            if info is None or info.get('snapshot'):
-                continue
-            lvstore, name = naming.split_alias(spdk_lvols.bdev_alias(bdev))
-            if naming.is_hidden_lvol(name):
-                continue
-            totals[lvstore] = totals.get(lvstore, 0) + (
-                bdev['num_blocks'] * bdev['block_size'] / units.Gi)
-        return totals
 
     def _reconcile(self):
         """Restore what SPDK lost in a restart (exports, hosts, QoS)."""

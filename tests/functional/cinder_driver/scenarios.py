@@ -23,8 +23,10 @@ from spdk_common import naming
 
 CONF = cfg.CONF
 HOST = 'node1@spdk'
-HOST_NQN = 'nqn.2014-08.org.nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
-OTHER_NQN = 'nqn.2014-08.org.nvmexpress:uuid:5b3f4c2e-8d7a-4e61-b0c9-2d4e6f8a1b3c'
+HOST_NQN = ('nqn.2014-08.org.nvmexpress:uuid:'
+            '0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11')
+OTHER_NQN = ('nqn.2014-08.org.nvmexpress:uuid:'
+             '5b3f4c2e-8d7a-4e61-b0c9-2d4e6f8a1b3c')
 
 
 class CinderTestCase(cinder_test.TestCase):
@@ -96,8 +98,8 @@ class DriverScenarios:
     def lvol(self, name):
         found = self.rpc.call('bdev_get_bdevs') or []
         for bdev in found:
-            if naming.lvol_alias(self.lvs, name) in (bdev.get('aliases')
-                                                      or []):
+            aliases = bdev.get('aliases') or []
+            if naming.lvol_alias(self.lvs, name) in aliases:
                 return bdev
         return None
 
@@ -161,7 +163,8 @@ class DriverScenarios:
         volume = self.create_volume()
         self.manager.extend_volume(self.ctxt, volume, 3, None)
         bdev = self.vol_lvol(volume)
-        self.assertEqual(3 * 1024 ** 3, bdev['num_blocks'] * bdev['block_size'])
+        self.assertEqual(3 * 1024 ** 3,
+                         bdev['num_blocks'] * bdev['block_size'])
 
     def test_snapshots_clones_and_deleting_a_snapshot_with_clones(self):
         volume = self.create_volume()
@@ -278,7 +281,8 @@ class DriverScenarios:
         self.assertEqual(2, self.driver.manage_existing_get_size(volume, ref))
         self.driver.manage_existing(volume, ref)
         bdev = self.vol_lvol(volume)
-        self.assertEqual(2 * 1024 ** 3, bdev['num_blocks'] * bdev['block_size'])
+        self.assertEqual(2 * 1024 ** 3,
+                         bdev['num_blocks'] * bdev['block_size'])
         self.assertIsNone(self.lvol('legacy'))
         self.assertRaises(exception.ManageExistingInvalidReference,
                           self.driver.manage_existing_get_size, volume,

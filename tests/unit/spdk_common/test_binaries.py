@@ -1,0 +1,39 @@
+import os
+import stat
+
+import fixtures
+
+from spdk_common import binaries
+from tests import base
+
+
+class TestFind(base.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(fixtures.MonkeyPatch(
+            'spdk_common.binaries.CONVENTIONAL_DIRS', ()))
+        self.useFixture(fixtures.EnvironmentVariable('PATH', '/nonexistent'))
+
+    def make(self, directory, name):
+        path = os.path.join(directory, name)
+        with open(path, 'w') as f:
+            f.write('#!/bin/sh\n')
+        os.chmod(path, stat.S_IRWXU)
+        return path
+
+    def test_spdk_bin_dir_first(self):
+        path = self.make(self.dir, 'nvmf_tgt')
+        self.useFixture(fixtures.EnvironmentVariable('SPDK_BIN_DIR',
+                                                     self.dir))
+        self.assertEqual(path, binaries.find('nvmf_tgt'))
+
+    def test_path_then_conventional(self):
+        self.useFixture(fixtures.EnvironmentVariable('SPDK_BIN_DIR', None))
+        self.assertIsNone(binaries.find('nvmf_tgt'))
+        path = self.make(self.dir, 'vhost')
+        self.useFixture(fixtures.MonkeyPatch(
+            'spdk_common.binaries.CONVENTIONAL_DIRS', (self.dir,)))
+        self.assertEqual(path, binaries.find('vhost'))
+        self.useFixture(fixtures.EnvironmentVariable('PATH', self.dir))
+        self.assertEqual(path, binaries.find('vhost'))
