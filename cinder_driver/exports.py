@@ -4,6 +4,13 @@ SPDK keeps nothing of this across a restart, so the desired exports are
 held here (filled from Cinder's database by ``ensure_export(s)`` at start
 and kept current by attach and detach) and replayed when the target comes
 back without them.
+
+QoS limits travel with the export: SPDK (v25.09) accepts a change of a
+bdev's limits only while the bdev has I/O channels, i.e. while something
+(here: the namespace) has it open; on an lvol nobody has opened, the first
+``bdev_set_qos_limit`` works and every later change fails with EAGAIN.
+Limits are set once the namespace exists, changed only on exported
+volumes, and replayed with the export.
 """
 
 import concurrent.futures
@@ -11,6 +18,8 @@ import threading
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
+
+from cinder_driver import qos
 
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
@@ -25,12 +34,13 @@ REPLAY_WORKERS = 8
 
 
 class _Export:
-    __slots__ = ('nqn', 'bdev', 'ns_uuid', 'hosts')
+    __slots__ = ('nqn', 'bdev', 'ns_uuid', 'hosts', 'qos')
 
-    def __init__(self, nqn, bdev, ns_uuid):
+    def __init__(self, nqn, bdev, ns_uuid, qos_limits=None):
         self.nqn = nqn
         self.bdev = bdev
         self.ns_uuid = ns_uuid
+        self.qos = qos_limits
         # host NQN -> keyring key name (None without DH-HMAC-CHAP)
         self.hosts = {}
 
@@ -71,13 +81,14 @@ class NVMeoFExports:
 
     # -- exports ------------------------------------------------------------
 
-    def export(self, volume_id, bdev):
-        """Create the volume's subsystem, namespace and listeners."""
+    def export(self, volume_id, bdev, qos_limits=None):
+        """Create the volume's subsystem, namespace, listeners and QoS."""
         with lockutils.lock('spdk-export-%s' % volume_id):
             export = self._desired.get(volume_id)
             if export is None:
                 export = _Export(self.nqn(volume_id), bdev, volume_id)
             export.bdev = bdev
+            export.qos = qos_limits
             self._create_subsystem(export)
             with self._desired_lock:
                 self._desired[volume_id] = export
@@ -120,6 +131,27 @@ class NVMeoFExports:
             })
         for host, key in export.hosts.items():
             self._add_host(export.nqn, host, key)
+        self._apply_qos(export)
+
+    def _apply_qos(self, export):
+        if export.qos:
+            self._client.call('bdev_set_qos_limit',
+                              dict(qos.NO_LIMITS, **export.qos,
+                                   name=export.bdev))
+
+    def set_qos(self, volume_id, qos_limits):
+        """Change the limits of an exported volume now, or at its export."""
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            export = self._desired.get(volume_id)
+            if export is None:
+                return
+            had_limits = bool(export.qos)
+            export.qos = qos_limits
+            if qos_limits:
+                self._apply_qos(export)
+            elif had_limits:
+                self._client.call('bdev_set_qos_limit',
+                                  dict(qos.NO_LIMITS, name=export.bdev))
 
     def _complete_subsystem(self, export):
         current = self._subsystem(export.nqn)
@@ -143,6 +175,7 @@ class NVMeoFExports:
         for host, key in export.hosts.items():
             if host not in allowed:
                 self._add_host(export.nqn, host, key)
+        self._apply_qos(export)
 
     def _subsystem(self, nqn):
         try:
@@ -242,9 +275,9 @@ class NVMeoFExports:
 
     # -- restart recovery ---------------------------------------------------
 
-    def remember(self, volume_id, bdev, hosts):
+    def remember(self, volume_id, bdev, hosts, qos_limits=None):
         """Record an export Cinder's database says exists (at start-up)."""
-        export = _Export(self.nqn(volume_id), bdev, volume_id)
+        export = _Export(self.nqn(volume_id), bdev, volume_id, qos_limits)
         for host_nqn in hosts:
             export.hosts[host_nqn] = (
                 self._keys.existing(export.nqn, host_nqn)

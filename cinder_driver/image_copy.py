@@ -81,7 +81,6 @@ def image_to_volume(drv, context, volume, image_service, image_id):
                 raise drv._backend_error_for(exc)
     try:
         lvols.resize(temp_alias, volume.size)
-        drv._apply_qos(volume, temp_alias)
     except spdk_exc.SPDKException as exc:
         drv._undo(temp_alias)
         raise drv._backend_error_for(exc)

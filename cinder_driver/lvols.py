@@ -5,9 +5,11 @@ RPCs on a 4 ms timer, so each extra call is a visible cost.
 
 Snapshots are lvol snapshots and clones are lvol clones: O(1), nothing is
 copied. SPDK refuses to delete a snapshot that still has more than one
-clone. Such a snapshot (a Cinder snapshot deleted while volumes made from it
-live on, or the internal snapshot behind a cloned volume) is renamed
-``hidden-…`` and deleted together with its last clone. The parent links of
+clone (and to rename a snapshot at all). Such a snapshot is *hidden*: Cinder
+no longer sees it, and it is deleted together with its last clone. Hidden
+are the internal snapshots behind cloned volumes (created as ``hidden-…``)
+and Cinder snapshots deleted while clones needed them (still
+``snapshot-<id>``, but unknown to Cinder's database). The parent links of
 hidden snapshots are read once at start-up and kept current by the
 operations, so deleting a volume costs no extra look-up; so are the sizes
 of the volume lvols, which the stats need and ``bdev_lvol_get_lvols`` does
@@ -59,8 +61,13 @@ class Lvols:
 
     # -- start-up -----------------------------------------------------------
 
-    def load(self, bdevs):
-        """Learn the hidden snapshots and their clones from one listing."""
+    def load(self, bdevs, live_snapshots):
+        """Learn hidden snapshots, their clones and sizes from one listing.
+
+        ``live_snapshots``: lvol names of the snapshots Cinder knows; any
+        other ``snapshot-…`` lvol was deleted by Cinder while clones needed
+        it.
+        """
         hidden, parent, sizes = {}, {}, {}
         for bdev in bdevs:
             info = lvol_info(bdev)
@@ -70,7 +77,10 @@ class Lvols:
             lvstore, name = naming.split_alias(alias)
             if not info.get('snapshot'):
                 sizes[alias] = bdev['num_blocks'] * bdev['block_size']
-            if naming.is_hidden_lvol(name):
+            if info.get('snapshot') and (
+                    naming.is_hidden_lvol(name) or (
+                        naming.is_snapshot_lvol(name)
+                        and name not in live_snapshots)):
                 clones = {naming.lvol_alias(lvstore, c)
                           for c in info.get('clones', [])}
                 hidden[alias] = clones
@@ -203,35 +213,27 @@ class Lvols:
         except spdk_exc.SPDKNotFound:
             LOG.info('Snapshot lvol %s was already gone', alias)
             return
-        except spdk_exc.SPDKBusy:
-            self._hide(alias)
+        except spdk_exc.SPDKRPCError:
+            # SPDK answers "Operation not permitted" with the generic
+            # internal-error code here, so look before deciding.
+            bdev = self.get(alias)
+            if bdev is None or len(lvol_info(bdev).get('clones', [])) < 2:
+                raise
+            self._hide(alias, bdev)
             return
         self._release_parent(alias)
 
-    def _hide(self, alias):
-        bdev = self.get(alias)
-        if bdev is None:
-            return
-        lvstore, name = naming.split_alias(alias)
-        hidden_name = naming.hidden_lvol_name(name)
-        self._client.call('bdev_lvol_rename',
-                          {'old_name': alias, 'new_name': hidden_name})
-        hidden_alias = naming.lvol_alias(lvstore, hidden_name)
+    def _hide(self, alias, bdev):
+        lvstore, _name = naming.split_alias(alias)
         clones = {naming.lvol_alias(lvstore, c)
                   for c in lvol_info(bdev).get('clones', [])}
         with self._lock:
-            parent = self._hidden_parent.pop(alias, None)
-            if parent:
-                self._hidden_parent[hidden_alias] = parent
-                self._hidden_clones[parent].discard(alias)
-                self._hidden_clones[parent].add(hidden_alias)
-            self._hidden_clones[hidden_alias] = clones
+            self._hidden_clones[alias] = clones
             for clone in clones:
-                self._hidden_parent[clone] = hidden_alias
+                self._hidden_parent[clone] = alias
         LOG.info('Snapshot %(alias)s still backs %(count)d clones; it is '
-                 'hidden as %(hidden)s and goes with its last clone',
-                 {'alias': alias, 'count': len(clones),
-                  'hidden': hidden_alias})
+                 'hidden and goes with its last clone',
+                 {'alias': alias, 'count': len(clones)})
 
     # -- hidden parent bookkeeping ------------------------------------------
 

@@ -10,7 +10,6 @@ import os
 
 from oslo_config import cfg
 from oslo_log import log as logging
-from oslo_utils import excutils
 from oslo_utils import strutils
 from oslo_utils import units
 
@@ -166,13 +165,19 @@ class SPDKDriver(driver.VolumeDriver):
             version = self._client.call('spdk_get_version')
             self._refresh_lvstores()
             self._exports.ensure_transport()
-            self._lvols.load(self._client.call('bdev_get_bdevs'))
+            self._lvols.load(self._client.call('bdev_get_bdevs'),
+                             self._live_snapshot_names())
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
         LOG.info('SPDK %(version)s at %(socket)s: pools %(pools)s',
                  {'version': version.get('version'),
                   'socket': self.configuration.spdk_rpc_socket,
                   'pools': ', '.join(sorted(self._lvstores))})
+
+    def _live_snapshot_names(self):
+        ctxt = cinder_context.get_admin_context()
+        return {naming.snapshot_lvol_name(snapshot.id) for snapshot in
+                objects.SnapshotList.get_by_host(ctxt, self.host)}
 
     def _refresh_lvstores(self):
         found = {lvs['name']: lvs for lvs in
@@ -241,13 +246,6 @@ class SPDKDriver(driver.VolumeDriver):
                 '%(size)d GiB does not fit') % {
                     'lvs': lvstore, 'free': free / units.Gi, 'size': size_gb})
 
-    def _apply_qos(self, volume, alias, limits=None):
-        limits = limits or qos.limits_for_type(volume.volume_type_id)
-        if limits:
-            self._client.call('bdev_set_qos_limit',
-                              dict(limits, name=alias))
-        return limits
-
     _backend_error_for = staticmethod(_backend_error)
 
     def _call(self, what, *args, **kwargs):
@@ -271,7 +269,8 @@ class SPDKDriver(driver.VolumeDriver):
                 reason=_('Volume size must be at least 1 GiB'))
         lvstore = self._lvstore_of(volume)
         thin = self._is_thin(volume)
-        limits = qos.limits_for_type(volume.volume_type_id)
+        # Refuse a type whose QoS SPDK cannot enforce before making anything.
+        qos.limits_for_type(volume.volume_type_id)
         self._check_space(lvstore, volume.size, thin)
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
@@ -287,14 +286,6 @@ class SPDKDriver(driver.VolumeDriver):
                     'lvs': lvstore, 'size': volume.size})
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
-        self._finish_new_lvol(volume, alias, limits)
-
-    def _finish_new_lvol(self, volume, alias, limits=None):
-        try:
-            self._apply_qos(volume, alias, limits)
-        except Exception:
-            with excutils.save_and_reraise_exception():
-                self._undo(alias)
 
     def delete_volume(self, volume):
         alias = self._volume_alias(volume)
@@ -374,16 +365,13 @@ class SPDKDriver(driver.VolumeDriver):
         return self._pool_update(volume, lvstore)
 
     def _grow_new_clone(self, volume, alias, source_size):
+        if volume.size <= source_size:
+            return
         try:
-            if volume.size > source_size:
-                self._lvols.resize(alias, volume.size)
-            self._apply_qos(volume, alias)
-        except Exception as exc:
-            with excutils.save_and_reraise_exception(reraise=False):
-                self._undo(alias)
-            if isinstance(exc, spdk_exc.SPDKException):
-                raise _backend_error(exc)
-            raise
+            self._lvols.resize(alias, volume.size)
+        except spdk_exc.SPDKException as exc:
+            self._undo(alias)
+            raise _backend_error(exc)
 
     @staticmethod
     def _pool_update(volume, lvstore):
@@ -405,30 +393,27 @@ class SPDKDriver(driver.VolumeDriver):
                               snapshot.volume_size)
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
-        try:
-            if volume.size > snapshot.volume_size:
-                self._lvols.resize(temp_alias, volume.size)
-            self._apply_qos(volume, temp_alias)
-        except Exception as exc:
-            self._undo(temp_alias)
-            raise _backend_error(exc)
+        self._grow_new_clone(volume, temp_alias, snapshot.volume_size)
         # From here the snapshot holds the data; the old lvol may go.
         self._call(self._lvols.delete, alias)
         self._call(self._lvols.rename, temp_alias, name)
         if self._exports.is_exported(volume.id):
-            self._call(self._exports.export, volume.id, alias)
+            self._call(self._exports.export, volume.id, alias,
+                       qos.limits_for_type(volume.volume_type_id))
 
     # -- exports ------------------------------------------------------------
 
     def create_export(self, context, volume, connector):
         alias = self._volume_alias(volume)
-        self._call(self._exports.export, volume.id, alias)
+        self._call(self._exports.export, volume.id, alias,
+                   qos.limits_for_type(volume.volume_type_id))
 
     def ensure_export(self, context, volume):
         hosts = {a.connector['nqn'] for a in volume.volume_attachment
                  if a.connector and a.connector.get('nqn')
                  and a.attach_status in ('attached', 'attaching')}
-        self._exports.remember(volume.id, self._volume_alias(volume), hosts)
+        self._exports.remember(volume.id, self._volume_alias(volume), hosts,
+                               qos.limits_for_type(volume.volume_type_id))
         self._replay_pending = True
 
     def remove_export(self, context, volume):
@@ -535,36 +520,17 @@ class SPDKDriver(driver.VolumeDriver):
         }
 
     def _reconcile(self):
-        """Restore what SPDK lost in a restart (exports, hosts, QoS)."""
+        """Restore what SPDK lost in a restart: exports, hosts, QoS."""
         restarted = not self._exports.transport_present()
         if not (restarted or self._replay_pending):
             return
         self._replay_pending = False
         restored = self._exports.replay()
         if restarted:
-            self._restore_qos()
             LOG.warning('SPDK at %(socket)s had restarted; restored %(n)d '
-                        'export(s) and the QoS limits',
+                        'export(s) with their hosts and QoS limits',
                         {'socket': self.configuration.spdk_rpc_socket,
                          'n': len(restored)})
-
-    def _restore_qos(self):
-        ctxt = cinder_context.get_admin_context()
-        limits_by_type = {}
-        for volume in objects.VolumeList.get_all_by_host(ctxt, self.host):
-            if volume.status in ('deleting', 'error', 'creating'):
-                continue
-            type_id = volume.volume_type_id
-            if type_id not in limits_by_type:
-                limits_by_type[type_id] = qos.limits_for_type(type_id)
-            if limits_by_type[type_id]:
-                try:
-                    self._apply_qos(volume, self._volume_alias(volume),
-                                    limits_by_type[type_id])
-                except (spdk_exc.SPDKException,
-                        exception.CinderException) as exc:
-                    LOG.error('Could not restore QoS of volume %(id)s: '
-                              '%(err)s', {'id': volume.id, 'err': exc})
 
     # -- manage / unmanage --------------------------------------------------
 
@@ -618,8 +584,6 @@ class SPDKDriver(driver.VolumeDriver):
             self._call(self._lvols.resize, alias, size_gb)
         if name != new_name:
             self._call(self._lvols.rename, alias, new_name)
-        self._call(self._apply_qos, volume,
-                   naming.lvol_alias(lvstore, new_name))
 
     def unmanage(self, volume):
         if self._exports.is_exported(volume.id):
@@ -664,8 +628,7 @@ class SPDKDriver(driver.VolumeDriver):
             self._call(self._client.call, 'bdev_lvol_inflate',
                        {'name': alias})
         limits = qos.limits_for_type(new_type['id'] if new_type else None)
-        self._call(self._client.call, 'bdev_set_qos_limit',
-                   dict(qos.NO_LIMITS, **(limits or {}), name=alias))
+        self._call(self._exports.set_qos, volume.id, limits)
         return True, None
 
     # -- images -------------------------------------------------------------

@@ -64,12 +64,15 @@ def snapshot_lvol_name(snapshot_id):
     return 'snapshot-%s' % snapshot_id
 
 
-def hidden_lvol_name(name):
-    """The name a snapshot lives on under once Cinder no longer sees it.
+def is_snapshot_lvol(name):
+    return name.startswith('snapshot-')
 
-    SPDK cannot delete a snapshot that still has more than one clone, so a
-    deleted snapshot (or the internal snapshot behind a cloned volume) is
-    renamed and removed with its last clone.
+
+def hidden_lvol_name(name):
+    """The name of an internal snapshot Cinder never sees.
+
+    Such a snapshot (behind a cloned volume, or an image upload) is removed
+    with its last clone: SPDK cannot delete a snapshot with two.
     """
     return 'hidden-%s' % name
 

@@ -83,8 +83,11 @@ class _Connection:
                     text = text[end:]
                     self._dispatch(reply)
                 buf = text.encode('utf-8')
-        except OSError as exc:
-            reason = str(exc)
+        except (OSError, EOFError) as exc:
+            # EOFError: eventlet's green socket, closed under a reader.
+            reason = str(exc) or 'connection closed'
+        except ValueError as exc:
+            reason = 'malformed reply from SPDK: %s' % exc
         finally:
             self._client._connection_lost(self, reason)
 

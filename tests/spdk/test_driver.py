@@ -8,24 +8,25 @@ import os
 import fixtures
 
 from tests.fixtures import spdk as spdk_fixtures
+from tests.fixtures import spdk_apps
 from tests.functional.cinder_driver import scenarios
 
 
 class TestDriverOnRealSPDK(scenarios.DriverScenarios,
                            scenarios.CinderTestCase):
     def make_target(self):
-        return spdk_fixtures.SPDKTarget(interrupt=True)
+        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
 
     def target_port(self):
         return 4520
 
 
-class TestNVMeoFDataPath(scenarios.DriverScenarios, scenarios.CinderTestCase):
+class TestNVMeoFDataPath(scenarios.DriverTestBase, scenarios.CinderTestCase):
     """A second SPDK process (spdk_dd with bdev_nvme) connects over
     NVMe/TCP on loopback as a given host NQN: the ACL and the bytes."""
 
     def make_target(self):
-        return spdk_fixtures.SPDKTarget(interrupt=True)
+        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
 
     def target_port(self):
         return 4521
@@ -53,9 +54,10 @@ class TestNVMeoFDataPath(scenarios.DriverScenarios, scenarios.CinderTestCase):
             io = ['--if=' + data, '--ob=remoten1']
         else:
             io = ['--ib=remoten1', '--of=' + data]
-        result = spdk_fixtures.run_spdk_app(
+        result = spdk_apps.run_spdk_app(
             'spdk_dd', ['--json', config, '--bs=1048576',
                         '--count=%d' % (size // 1048576)] + io)
+        self.last_dd = result
         if result.returncode != 0 or pattern is not None:
             return result.returncode
         with open(data, 'rb') as f:
@@ -73,7 +75,8 @@ class TestNVMeoFDataPath(scenarios.DriverScenarios, scenarios.CinderTestCase):
                                        size=1024 * 1024))
         snapshot = self.snapshot_of(volume)
         self.assertEqual(0, self.dd(volume, scenarios.HOST_NQN,
-                                    os.urandom(4 * 1024 * 1024)))
+                                    os.urandom(4 * 1024 * 1024)),
+                         self.last_dd.stderr[-3000:])
         clone = self.create_volume_from(snapshot)
         self.driver.create_export(self.ctxt, clone, self.connector())
         self.driver.initialize_connection(clone, self.connector())
