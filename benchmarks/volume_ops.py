@@ -23,6 +23,7 @@ import uuid
 from oslo_config import cfg
 
 from cinder import context
+from cinder.db import migration
 from cinder import objects
 from cinder.volume import configuration
 
@@ -34,10 +35,14 @@ SIZES_GB = (1, 1024)
 OPS = ('create', 'snapshot', 'clone', 'extend', 'delete')
 
 
-def make_driver(socket_path, lvstore):
+def make_driver(socket_path, lvstore, workdir):
+    """The driver as cinder-volume builds it, with a private database."""
     objects.register_all()
     conf = cfg.CONF
     conf([], project='cinder', default_config_files=[])
+    conf.set_override('connection', 'sqlite:///%s/cinder.sqlite' % workdir,
+                      group='database')
+    migration.db_sync()
     for name, value in (('spdk_rpc_socket', socket_path),
                         ('spdk_lvstores', [lvstore]),
                         ('spdk_target_addresses', ['127.0.0.1'])):
@@ -192,7 +197,7 @@ def main():
     if os.cpu_count() >= 2:
         os.sched_setaffinity(0, {0})
     with spdk_fixtures.SPDKTarget(cpumask='0x2', size_mib=8192) as target:
-        drv = make_driver(target.socket_path, target.lvstore)
+        drv = make_driver(target.socket_path, target.lvstore, target.workdir)
         client = drv._client
         raw_client = target.client
         drv_ops, raw_ops = DriverOps(drv, target.lvstore), RawOps(

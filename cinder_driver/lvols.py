@@ -28,6 +28,10 @@ from spdk_common import naming
 
 LOG = logging.getLogger(__name__)
 
+# Past this many lvols made behind the driver's back, one full listing is
+# cheaper than a look-up each.
+_LOOKUPS_BEFORE_LISTING = 8
+
 
 def gib_to_mib(size_gb):
     return int(size_gb) * units.Ki
@@ -108,10 +112,14 @@ class Lvols:
             for alias in set(self._sizes) - listed:
                 del self._sizes[alias]
             unknown = listed - set(self._sizes)
-        for alias in unknown:
-            bdev = self.get(alias)
-            if bdev is not None:
-                self._track(alias, bdev['num_blocks'] * bdev['block_size'])
+        if len(unknown) > _LOOKUPS_BEFORE_LISTING:
+            found = [b for b in self._client.call('bdev_get_bdevs')
+                     if bdev_alias(b) in unknown]
+        else:
+            found = [b for b in map(self.get, unknown) if b is not None]
+        for bdev in found:
+            self._track(bdev_alias(bdev),
+                        bdev['num_blocks'] * bdev['block_size'])
         totals = {}
         with self._lock:
             for alias, size in self._sizes.items():
