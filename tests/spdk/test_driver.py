@@ -40,18 +40,29 @@ class RemoteHostMixin:
         super().setUp()
         self.workdir = self.useFixture(fixtures.TempDir()).path
 
-    def dd(self, volume, host_nqn, pattern=None, size=4 * 1024 * 1024):
+    def dd(self, volume, host_nqn, pattern=None, size=4 * 1024 * 1024,
+           dhchap_secret=None):
         """Write ``pattern`` to, or read ``size`` bytes from, the volume."""
         config = os.path.join(self.workdir, 'dd.json')
+        attach = {'name': 'remote', 'trtype': 'tcp', 'adrfam': 'ipv4',
+                  'traddr': '127.0.0.1', 'trsvcid': str(self.target_port()),
+                  'subnqn': self.driver._exports.nqn(volume.id),
+                  'hostnqn': host_nqn, 'ctrlr_loss_timeout_sec': 0}
+        subsystems = []
+        if dhchap_secret:
+            key_path = os.path.join(self.workdir, 'host.key')
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                         0o600)
+            with os.fdopen(fd, 'w') as f:
+                f.write(dhchap_secret)
+            subsystems.append({'subsystem': 'keyring', 'config': [{
+                'method': 'keyring_file_add_key',
+                'params': {'name': 'host', 'path': key_path}}]})
+            attach['dhchap_key'] = 'host'
+        subsystems.append({'subsystem': 'bdev', 'config': [{
+            'method': 'bdev_nvme_attach_controller', 'params': attach}]})
         with open(config, 'w') as f:
-            json.dump({'subsystems': [{'subsystem': 'bdev', 'config': [{
-                'method': 'bdev_nvme_attach_controller',
-                'params': {'name': 'remote', 'trtype': 'tcp',
-                           'adrfam': 'ipv4', 'traddr': '127.0.0.1',
-                           'trsvcid': str(self.target_port()),
-                           'subnqn': self.driver._exports.nqn(volume.id),
-                           'hostnqn': host_nqn,
-                           'ctrlr_loss_timeout_sec': 0}}]}]}, f)
+            json.dump({'subsystems': subsystems}, f)
         data = os.path.join(self.workdir, 'data')
         if pattern is not None:
             with open(data, 'wb') as f:
@@ -199,3 +210,43 @@ class TestImageCopyThroughSPDK(RemoteHostMixin, scenarios.DriverTestBase,
                                             naming.volume_lvol_name(
                                                 volume.id))],
                          [a for a in names if a.startswith(self.lvs + '/')])
+
+
+class TestDHHMACCHAP(RemoteHostMixin, scenarios.DriverTestBase,
+                     scenarios.CinderTestCase):
+    """spdk_vhost attachments authenticate with a per-host key."""
+
+    def target_port(self):
+        return 4522
+
+    def driver_flags(self):
+        self.keyring = self.useFixture(fixtures.TempDir()).path
+        return {'spdk_dhchap': True,
+                'spdk_keyring_dir': os.path.join(self.keyring, 'keys')}
+
+    def test_key_required_and_removed_at_detach(self):
+        vtype = self.make_type('vhost', {'spdk:vhost_attach': '<is> True'})
+        volume = self.create_volume(volume_type=vtype)
+        connector = self.connector(spdk_vhost={'version': '1.0'})
+        self.driver.create_export(self.ctxt, volume, connector)
+        info = self.driver.initialize_connection(volume, connector)
+        self.assertEqual('spdk_vhost', info['driver_volume_type'])
+        secret = info['data']['dhchap_secret']
+        self.assertTrue(secret.startswith('DHHC-1:00:'))
+        self.assertEqual(1, len(os.listdir(os.path.join(self.keyring,
+                                                        'keys'))))
+        payload = os.urandom(1024 * 1024)
+        self.assertNotEqual(0, self.dd(volume, scenarios.HOST_NQN, payload,
+                                       size=len(payload)))
+        self.assertEqual(0, self.dd(volume, scenarios.HOST_NQN, payload,
+                                    size=len(payload), dhchap_secret=secret),
+                         self.last_dd.stderr[-2000:])
+        self.assertEqual(payload, self.dd(volume, scenarios.HOST_NQN,
+                                          size=len(payload),
+                                          dhchap_secret=secret))
+        # The same host attaching again gets the same key.
+        self.assertEqual(secret, self.driver.initialize_connection(
+            volume, connector)['data']['dhchap_secret'])
+        self.driver.terminate_connection(volume, connector)
+        self.assertEqual([], os.listdir(os.path.join(self.keyring, 'keys')))
+        self.assertEqual([], self.rpc.call('keyring_get_keys'))

@@ -54,7 +54,7 @@ class DriverTestBase:
                    spdk_target_port=self.target_port(),
                    spdk_lvstores=[self.lvs],
                    volume_backend_name='spdk',
-                   group='backend_defaults')
+                   group='backend_defaults', **self.driver_flags())
         self.manager = importutils.import_object(CONF.volume_manager,
                                                  host=HOST)
         self.manager.init_host(service_id=None)
@@ -66,6 +66,10 @@ class DriverTestBase:
 
     def target_port(self):
         return 4420
+
+    def driver_flags(self):
+        """More back-end options for a test class."""
+        return {}
 
     # -- helpers ------------------------------------------------------------
 
@@ -323,9 +327,58 @@ class DriverScenarios(DriverTestBase):
                           self.driver.create_volume, huge_thick)
         clash = objects.Volume(self.ctxt, id=volume.id, host=volume.host,
                                size=1, volume_type_id=None)
-        self.assertRaises(exception.VolumeBackendAPIException,
-                          self.driver.create_volume, clash)
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.create_volume, clash)
+        self.assertIn('already exists', str(exc))
+        empty = self.new_volume(size=0)
+        self.assertRaises(exception.InvalidInput, self.driver.create_volume,
+                          empty)
+        bad_qos = self.make_type('badqos', qos={'read_iops_sec': '100'})
+        exc = self.assertRaises(
+            exception.InvalidInput, self.driver.create_volume,
+            self.new_volume(size=1, volume_type_id=bad_qos['id']))
+        self.assertIn('read_iops_sec', str(exc))
+        ghost = self.new_volume(size=1)
+        snapshot = cinder_utils.create_snapshot(self.ctxt, ghost.id)
+        self.assertRaises(exception.VolumeNotFound,
+                          self.driver.create_snapshot, snapshot)
         self.assertEqual(before, len(self.rpc.call('bdev_get_bdevs')))
+        self.assertIsNotNone(self.vol_lvol(volume))  # the clash survived
+
+    def test_full_thin_pool_refuses_new_volumes(self):
+        lvs = self.rpc.call('bdev_lvol_get_lvstores')[0]
+        self.rpc.call('bdev_lvol_create', {
+            'lvs_name': self.lvs, 'lvol_name': 'filler',
+            'size_in_mib': lvs['free_clusters'] * lvs['cluster_size'] // 2 **
+            20, 'thin_provision': False})
+        pool = self.driver.get_volume_stats(refresh=True)['pools'][0]
+        self.assertEqual(0, pool['free_capacity_gb'])
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.create_volume,
+                                self.new_volume(size=1))
+        self.assertIn('full', str(exc))
+
+    def test_unknown_lvstore_keeps_the_driver_uninitialized(self):
+        self.flags(spdk_lvstores=['nope'], group='backend_defaults')
+        manager = importutils.import_object(CONF.volume_manager, host=HOST)
+        with self.assertLogs('cinder.volume.manager', 'ERROR') as logs:
+            manager.init_host(service_id=None)
+        self.assertFalse(manager.driver.initialized)
+        self.assertIn('lvstore(s) nope not found', '\n'.join(logs.output))
+
+    def test_two_attachments_of_one_host_share_the_acl(self):
+        volume = self.create_volume()
+        for _ in range(2):
+            attachment = objects.VolumeAttachment(
+                self.ctxt, volume_id=volume.id, attach_status='attached',
+                connector=self.connector(), attached_host='compute1')
+            attachment.create()
+        volume.refresh()
+        self.driver.initialize_connection(volume, self.connector())
+        self.assertTrue(self.driver.terminate_connection(
+            volume, self.connector()))
+        self.assertEqual([HOST_NQN],
+                         [h['nqn'] for h in self.subsystem(volume)['hosts']])
 
     def test_spdk_down_gives_a_clear_error(self):
         volume = self.create_volume()
