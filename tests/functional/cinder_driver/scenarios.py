@@ -400,3 +400,22 @@ class DriverScenarios(DriverTestBase):
         self.assertEqual(1, len(sub['namespaces']))
         self.assertEqual(5000, self.vol_lvol(volume)['assigned_rate_limits']
                          ['rw_ios_per_sec'])
+
+    def test_both_restarting_restores_in_use_exports_from_cinder(self):
+        volume = self.create_volume()
+        attachment = objects.VolumeAttachment(
+            self.ctxt, volume_id=volume.id, attach_status='attached',
+            connector=self.connector(), attached_host='compute1')
+        attachment.create()
+        volume.status = 'in-use'
+        volume.save()
+        self.driver.create_export(self.ctxt, volume, self.connector())
+        self.driver.initialize_connection(volume, self.connector())
+        self.target.restart()
+        # cinder-volume restarts too: ensure_export from its database.
+        manager = importutils.import_object(CONF.volume_manager, host=HOST)
+        manager.init_host(service_id=None)
+        self.assertTrue(manager.driver.initialized)
+        sub = self.subsystem(volume)
+        self.assertEqual([HOST_NQN], [h['nqn'] for h in sub['hosts']])
+        self.assertEqual(volume.id, sub['namespaces'][0]['uuid'])
