@@ -104,34 +104,40 @@ class NVMeoFExports:
                 'max_namespaces': 1,
             })
         except spdk_exc.SPDKRPCError:
-            if self._subsystem(export.nqn) is None:
+            current = self._subsystem(export.nqn)
+            if current is None:
                 raise
             # Already there (a retry, or a replay racing an attach): keep it
-            # and complete what may be missing below.
-            self._complete_subsystem(export)
+            # and add what it lacks.
+            self._complete_subsystem(export, current)
             return
         try:
-            self._add_namespace_and_listeners(export)
+            self._complete_subsystem(export, {})
         except Exception:
             self._delete_subsystem(export.nqn)
             raise
 
-    def _add_namespace_and_listeners(self, export):
-        self._client.call('nvmf_subsystem_add_ns', {
-            'nqn': export.nqn,
-            'namespace': _namespace(export),
-        })
+    def _complete_subsystem(self, export, current):
+        """Add the namespace, listeners, hosts and QoS ``current`` lacks."""
+        if not current.get('namespaces'):
+            self._client.call('nvmf_subsystem_add_ns', {
+                'nqn': export.nqn, 'namespace': _namespace(export)})
+        listening = _listening(current)
         for address, port, _transport in self.portals():
-            self._client.call('nvmf_subsystem_add_listener', {
-                'nqn': export.nqn,
-                'listen_address': {'trtype': TRANSPORT,
-                                   'adrfam': _adrfam(address),
-                                   'traddr': address,
-                                   'trsvcid': port},
-            })
+            if (address, port) not in listening:
+                self._add_listener(export.nqn, address, port)
+        allowed = _hosts(current)
         for host, key in export.hosts.items():
-            self._add_host(export.nqn, host, key)
+            if host not in allowed:
+                self._add_host(export.nqn, host, key)
         self._apply_qos(export)
+
+    def _add_listener(self, nqn, address, port):
+        self._client.call('nvmf_subsystem_add_listener', {
+            'nqn': nqn,
+            'listen_address': {'trtype': TRANSPORT, 'adrfam': _adrfam(address),
+                               'traddr': address, 'trsvcid': port},
+        })
 
     def _apply_qos(self, export):
         if export.qos:
@@ -152,30 +158,6 @@ class NVMeoFExports:
             elif had_limits:
                 self._client.call('bdev_set_qos_limit',
                                   dict(qos.NO_LIMITS, name=export.bdev))
-
-    def _complete_subsystem(self, export):
-        current = self._subsystem(export.nqn)
-        if not current.get('namespaces'):
-            self._client.call('nvmf_subsystem_add_ns', {
-                'nqn': export.nqn,
-                'namespace': _namespace(export),
-            })
-        listening = {(la.get('traddr'), str(la.get('trsvcid')))
-                     for la in current.get('listen_addresses', [])}
-        for address, port, _transport in self.portals():
-            if (address, port) not in listening:
-                self._client.call('nvmf_subsystem_add_listener', {
-                    'nqn': export.nqn,
-                    'listen_address': {'trtype': TRANSPORT,
-                                       'adrfam': _adrfam(address),
-                                       'traddr': address,
-                                       'trsvcid': port},
-                })
-        allowed = {h['nqn'] for h in current.get('hosts', [])}
-        for host, key in export.hosts.items():
-            if host not in allowed:
-                self._add_host(export.nqn, host, key)
-        self._apply_qos(export)
 
     def _subsystem(self, nqn):
         try:
@@ -249,9 +231,8 @@ class NVMeoFExports:
         try:
             self._client.call('nvmf_subsystem_add_host', params)
         except spdk_exc.SPDKRPCError:
-            current = self._subsystem(nqn)
-            hosts = {h['nqn'] for h in (current or {}).get('hosts', [])}
-            if host_nqn not in hosts:
+            # A host already on the list gets SPDK's generic internal error.
+            if host_nqn not in _hosts(self._subsystem(nqn)):
                 raise
 
     def disallow_host(self, volume_id, host_nqn):
@@ -263,9 +244,7 @@ class NVMeoFExports:
                 self._client.call('nvmf_subsystem_remove_host',
                                   {'nqn': export.nqn, 'host': host_nqn})
             except spdk_exc.SPDKRPCError:
-                current = self._subsystem(export.nqn)
-                hosts = {h['nqn'] for h in (current or {}).get('hosts', [])}
-                if host_nqn in hosts:
+                if host_nqn in _hosts(self._subsystem(export.nqn)):
                     raise
             key = export.hosts.pop(host_nqn)
             if key:
@@ -319,13 +298,19 @@ class NVMeoFExports:
             return None
 
 
+def _hosts(subsystem):
+    return {h['nqn'] for h in (subsystem or {}).get('hosts', [])}
+
+
+def _listening(subsystem):
+    return {(la.get('traddr'), str(la.get('trsvcid')))
+            for la in (subsystem or {}).get('listen_addresses', [])}
+
+
 def _lacks(subsystem, export, portals):
-    hosts = {h['nqn'] for h in subsystem.get('hosts', [])}
-    listening = {(la.get('traddr'), str(la.get('trsvcid')))
-                 for la in subsystem.get('listen_addresses', [])}
     return (not subsystem.get('namespaces')
-            or not set(export.hosts) <= hosts
-            or not {(a, p) for a, p, _t in portals} <= listening)
+            or not set(export.hosts) <= _hosts(subsystem)
+            or not {(a, p) for a, p, _t in portals} <= _listening(subsystem))
 
 
 def _adrfam(address):

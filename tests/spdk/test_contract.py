@@ -61,6 +61,10 @@ TRANSPORT_SHAPE = {
     'dif_insert_or_strip': bool, 'zcopy': bool, 'c2h_success': bool,
     'sock_priority': int, 'abort_timeout_sec': int, 'ack_timeout': int,
     'data_wr_pool_size': int}
+LVOL_LISTING_SHAPE = {
+    'alias': str, 'uuid': str, 'name': str, 'is_thin_provisioned': bool,
+    'is_snapshot': bool, 'is_clone': bool, 'is_esnap_clone': bool,
+    'is_degraded': bool, 'num_allocated_clusters': int, 'lvs': dict}
 KEY_SHAPE = {'name': str, 'module': str, 'removed': bool, 'probed': bool,
              'refcnt': int, 'path': str}
 
@@ -381,6 +385,35 @@ def test_create_thick_lvol_allocates_clusters(rpc):
     assert (lvol['thin_provision'], lvol['num_allocated_clusters']) == (
         False, 3)
     assert rpc.free() == TOTAL_DATA_CLUSTERS - 3
+
+
+def test_get_lvols(rpc):
+    vol = rpc.create(rpc.unique('vol'), 8, thin=False)
+    snap = rpc.snapshot(vol, rpc.unique('snap'))
+    store = rpc.lvstore()
+    # Lvols.provisioned()
+    listing = rpc.call('bdev_lvol_get_lvols')
+    assert [lvol['alias'] for lvol in listing] == [vol, snap]
+    for lvol in listing:
+        assert_shape(lvol, LVOL_LISTING_SHAPE)
+    assert listing[1] == {
+        'alias': snap, 'uuid': rpc.bdev(snap)['uuid'],
+        'name': snap.split('/')[1], 'is_thin_provisioned': False,
+        'is_snapshot': True, 'is_clone': False, 'is_esnap_clone': False,
+        'is_degraded': False, 'num_allocated_clusters': 2,
+        'lvs': {'name': rpc.lvs, 'uuid': store['uuid']}}
+    assert (listing[0]['is_clone'], listing[0]['is_thin_provisioned']) == (
+        True, True)
+    assert rpc.call('bdev_lvol_get_lvols', {'lvs_name': rpc.lvs}) == listing
+    rpc.fails('bdev_lvol_get_lvols', {'lvs_name': 'no-such-lvs'},
+              spdk_exc.SPDKNotFound, -19, 'No such device')
+    # The listing names lvols by their own name, which a failed rename of
+    # a read-only lvol does not change (unlike its bdev alias).
+    with pytest.raises(spdk_exc.SPDKInvalidParams):
+        rpc.call('bdev_lvol_rename',
+                 {'old_name': snap, 'new_name': rpc.unique('hidden')})
+    assert [lvol['alias'] for lvol in rpc.call('bdev_lvol_get_lvols')] == [
+        vol, snap]
 
 
 def test_create_duplicate_name(rpc):
