@@ -23,7 +23,6 @@ import uuid
 from oslo_config import cfg
 
 from cinder import context
-from cinder.db import migration
 from cinder import objects
 from cinder.volume import configuration
 
@@ -36,13 +35,11 @@ OPS = ('create', 'snapshot', 'clone', 'extend', 'delete')
 
 
 def make_driver(socket_path, lvstore, workdir):
-    """The driver as cinder-volume builds it, with a private database."""
+    """The driver as cinder-volume builds it."""
     objects.register_all()
     conf = cfg.CONF
     conf([], project='cinder', default_config_files=[])
-    conf.set_override('connection', 'sqlite:///%s/cinder.sqlite' % workdir,
-                      group='database')
-    migration.db_sync()
+    conf.set_override('state_path', workdir)
     for name, value in (('spdk_rpc_socket', socket_path),
                         ('spdk_lvstores', [lvstore]),
                         ('spdk_target_addresses', ['127.0.0.1'])):

@@ -8,8 +8,11 @@ copied. SPDK refuses to delete a snapshot that still has more than one
 clone (and to rename a snapshot at all). Such a snapshot is *hidden*: Cinder
 no longer sees it, and it is deleted together with its last clone. Hidden
 are the internal snapshots behind cloned volumes (created as ``hidden-…``)
-and Cinder snapshots deleted while clones needed them (still
-``snapshot-<id>``, but unknown to Cinder's database). The parent links of
+and Cinder snapshots deleted while clones needed them: those keep their
+name, so they are listed in a small state file (written atomically) that
+survives restarts of cinder-volume. Losing that file loses no data; the
+listed snapshots would only stay until an operator deletes them. The
+parent links of
 hidden snapshots are read once at start-up and kept current by the
 operations, so deleting a volume costs no extra look-up; so are the sizes
 of the volume lvols, which the stats need and ``bdev_lvol_get_lvols`` does
@@ -17,7 +20,9 @@ not list (``bdev_get_bdevs`` does, but its reply grows ~1 KiB per lvol and
 costs more than the whole stats refresh at a thousand volumes).
 """
 
+import json
 import math
+import os
 import threading
 
 from oslo_log import log as logging
@@ -52,9 +57,10 @@ def bdev_alias(bdev):
 
 
 class Lvols:
-    def __init__(self, client, clear_method='unmap'):
+    def __init__(self, client, clear_method='unmap', state_file=None):
         self._client = client
         self._clear_method = clear_method
+        self._state_file = state_file
         self._lock = threading.Lock()
         # hidden snapshot alias -> aliases of its clones
         self._hidden_clones = {}
@@ -65,13 +71,9 @@ class Lvols:
 
     # -- start-up -----------------------------------------------------------
 
-    def load(self, bdevs, live_snapshots):
-        """Learn hidden snapshots, their clones and sizes from one listing.
-
-        ``live_snapshots``: lvol names of the snapshots Cinder knows; any
-        other ``snapshot-…`` lvol was deleted by Cinder while clones needed
-        it.
-        """
+    def load(self, bdevs):
+        """Learn hidden snapshots, their clones and sizes from one listing."""
+        hidden_by_cinder = self._read_state()
         hidden, parent, sizes = {}, {}, {}
         for bdev in bdevs:
             info = lvol_info(bdev)
@@ -81,10 +83,8 @@ class Lvols:
             lvstore, name = naming.split_alias(alias)
             if not info.get('snapshot'):
                 sizes[alias] = bdev['num_blocks'] * bdev['block_size']
-            if info.get('snapshot') and (
-                    naming.is_hidden_lvol(name) or (
-                        naming.is_snapshot_lvol(name)
-                        and name not in live_snapshots)):
+            if info.get('snapshot') and (naming.is_hidden_lvol(name)
+                                         or alias in hidden_by_cinder):
                 clones = {naming.lvol_alias(lvstore, c)
                           for c in info.get('clones', [])}
                 hidden[alias] = clones
@@ -94,6 +94,7 @@ class Lvols:
             self._hidden_clones = hidden
             self._hidden_parent = parent
             self._sizes = sizes
+        self._save_state()
         orphans = [a for a, clones in hidden.items() if not clones]
         for alias in orphans:
             self._delete_hidden(alias)
@@ -165,6 +166,19 @@ class Lvols:
             return None
         return found[0]
 
+    def ancestors(self, alias, limit=256):
+        """Names of the snapshots an lvol's data chain goes through."""
+        names = []
+        bdev = self.get(alias)
+        while bdev is not None and len(names) < limit:
+            parent = lvol_info(bdev).get('base_snapshot')
+            if not parent:
+                break
+            names.append(parent)
+            bdev = self.get(naming.lvol_alias(naming.split_alias(alias)[0],
+                                              parent))
+        return names
+
     def delete(self, alias):
         """Delete a volume lvol; absent is fine. Frees hidden parents."""
         try:
@@ -231,6 +245,39 @@ class Lvols:
             return
         self._release_parent(alias)
 
+    # -- state file -------------------------------------------------------
+
+    def _read_state(self):
+        if not self._state_file:
+            return set()
+        try:
+            with open(self._state_file) as f:
+                return set(json.load(f)['hidden_snapshots'])
+        except FileNotFoundError:
+            return set()
+        except (ValueError, KeyError, TypeError) as exc:
+            LOG.error('Ignoring unreadable %(file)s (%(err)s): snapshots it '
+                      'listed stay until deleted by hand',
+                      {'file': self._state_file, 'err': exc})
+            return set()
+
+    def _save_state(self):
+        """Persist the hidden snapshots whose names do not say so."""
+        if not self._state_file:
+            return
+        with self._lock:
+            listed = sorted(a for a in self._hidden_clones
+                            if not naming.is_hidden_lvol(
+                                naming.split_alias(a)[1]))
+        directory = os.path.dirname(self._state_file)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        temp = self._state_file + '.tmp'
+        with open(temp, 'w') as f:
+            json.dump({'hidden_snapshots': listed}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, self._state_file)
+
     def _hide(self, alias, bdev):
         lvstore, _name = naming.split_alias(alias)
         clones = {naming.lvol_alias(lvstore, c)
@@ -239,6 +286,7 @@ class Lvols:
             self._hidden_clones[alias] = clones
             for clone in clones:
                 self._hidden_parent[clone] = alias
+        self._save_state()
         LOG.info('Snapshot %(alias)s still backs %(count)d clones; it is '
                  'hidden and goes with its last clone',
                  {'alias': alias, 'count': len(clones)})
@@ -300,6 +348,7 @@ class Lvols:
                     self._hidden_parent[clone] = parent
                 else:
                     self._hidden_parent.pop(clone, None)
+        self._save_state()
         if parent:
             with self._lock:
                 unused = len(self._hidden_clones.get(parent, ())) <= 1

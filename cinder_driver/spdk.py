@@ -14,11 +14,9 @@ from oslo_utils import strutils
 from oslo_utils import units
 
 from cinder.common import constants
-from cinder import context as cinder_context
 from cinder import exception
 from cinder.i18n import _
 from cinder import interface
-from cinder import objects
 from cinder.volume import configuration
 from cinder.volume import driver
 from cinder.volume import volume_utils
@@ -75,6 +73,11 @@ spdk_opts = [
                help='Directory of the DH-HMAC-CHAP key files (0700; files '
                     '0600). SPDK reads them, so it must be on the storage '
                     'node.'),
+    cfg.StrOpt('spdk_state_dir',
+               default='$state_path/spdk',
+               help='Directory of the driver\'s own state: the Cinder '
+                    'snapshots that were deleted while clones still needed '
+                    'them (SPDK cannot rename a snapshot to mark it).'),
     cfg.StrOpt('spdk_image_copy',
                default='auto',
                choices=['auto', 'spdk', 'os-brick'],
@@ -145,8 +148,10 @@ class SPDKDriver(driver.VolumeDriver):
         conf = self.configuration
         self._client = rpc.SPDKClient(conf.spdk_rpc_socket,
                                       timeout=conf.spdk_rpc_timeout)
-        self._lvols = spdk_lvols.Lvols(self._client,
-                                       conf.spdk_lvol_clear_method)
+        self._lvols = spdk_lvols.Lvols(
+            self._client, conf.spdk_lvol_clear_method,
+            os.path.join(conf.spdk_state_dir,
+                         '%s.json' % (conf.config_group or 'spdk')))
         keys = None
         if conf.spdk_dhchap:
             keys = dhchap.HostKeys(self._client, conf.spdk_keyring_dir)
@@ -165,19 +170,13 @@ class SPDKDriver(driver.VolumeDriver):
             version = self._client.call('spdk_get_version')
             self._refresh_lvstores()
             self._exports.ensure_transport()
-            self._lvols.load(self._client.call('bdev_get_bdevs'),
-                             self._live_snapshot_names())
+            self._lvols.load(self._client.call('bdev_get_bdevs'))
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
         LOG.info('SPDK %(version)s at %(socket)s: pools %(pools)s',
                  {'version': version.get('version'),
                   'socket': self.configuration.spdk_rpc_socket,
                   'pools': ', '.join(sorted(self._lvstores))})
-
-    def _live_snapshot_names(self):
-        ctxt = cinder_context.get_admin_context()
-        return {naming.snapshot_lvol_name(snapshot.id) for snapshot in
-                objects.SnapshotList.get_by_host(ctxt, self.host)}
 
     def _refresh_lvstores(self):
         found = {lvs['name']: lvs for lvs in
@@ -216,8 +215,11 @@ class SPDKDriver(driver.VolumeDriver):
                                  naming.volume_lvol_name(volume.id))
 
     def _snapshot_alias(self, snapshot):
-        return naming.lvol_alias(self._lvstore_of(snapshot.volume),
-                                 naming.snapshot_lvol_name(snapshot.id))
+        # A managed snapshot keeps its lvol name (SPDK cannot rename
+        # snapshots); Cinder keeps it as provider_id.
+        return naming.lvol_alias(
+            self._lvstore_of(snapshot.volume),
+            snapshot.provider_id or naming.snapshot_lvol_name(snapshot.id))
 
     @staticmethod
     def _extra_specs(volume):
@@ -604,8 +606,14 @@ class SPDKDriver(driver.VolumeDriver):
             raise exception.ManageExistingInvalidReference(
                 existing_ref=existing_ref,
                 reason=_('%s is not a snapshot') % alias)
-        self._call(self._lvols.rename, alias,
-                   naming.snapshot_lvol_name(snapshot.id))
+        name = naming.split_alias(alias)[1]
+        if name not in self._call(self._lvols.ancestors,
+                                  self._volume_alias(snapshot.volume)):
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason=_('%(alias)s is not a snapshot of volume %(id)s') %
+                {'alias': alias, 'id': snapshot.volume_id})
+        return {'provider_id': name}
 
     def unmanage_snapshot(self, snapshot):
         LOG.info('Snapshot %s is no longer managed', snapshot.id)

@@ -6,6 +6,7 @@ as keyword arguments.
 """
 
 import errno
+import os
 
 
 class SPDKException(Exception):
@@ -97,9 +98,28 @@ _ERROR_CLASSES = {
 }
 
 
+# Many SPDK RPCs report an errno only as its strerror() text under a
+# generic JSON-RPC code (e.g. a thick bdev_lvol_create beyond free space is
+# -32602 "No space left on device"); the text then decides the class.
+_GENERIC_CODES = (JSONRPC_INVALID_PARAMS, -32603)
+_ERROR_TEXTS = (
+    (os.strerror(errno.ENOSPC), SPDKNoSpace),
+    (os.strerror(errno.EEXIST), SPDKExists),
+    (os.strerror(errno.ENODEV), SPDKNotFound),
+    (os.strerror(errno.ENOENT), SPDKNotFound),
+    (os.strerror(errno.EBUSY), SPDKBusy),
+    (os.strerror(errno.EAGAIN), SPDKBusy),
+)
+
+
 def from_rpc_error(method, error):
     """Build the typed exception for one JSON-RPC error object."""
     code = error.get('code')
     text = error.get('message') or 'no message'
     cls = _ERROR_CLASSES.get(code, SPDKRPCError)
+    if code in _GENERIC_CODES:
+        for known, text_cls in _ERROR_TEXTS:
+            if known in text:
+                cls = text_cls
+                break
     return cls(method=method, code=code, error=text)

@@ -64,10 +64,6 @@ def snapshot_lvol_name(snapshot_id):
     return 'snapshot-%s' % snapshot_id
 
 
-def is_snapshot_lvol(name):
-    return name.startswith('snapshot-')
-
-
 def hidden_lvol_name(name):
     """The name of an internal snapshot Cinder never sees.
 

@@ -90,6 +90,7 @@ class _Connection:
             reason = 'malformed reply from SPDK: %s' % exc
         finally:
             self._client._connection_lost(self, reason)
+            self.sock.close()
 
     def _dispatch(self, reply):
         with self._client._lock:
@@ -102,12 +103,17 @@ class _Connection:
         call.done.set()
 
     def close(self):
+        """Stop the connection; the reader closes the socket as it exits.
+
+        Closing the descriptor under a reader that still waits on it would
+        leave an eventlet hub watching a number the next socket may reuse
+        ("Second simultaneous read"); shutdown() wakes the reader instead.
+        """
         self.closed = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.sock.close()
 
 
 class SPDKClient:

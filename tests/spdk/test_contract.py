@@ -429,7 +429,7 @@ def test_create_thick_beyond_free_space(rpc):
         lambda: rpc.create(rpc.unique('big'),
                            (TOTAL_DATA_CLUSTERS + 1) * CLUSTER_MIB,
                            thin=False),
-        spdk_exc.SPDKInvalidParams, -32602, 'No space left on device')
+        spdk_exc.SPDKNoSpace, -32602, 'No space left on device')
     assert rpc.free() == TOTAL_DATA_CLUSTERS
 
 
@@ -482,10 +482,10 @@ def test_snapshot_and_clone(rpc):
 
     rpc.fails('bdev_lvol_snapshot', {'lvol_name': vol,
                                      'snapshot_name': snap_name},
-              spdk_exc.SPDKInvalidParams, -32602, 'File exists')
+              spdk_exc.SPDKExists, -32602, 'File exists')
     rpc.fails('bdev_lvol_clone', {'snapshot_name': snap,
                                   'clone_name': clone_name},
-              spdk_exc.SPDKInvalidParams, -32602, 'File exists')
+              spdk_exc.SPDKExists, -32602, 'File exists')
     # A snapshot cannot be snapshotted, a writable lvol cannot be cloned.
     rpc.fails('bdev_lvol_snapshot', {'lvol_name': snap,
                                      'snapshot_name': rpc.unique('s')},
@@ -542,7 +542,7 @@ def test_resize(rpc):
     assert rpc.bdev(thick)['num_blocks'] == 2 * CLUSTER // BLOCK
     assert rpc.free() == TOTAL_DATA_CLUSTERS - 2
     rpc.fails('bdev_lvol_resize', {'name': thick, 'size_in_mib': 4096},
-              spdk_exc.SPDKInvalidParams, -32602, 'No space left on device')
+              spdk_exc.SPDKNoSpace, -32602, 'No space left on device')
     rpc.fails('bdev_lvol_resize', {'name': rpc.alias('no-such'),
                                    'size_in_mib': 4},
               spdk_exc.SPDKNotFound, -19, 'No such device')
@@ -564,7 +564,7 @@ def test_rename(rpc):
               'No such device')
     rpc.fails('bdev_lvol_rename', {'old_name': rpc.alias(new_name),
                                    'new_name': other.split('/')[1]},
-              spdk_exc.SPDKInvalidParams, -32602, 'File exists')
+              spdk_exc.SPDKExists, -32602, 'File exists')
     rpc.fails('bdev_lvol_rename', {'old_name': old, 'new_name': 'x'},
               spdk_exc.SPDKNotFound, -19, 'No such device')
 
@@ -602,7 +602,7 @@ def test_inflate(rpc):
     assert rpc.call('bdev_lvol_inflate', {'name': thick}) is True
     huge = rpc.create(rpc.unique('huge'), 8192)
     rpc.fails('bdev_lvol_inflate', {'name': huge},
-              spdk_exc.SPDKInvalidParams, -32602, 'No space left on device')
+              spdk_exc.SPDKNoSpace, -32602, 'No space left on device')
     rpc.fails('bdev_lvol_inflate', {'name': rpc.alias('no-such')},
               spdk_exc.SPDKNotFound, -19, 'No such device')
 
@@ -686,7 +686,7 @@ def test_clone_bdev_and_decouple(rpc):
               spdk_exc.SPDKInvalidParams, -32602, 'lvs does not exist')
     rpc.fails('bdev_lvol_clone_bdev', {'bdev': image, 'lvs_name': rpc.lvs,
                                        'clone_name': name},
-              spdk_exc.SPDKInvalidParams, -32602, 'File exists')
+              spdk_exc.SPDKExists, -32602, 'File exists')
     # The image must be a whole number of clusters (the product pads it).
     odd = rpc.unique('odd-file')
     rpc.aio(odd, CLUSTER_MIB + 2)
@@ -728,7 +728,7 @@ def test_shallow_copy(rpc):
               spdk_exc.SPDKNotFound, -19, 'No such device')
     rpc.fails('bdev_lvol_start_shallow_copy', {
         'src_lvol_name': vol, 'dst_bdev_name': 'no-such-bdev'},
-        spdk_exc.SPDKInvalidParams, -32602, 'No such device')
+        spdk_exc.SPDKNotFound, -32602, 'No such device')
     rpc.fails('bdev_lvol_start_shallow_copy', {
         'src_lvol_name': rpc.alias('no-such'), 'dst_bdev_name': target_file},
         spdk_exc.SPDKNotFound, -19, 'No such device')
@@ -780,7 +780,7 @@ def test_qos_change_needs_an_io_channel(rpc):
     # with the QoS set-up that opening the bdev restarts.
     for change in (dict(NO_LIMITS), {'rw_ios_per_sec': 3000}):
         rpc.fails('bdev_set_qos_limit', dict(change, name=vol),
-                  spdk_exc.SPDKInvalidParams, -32602, EAGAIN_QOS)
+                  spdk_exc.SPDKBusy, -32602, EAGAIN_QOS)
     assert rpc.bdev(vol)['assigned_rate_limits'] == dict(
         NO_LIMITS, rw_ios_per_sec=1000)
     # Exported, it has channels and changes apply (SPDKDriver.retype()).
@@ -796,7 +796,7 @@ def test_qos_change_needs_an_io_channel(rpc):
     assert rpc.call('bdev_set_qos_limit',
                     {'name': vol, 'r_mbytes_per_sec': 10}) is True
     rpc.fails('bdev_set_qos_limit', {'name': vol, 'r_mbytes_per_sec': 20},
-              spdk_exc.SPDKInvalidParams, -32602, EAGAIN_QOS)
+              spdk_exc.SPDKBusy, -32602, EAGAIN_QOS)
 
 
 # -- NVMe-oF ------------------------------------------------------------------

@@ -7,6 +7,7 @@ on a real Cinder database. The functional tier runs them against the SPDK
 test double; the SPDK tier runs the very same scenarios against real SPDK.
 """
 
+import fixtures
 from oslo_config import cfg
 from oslo_utils import importutils
 
@@ -48,11 +49,13 @@ class DriverTestBase:
         super().setUp()
         self.target = self.useFixture(self.make_target())
         self.lvs = self.target.lvstore
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
         self.flags(volume_driver='cinder_driver.spdk.SPDKDriver',
                    spdk_rpc_socket=self.target.socket_path,
                    spdk_target_addresses=['127.0.0.1'],
                    spdk_target_port=self.target_port(),
                    spdk_lvstores=[self.lvs],
+                   spdk_state_dir=self.state_dir,
                    volume_backend_name='spdk',
                    group='backend_defaults', **self.driver_flags())
         self.manager = importutils.import_object(CONF.volume_manager,
@@ -308,6 +311,29 @@ class DriverScenarios(DriverTestBase):
                           {'source-name': 'nope'})
         self.driver.unmanage(volume)
         self.assertIsNotNone(self.vol_lvol(volume))
+
+    def test_manage_existing_snapshot_keeps_its_name(self):
+        volume = self.create_volume()
+        other = self.create_volume()
+        for vol, snap in ((volume, 'legacy-snap'), (other, 'other-snap')):
+            self.rpc.call('bdev_lvol_snapshot', {
+                'lvol_name': naming.lvol_alias(
+                    self.lvs, naming.volume_lvol_name(vol.id)),
+                'snapshot_name': snap})
+        snapshot = cinder_utils.create_snapshot(self.ctxt, volume.id)
+        self.assertEqual(1, self.driver.manage_existing_snapshot_get_size(
+            snapshot, {'source-name': 'legacy-snap'}))
+        self.assertRaises(exception.ManageExistingInvalidReference,
+                          self.driver.manage_existing_snapshot, snapshot,
+                          {'source-name': 'other-snap'})
+        update = self.driver.manage_existing_snapshot(
+            snapshot, {'source-name': 'legacy-snap'})
+        self.assertEqual({'provider_id': 'legacy-snap'}, update)
+        snapshot.provider_id = 'legacy-snap'
+        snapshot.save()
+        clone = self.create_volume_from(snapshot)
+        self.assertEqual('legacy-snap', self.vol_lvol(clone)[
+            'driver_specific']['lvol']['base_snapshot'])
 
     def test_bad_input_is_refused_cleanly(self):
         volume = self.create_volume()

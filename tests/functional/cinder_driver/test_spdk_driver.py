@@ -8,4 +8,4 @@ from tests.functional.cinder_driver import scenarios
 class TestDriverOnSPDKDouble(scenarios.DriverScenarios,
                              scenarios.CinderTestCase):
     def make_target(self):
-        return spdk_fixtures.FakeSPDKTarget()
+        return spdk_fixtures.FakeSPDKTarget(size_mib=4096)

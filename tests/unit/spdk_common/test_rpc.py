@@ -177,3 +177,23 @@ class TestSPDKClient(base.TestCase):
         self.addCleanup(client.close)
         self.assertRaises(exception.SPDKUnavailable, client.call, 'first')
         self.assertEqual('ok', client.call('second'))
+
+
+class TestErrorMapping(base.TestCase):
+    def test_errno_text_under_generic_codes(self):
+        # As real SPDK v25.09 answers (pinned in tests/spdk/test_contract.py)
+        cases = [
+            (-32602, 'No space left on device', exception.SPDKNoSpace),
+            (-32602, 'File exists', exception.SPDKExists),
+            (-32602, 'Failed to configure rate limit: Resource temporarily '
+                     'unavailable', exception.SPDKBusy),
+            (-32603, 'Transport type \'TCP\' already exists',
+             exception.SPDKRPCError),
+            (-32602, 'Invalid parameters', exception.SPDKInvalidParams),
+            (-19, 'No such device', exception.SPDKNotFound),
+        ]
+        for code, text, cls in cases:
+            exc = exception.from_rpc_error('m', {'code': code,
+                                                 'message': text})
+            self.assertIs(cls, type(exc), text)
+            self.assertEqual(code, exc.code)
