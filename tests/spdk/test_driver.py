@@ -41,7 +41,7 @@ class RemoteHostMixin:
         self.workdir = self.useFixture(fixtures.TempDir()).path
 
     def dd(self, volume, host_nqn, pattern=None, size=4 * 1024 * 1024,
-           dhchap_secret=None):
+           dhchap_secret=None, offset_mib=0):
         """Write ``pattern`` to, or read ``size`` bytes from, the volume."""
         config = os.path.join(self.workdir, 'dd.json')
         attach = {'name': 'remote', 'trtype': 'tcp', 'adrfam': 'ipv4',
@@ -67,9 +67,9 @@ class RemoteHostMixin:
         if pattern is not None:
             with open(data, 'wb') as f:
                 f.write(pattern)
-            io = ['--if=' + data, '--ob=remoten1']
+            io = ['--if=' + data, '--ob=remoten1', '--seek=%d' % offset_mib]
         else:
-            io = ['--ib=remoten1', '--of=' + data]
+            io = ['--ib=remoten1', '--of=' + data, '--skip=%d' % offset_mib]
         result = spdk_apps.run_spdk_app(
             'spdk_dd', ['--json', config, '--bs=1048576',
                         '--count=%d' % (size // 1048576)] + io)
@@ -115,6 +115,21 @@ class TestNVMeoFDataPath(RemoteHostMixin, scenarios.DriverTestBase,
         self.assertNotEqual(0, self.dd(clone, scenarios.HOST_NQN,
                                        os.urandom(1024 * 1024),
                                        size=1024 * 1024))
+
+    def test_extend_while_attached(self):
+        volume = self.create_volume()
+        self.driver.create_export(self.ctxt, volume, self.connector())
+        self.driver.initialize_connection(volume, self.connector())
+        payload = os.urandom(1024 * 1024)
+        # Beyond the old end: refused before, written after the extend.
+        self.assertNotEqual(0, self.dd(volume, scenarios.HOST_NQN, payload,
+                                       size=len(payload), offset_mib=1536))
+        self.driver.extend_volume(volume, 2)
+        self.assertEqual(0, self.dd(volume, scenarios.HOST_NQN, payload,
+                                    size=len(payload), offset_mib=1536),
+                         self.last_dd.stderr[-2000:])
+        self.assertEqual(payload, self.dd(volume, scenarios.HOST_NQN,
+                                          size=len(payload), offset_mib=1536))
 
     def test_revert_brings_back_the_snapshot_bytes(self):
         volume = self.create_volume()

@@ -9,3 +9,15 @@ class TestDriverOnSPDKDouble(scenarios.DriverScenarios,
                              scenarios.CinderTestCase):
     def make_target(self):
         return spdk_fixtures.FakeSPDKTarget(size_mib=4096)
+
+    def test_stats_cost_the_same_rpcs_at_any_volume_count(self):
+        counts = []
+        for total in (3, 30):
+            while len(self.rpc.call('bdev_lvol_get_lvols')) < total:
+                self.create_volume()
+            self.driver.get_volume_stats(refresh=True)  # settle
+            self.target.calls.clear()
+            self.driver.get_volume_stats(refresh=True)
+            counts.append(dict(self.target.calls))
+        self.assertEqual(counts[0], counts[1])
+        self.assertEqual(3, sum(counts[0].values()), counts[0])
