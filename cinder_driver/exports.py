@@ -19,10 +19,10 @@ import threading
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
-from cinder_driver import qos
 
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
+from spdk_common import qos as spdk_qos
 
 LOG = logging.getLogger(__name__)
 
@@ -142,8 +142,7 @@ class NVMeoFExports:
     def _apply_qos(self, export):
         if export.qos:
             self._client.call('bdev_set_qos_limit',
-                              dict(qos.NO_LIMITS, **export.qos,
-                                   name=export.bdev))
+                              spdk_qos.full_limits(export.qos, export.bdev))
 
     def set_qos(self, volume_id, qos_limits):
         """Change the limits of an exported volume now, or at its export."""
@@ -157,7 +156,7 @@ class NVMeoFExports:
                 self._apply_qos(export)
             elif had_limits:
                 self._client.call('bdev_set_qos_limit',
-                                  dict(qos.NO_LIMITS, name=export.bdev))
+                                  spdk_qos.full_limits(None, export.bdev))
 
     def _subsystem(self, nqn):
         try:

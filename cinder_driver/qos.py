@@ -15,8 +15,6 @@ _SPEC_TO_SPDK = {
     'read_bytes_sec': ('r_mbytes_per_sec', units.Mi, 1),
     'write_bytes_sec': ('w_mbytes_per_sec', units.Mi, 1),
 }
-SPDK_LIMITS = tuple(spdk for spdk, _div, _gran in _SPEC_TO_SPDK.values())
-NO_LIMITS = {name: 0 for name in SPDK_LIMITS}
 
 
 def limits_from_specs(specs):

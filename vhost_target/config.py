@@ -1,0 +1,102 @@
+"""Options of the spdk-vhost-target agent, group ``[spdk_vhost_target]``."""
+
+from oslo_config import cfg
+
+GROUP = 'spdk_vhost_target'
+
+spdk_opts = [
+    cfg.StrOpt('spdk_vhost_binary',
+               help='Path of SPDK\'s vhost application. Default: found in '
+                    '$SPDK_BIN_DIR, $PATH, /usr/local/bin or '
+                    '/opt/spdk/build/bin.'),
+    cfg.StrOpt('rpc_socket',
+               default='/run/spdk-vhost-target/spdk.sock',
+               help='RPC socket of the SPDK vhost application. Its directory '
+                    'is made 0750, root only: SPDK RPC has no '
+                    'authentication.'),
+    cfg.BoolOpt('adopt',
+                default=False,
+                help='Use an SPDK vhost application started by someone else '
+                     '(e.g. a systemd unit) at rpc_socket instead of '
+                     'starting and supervising one.'),
+    cfg.FloatOpt('restart_backoff_max',
+                 default=30.0, min=0.5,
+                 help='Longest wait, in seconds, before restarting SPDK '
+                      'after repeated crashes (the wait doubles from 0.5 s).'),
+]
+
+socket_opts = [
+    cfg.StrOpt('socket_dir',
+               default='/var/lib/spdk-vhost-target/sockets',
+               help='Directory of the vhost-user sockets QEMU connects to.'),
+    cfg.StrOpt('socket_group',
+               default='libvirt-qemu',
+               help='Group that owns the vhost-user sockets: the group QEMU '
+                    'runs as.'),
+    cfg.StrOpt('socket_mode',
+               default='0660',
+               help='Mode of the vhost-user sockets, octal.'),
+]
+
+cpu_opts = [
+    cfg.StrOpt('reactor_cpus',
+               help='Host CPUs for SPDK reactors, as a cpulist ("2,3,34-35"). '
+                    'When unset, reactors_per_node CPUs of each NUMA node '
+                    'with hugepages are chosen (isolated CPUs first, then '
+                    'the highest-numbered).'),
+    cfg.IntOpt('reactors_per_node',
+               default=1, min=1,
+               help='Reactor CPUs per NUMA node when reactor_cpus is unset.'),
+    cfg.IntOpt('hugepage_mib_per_node',
+               default=1024, min=64,
+               help='Hugepage memory SPDK takes on each NUMA node that has '
+                    'reactors.'),
+    cfg.IntOpt('hugepage_size_kib',
+               default=2048, choices=[2048, 1048576],
+               help='Hugepage size SPDK uses, in KiB.'),
+    cfg.StrOpt('nova_conf',
+               default='/etc/nova/nova.conf',
+               help='nova.conf of this compute node, to check that '
+                    'cpu_dedicated_set, cpu_shared_set and '
+                    'reserved_huge_pages leave SPDK its CPUs and memory.'),
+]
+
+nvme_opts = [
+    cfg.StrOpt('host_nqn',
+               help='Host NQN this node presents to storage targets. '
+                    'Default: the content of host_nqn_file, else a UUID NQN '
+                    'derived from /etc/machine-id.'),
+    cfg.StrOpt('host_nqn_file',
+               default='/etc/nvme/hostnqn',
+               help='File holding the host NQN (as nvme-cli writes it).'),
+    cfg.IntOpt('ctrlr_loss_timeout_sec',
+               default=-1, min=-1,
+               help='Seconds bdev_nvme keeps reconnecting a lost storage '
+                    'target before deleting the controller; -1: forever, so '
+                    'that a guest resumes after a storage-node restart.'),
+    cfg.IntOpt('reconnect_delay_sec',
+               default=2, min=1,
+               help='Seconds between reconnect attempts.'),
+    cfg.IntOpt('fast_io_fail_timeout_sec',
+               default=0, min=0,
+               help='Seconds after which I/O fails while reconnecting '
+                    '(0: I/O waits for the reconnect).'),
+]
+
+state_opts = [
+    cfg.StrOpt('state_dir',
+               default='/var/lib/spdk-vhost-target',
+               help='Where the agent keeps its desired state (written '
+                    'atomically) and DH-HMAC-CHAP keys (0600).'),
+]
+
+ALL_OPTS = spdk_opts + socket_opts + cpu_opts + nvme_opts + state_opts
+
+
+def register(conf=cfg.CONF):
+    conf.register_opts(ALL_OPTS, group=GROUP)
+    return conf
+
+
+def list_opts():
+    return [(GROUP, ALL_OPTS)]

@@ -1,0 +1,211 @@
+"""What the agent asks of the compute node's SPDK vhost application.
+
+An attachment is two SPDK objects: a ``bdev_nvme`` controller connected to
+the storage node's subsystem over NVMe/TCP (as this host's NQN, with
+reconnect settings, optionally a DH-HMAC-CHAP key from the keyring), and a
+vhost-user-blk controller over its namespace bdev, on one reactor CPU,
+whose socket QEMU opens. SPDK creates that socket with its own umask, so
+the owner group and mode are set here.
+"""
+
+import grp
+import os
+
+from oslo_log import log as logging
+
+from spdk_common import exception as spdk_exc
+from spdk_common import naming
+from spdk_common import qos as spdk_qos
+
+LOG = logging.getLogger(__name__)
+
+
+def vhost_controller_name(volume_id):
+    return 'vhost-%s' % volume_id
+
+
+class AttachError(spdk_exc.SPDKException):
+    message = 'Could not attach volume %(volume)s: %(reason)s'
+
+
+class VhostTarget:
+    def __init__(self, client, conf):
+        """``conf``: the [spdk_vhost_target] option group."""
+        self._client = client
+        self._conf = conf
+        self.socket_dir = conf.socket_dir
+        self._key_dir = os.path.join(conf.state_dir, 'keys')
+
+    def socket_path(self, volume_id):
+        return os.path.join(self.socket_dir,
+                            vhost_controller_name(volume_id))
+
+    # -- attach ---------------------------------------------------------
+
+    def attach(self, attachment):
+        """Create (or complete) one attachment; return its socket path.
+
+        ``attachment`` is a state.Attachment. Whatever this call made is
+        removed again if a later step fails.
+        """
+        made = []
+        try:
+            key = self._load_key(attachment, made)
+            bdev = self._connect(attachment, key, made)
+            self._create_controller(attachment, bdev, made)
+            if attachment.qos:
+                self.set_qos(attachment.volume_id, attachment.qos)
+        except Exception:
+            for undo in reversed(made):
+                try:
+                    undo()
+                except spdk_exc.SPDKException as exc:
+                    LOG.error('Undoing a failed attach of %(id)s: %(err)s',
+                              {'id': attachment.volume_id, 'err': exc})
+            raise
+        return self.secure_socket(attachment.volume_id)
+
+    def _load_key(self, attachment, made):
+        if not attachment.dhchap_secret:
+            return None
+        name = 'dhchap-%s' % attachment.volume_id
+        os.makedirs(self._key_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self._key_dir, name)
+        fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(attachment.dhchap_secret)
+        os.replace(path + '.tmp', path)
+        loaded = {k.get('name') for k in
+                  self._client.call('keyring_get_keys')}
+        if name not in loaded:
+            self._client.call('keyring_file_add_key',
+                              {'name': name, 'path': path})
+            made.append(lambda: self._remove_key(name))
+        return name
+
+    def _remove_key(self, name):
+        try:
+            self._client.call('keyring_file_remove_key', {'name': name})
+        except spdk_exc.SPDKRPCError:
+            pass
+        try:
+            os.unlink(os.path.join(self._key_dir, name))
+        except FileNotFoundError:
+            pass
+
+    def _connect(self, attachment, key, made):
+        name = naming.nvme_controller_name(attachment.volume_id)
+        existing = self._nvme_bdevs(name)
+        if existing:
+            return existing[0]
+        last_error = None
+        for address, port, _transport in attachment.portals:
+            params = {
+                'name': name, 'trtype': 'tcp',
+                'adrfam': 'ipv6' if ':' in address else 'ipv4',
+                'traddr': address, 'trsvcid': str(port),
+                'subnqn': attachment.target_nqn,
+                'hostnqn': attachment.host_nqn,
+                'ctrlr_loss_timeout_sec': self._conf.ctrlr_loss_timeout_sec,
+                'reconnect_delay_sec': self._conf.reconnect_delay_sec,
+                'fast_io_fail_timeout_sec':
+                    self._conf.fast_io_fail_timeout_sec,
+            }
+            if key:
+                params['dhchap_key'] = key
+            try:
+                bdevs = self._client.call('bdev_nvme_attach_controller',
+                                          params)
+            except spdk_exc.SPDKRPCError as exc:
+                last_error = exc
+                continue
+            made.append(lambda: self._disconnect(name))
+            if not bdevs:
+                raise AttachError(volume=attachment.volume_id,
+                                  reason='the subsystem %s has no namespace'
+                                  % attachment.target_nqn)
+            return bdevs[0]
+        raise AttachError(
+            volume=attachment.volume_id,
+            reason='the storage target refused %s as host %s (%s); is the '
+                   'host NQN allowed on the subsystem?' % (
+                       attachment.target_nqn, attachment.host_nqn,
+                       last_error))
+
+    def _nvme_bdevs(self, name):
+        try:
+            ctrlrs = self._client.call('bdev_nvme_get_controllers',
+                                       {'name': name})
+        except spdk_exc.SPDKNotFound:
+            return []
+        if not ctrlrs:
+            return []
+        return ['%sn1' % name]
+
+    def _disconnect(self, name):
+        try:
+            self._client.call('bdev_nvme_detach_controller', {'name': name})
+        except spdk_exc.SPDKNotFound:
+            pass
+
+    def _create_controller(self, attachment, bdev, made):
+        ctrlr = vhost_controller_name(attachment.volume_id)
+        if self._vhost_controller(ctrlr) is not None:
+            return
+        # Not idempotent in SPDK (EEXIST), hence the look above.
+        self._client.call('vhost_create_blk_controller', {
+            'ctrlr': ctrlr, 'dev_name': bdev,
+            'cpumask': '0x%x' % (1 << attachment.cpu)})
+        made.append(lambda: self._delete_controller(ctrlr))
+
+    def _vhost_controller(self, ctrlr):
+        try:
+            found = self._client.call('vhost_get_controllers',
+                                      {'name': ctrlr})
+        except spdk_exc.SPDKRPCError:
+            return None
+        return found[0] if found else None
+
+    def _delete_controller(self, ctrlr):
+        try:
+            self._client.call('vhost_delete_controller', {'ctrlr': ctrlr})
+        except spdk_exc.SPDKRPCError:
+            if self._vhost_controller(ctrlr) is not None:
+                raise
+
+    def secure_socket(self, volume_id):
+        path = self.socket_path(volume_id)
+        gid = grp.getgrnam(self._conf.socket_group).gr_gid
+        os.chown(path, -1, gid)
+        os.chmod(path, int(self._conf.socket_mode, 8))
+        return path
+
+    # -- detach, resize, QoS ----------------------------------------------
+
+    def detach(self, volume_id):
+        """Remove the controller, the NVMe connection and the key."""
+        self._delete_controller(vhost_controller_name(volume_id))
+        self._disconnect(naming.nvme_controller_name(volume_id))
+        self._remove_key('dhchap-%s' % volume_id)
+        try:
+            os.unlink(self.socket_path(volume_id))
+        except FileNotFoundError:
+            pass
+
+    def size_bytes(self, volume_id):
+        bdev = self._client.call('bdev_get_bdevs', {
+            'name': '%sn1' % naming.nvme_controller_name(volume_id)})[0]
+        return bdev['num_blocks'] * bdev['block_size']
+
+    def set_qos(self, volume_id, qos):
+        """Front-end limits (libvirt iotune does not reach vhost-user)."""
+        self._client.call('bdev_set_qos_limit', spdk_qos.full_limits(
+            qos, '%sn1' % naming.nvme_controller_name(volume_id)))
+
+    def controllers(self):
+        """What SPDK has now: vhost controllers and NVMe controllers."""
+        return {
+            'vhost': self._client.call('vhost_get_controllers'),
+            'nvme': self._client.call('bdev_nvme_get_controllers'),
+        }
