@@ -116,7 +116,9 @@ def from_rpc_error(method, error):
     """Build the typed exception for one JSON-RPC error object."""
     code = error.get('code')
     text = error.get('message') or 'no message'
-    cls = _ERROR_CLASSES.get(code, SPDKRPCError)
+    # A few RPCs send a positive errno (bdev_nvme_get_controllers: 22).
+    errno_code = -code if isinstance(code, int) and 0 < code < 4096 else code
+    cls = _ERROR_CLASSES.get(errno_code, SPDKRPCError)
     if code in _GENERIC_CODES:
         for known, text_cls in _ERROR_TEXTS:
             if known in text:

@@ -1,5 +1,7 @@
 """Options of the spdk-vhost-target agent, group ``[spdk_vhost_target]``."""
 
+import socket
+
 from oslo_config import cfg
 
 GROUP = 'spdk_vhost_target'
@@ -92,11 +94,18 @@ state_opts = [
 
 ALL_OPTS = spdk_opts + socket_opts + cpu_opts + nvme_opts + state_opts
 
+# Nova's own name for this compute host: the agent serves server=host.
+host_opt = cfg.StrOpt('host', default=socket.gethostname(),
+                      sample_default='<hostname>',
+                      help='Name of this compute host, as nova-compute\'s '
+                           '[DEFAULT] host: the agent\'s RPC server name.')
+
 
 def register(conf=cfg.CONF):
     conf.register_opts(ALL_OPTS, group=GROUP)
+    conf.register_opt(host_opt)
     return conf
 
 
 def list_opts():
-    return [(GROUP, ALL_OPTS)]
+    return [('DEFAULT', [host_opt]), (GROUP, ALL_OPTS)]

@@ -35,7 +35,9 @@ class SupervisorError(spdk_exc.SPDKException):
 
 
 def vhost_command(binary, plan, conf):
-    cmd = [binary, '-m', plan.cpumask, '-r', conf.rpc_socket,
+    # --no-pci: the compute-side SPDK only speaks NVMe/TCP and vhost-user;
+    # it must not take the host's PCI devices.
+    cmd = [binary, '--no-pci', '-m', plan.cpumask, '-r', conf.rpc_socket,
            '-S', conf.socket_dir]
     if plan.env_context:
         # DPDK's --socket-mem: hugepage memory on each NUMA node.
@@ -58,6 +60,7 @@ class Supervisor:
         self._proc = None
         self._stopping = threading.Event()
         self._thread = None
+        # Completed recoveries: SPDK restarted and on_ready returned.
         self.restarts = 0
 
     @property
@@ -150,8 +153,8 @@ class Supervisor:
             try:
                 self._spawn()
                 self._wait_for_rpc()
-                self.restarts += 1
                 self._on_ready()
+                self.restarts += 1
             except spdk_exc.SPDKException as exc:
                 LOG.error('Restarting SPDK vhost failed: %s', exc)
 
@@ -167,8 +170,8 @@ class Supervisor:
                 up = False
             if up and not was_up:
                 LOG.warning('Adopted SPDK vhost is back; replaying')
-                self.restarts += 1
                 self._on_ready()
+                self.restarts += 1
             was_up = up
         client.close()
 

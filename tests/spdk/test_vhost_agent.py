@@ -1,0 +1,186 @@
+"""SPDK tier: the compute-node agent with a real SPDK vhost it supervises,
+attaching volumes that the Cinder driver exports from a real nvmf_tgt."""
+
+import grp
+import os
+import signal
+import stat
+import time
+
+import fixtures
+from oslo_config import cfg
+
+from spdk_common import naming
+from tests.fixtures import spdk as spdk_fixtures
+from tests.functional.cinder_driver import scenarios
+from vhost_target import agent as vhost_agent
+from vhost_target import config
+from vhost_target import planner
+from vhost_target import state
+from vhost_target import supervisor
+from vhost_target import topology
+from vhost_target import vhost
+
+RECOVERY_TIMEOUT = 30.0
+
+
+class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
+    def make_target(self):
+        # Storage side on core 0 in interrupt mode; the compute-side vhost
+        # polls its reactor on core 1.
+        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
+
+    def target_port(self):
+        return 4530
+
+    def setUp(self):
+        super().setUp()
+        if not spdk_fixtures.spdk_available('vhost'):
+            self.skipTest(spdk_fixtures.SKIP_MESSAGE)
+        top = self.useFixture(fixtures.TempDir()).path
+        self.conf = cfg.ConfigOpts()
+        config.register(self.conf)
+        self.conf([], default_config_files=[])
+        group = config.GROUP
+        cpus = sorted(topology.read_topology().online)
+        for name, value in (
+                ('rpc_socket', os.path.join(top, 'rpc', 'spdk.sock')),
+                ('socket_dir', os.path.join(top, 'sockets')),
+                ('state_dir', os.path.join(top, 'state')),
+                ('socket_group', grp.getgrgid(os.getgid()).gr_name),
+                ('reactor_cpus', str(cpus[-1])),
+                ('hugepage_mib_per_node', 256),
+                ('reconnect_delay_sec', 1)):
+            self.conf.set_override(name, value, group=group)
+        self.group = self.conf.spdk_vhost_target
+        self.host = topology.read_topology()
+        self.plan = planner.plan(self.group, self.host)
+        spdk_fixtures.ensure_hugepages()
+        self.desired = state.DesiredState(self.group.state_dir)
+        self.desired.load()
+        self.vhost_client = self.make_client()
+        self.vhost = vhost.VhostTarget(self.vhost_client, self.group)
+        self.agent = vhost_agent.VhostAgent(self.vhost, self.desired,
+                                            self.plan, self.host)
+        self.keeper = supervisor.Supervisor(self.group, self.plan,
+                                            on_ready=self.agent.replay)
+        self.addCleanup(self.keeper.stop)
+        self.keeper.start()
+
+    def make_client(self):
+        from spdk_common import rpc
+        client = rpc.SPDKClient(self.conf.spdk_vhost_target.rpc_socket,
+                                timeout=30)
+        self.addCleanup(client.close)
+        return client
+
+    def vhost_volume(self):
+        vtype = self.make_type('vhost-%d' % time.monotonic_ns(),
+                               {'spdk:vhost_attach': '<is> True'})
+        volume = self.create_volume(volume_type=vtype)
+        connector = self.connector(spdk_vhost={'version': '1.0'})
+        self.driver.create_export(self.ctxt, volume, connector)
+        info = self.driver.initialize_connection(volume, connector)
+        self.assertEqual('spdk_vhost', info['driver_volume_type'])
+        return volume, info
+
+    def spdk_objects(self):
+        return (self.vhost_client.call('vhost_get_controllers'),
+                self.vhost_client.call('bdev_nvme_get_controllers'))
+
+
+class TestVhostAgent(AgentTestBase):
+
+    def test_attach_and_detach_leave_nothing_behind(self):
+        volume, info = self.vhost_volume()
+        path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
+        mode = os.stat(path)
+        self.assertTrue(stat.S_ISSOCK(mode.st_mode))
+        self.assertEqual(0o660, stat.S_IMODE(mode.st_mode))
+        self.assertEqual(os.getgid(), mode.st_gid)
+        vhost_ctrlrs, nvme_ctrlrs = self.spdk_objects()
+        self.assertEqual([vhost.vhost_controller_name(volume.id)],
+                         [c['ctrlr'] for c in vhost_ctrlrs])
+        self.assertEqual(self.plan.cpumask, vhost_ctrlrs[0]['cpumask'])
+        self.assertEqual([naming.nvme_controller_name(volume.id)],
+                         [c['name'] for c in nvme_ctrlrs])
+        self.assertEqual(1024 ** 3, self.agent.extend_volume(volume.id))
+        # Idempotent: a second attach changes nothing.
+        self.assertEqual(path, self.agent.attach_volume(volume.id, info,
+                                                        numa_nodes=[0]))
+        self.assertEqual(1, len(self.spdk_objects()[0]))
+        self.agent.detach_volume(volume.id)
+        self.assertEqual(([], []), self.spdk_objects())
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual([], self.desired.all())
+        self.agent.detach_volume(volume.id)  # again: fine
+
+    def test_extend_reaches_the_compute_node(self):
+        volume, info = self.vhost_volume()
+        self.agent.attach_volume(volume.id, info)
+        self.driver.extend_volume(volume, 2)
+        deadline = time.monotonic() + 10
+        while (self.agent.extend_volume(volume.id) != 2 * 1024 ** 3
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+        self.assertEqual(2 * 1024 ** 3, self.agent.extend_volume(volume.id))
+
+    def test_host_not_on_the_acl_is_refused_cleanly(self):
+        volume, info = self.vhost_volume()
+        info['data']['host_nqn'] = scenarios.OTHER_NQN
+        exc = self.assertRaises(vhost.AttachError, self.agent.attach_volume,
+                                volume.id, info)
+        self.assertIn(scenarios.OTHER_NQN, str(exc))
+        self.assertEqual(([], []), self.spdk_objects())
+        self.assertEqual([], self.desired.all())
+
+    def test_bad_requests(self):
+        volume, info = self.vhost_volume()
+        bad = [
+            ('not a dict', 'not a dict'),
+            (dict(info, driver_volume_type='nvmeof'), 'spdk_vhost'),
+            (dict(info, data=dict(info['data'], target_nqn='x')),
+             'target_nqn'),
+            (dict(info, data=dict(info['data'], portals=[('a', 'b')])),
+             'portals'),
+        ]
+        for connection_info, words in bad:
+            exc = self.assertRaises(vhost_agent.InvalidAttachRequest,
+                                    self.agent.attach_volume, volume.id,
+                                    connection_info)
+            self.assertIn(words, str(exc))
+        exc = self.assertRaises(vhost_agent.InvalidAttachRequest,
+                                self.agent.attach_volume, volume.id, info,
+                                numa_nodes=[7])
+        self.assertIn('NUMA node', str(exc))
+        self.assertRaises(vhost_agent.UnknownVolume,
+                          self.agent.extend_volume, 'nope')
+        self.assertEqual(([], []), self.spdk_objects())
+
+    def test_kill_9_of_spdk_is_replayed(self):
+        volume, info = self.vhost_volume()
+        path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
+        os.kill(self.keeper.pid, signal.SIGKILL)
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        while self.keeper.restarts < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(1, self.keeper.restarts)
+        vhost_ctrlrs, nvme_ctrlrs = self.spdk_objects()
+        self.assertEqual([vhost.vhost_controller_name(volume.id)],
+                         [c['ctrlr'] for c in vhost_ctrlrs])
+        self.assertEqual(1, len(nvme_ctrlrs))
+        self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
+
+    def test_agent_restart_replays_its_state_file(self):
+        volume, info = self.vhost_volume()
+        self.agent.attach_volume(volume.id, info)
+        self.keeper.stop()
+        desired = state.DesiredState(self.group.state_dir)
+        self.assertEqual([volume.id], [a.volume_id for a in desired.load()])
+        agent = vhost_agent.VhostAgent(self.vhost, desired, self.plan,
+                                       self.host)
+        keeper = supervisor.Supervisor(self.group, self.plan,
+                                       on_ready=agent.replay)
+        self.addCleanup(keeper.stop)
+        keeper.start()
+        self.assertEqual(1, len(self.spdk_objects()[0]))

@@ -1,0 +1,150 @@
+"""``spdk-vhost-target``: the compute-node agent and its operator commands.
+
+    spdk-vhost-target [--config-file ...] run      # the daemon
+    spdk-vhost-target [--config-file ...] plan     # topology and layout
+    spdk-vhost-target [--config-file ...] check    # one line per finding
+    spdk-vhost-target [--config-file ...] status   # what SPDK serves now
+"""
+
+import json
+import signal
+import socket
+import sys
+import threading
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from spdk_common import exception as spdk_exc
+from spdk_common import rpc
+from vhost_target import agent as vhost_agent
+from vhost_target import checks
+from vhost_target import config
+from vhost_target import planner
+from vhost_target import state
+from vhost_target import supervisor
+from vhost_target import topology
+from vhost_target import vhost
+
+LOG = logging.getLogger(__name__)
+
+
+def _add_commands(subparsers):
+    for name, helptext in (('run', 'run the agent (default)'),
+                           ('plan', 'print topology and SPDK layout'),
+                           ('check', 'check the host; non-zero on errors'),
+                           ('status', 'print what SPDK serves now')):
+        subparsers.add_parser(name, help=helptext)
+
+
+def _conf(argv):
+    conf = cfg.ConfigOpts()
+    logging.register_options(conf)
+    config.register(conf)
+    conf.register_cli_opt(cfg.SubCommandOpt('command', handler=_add_commands,
+                                            help='what to do'))
+    conf(argv, project='spdk-vhost-target')
+    return conf
+
+
+def _layout(conf):
+    group = conf.spdk_vhost_target
+    host = topology.read_topology()
+    return group, host, planner.plan(group, host)
+
+
+def cmd_plan(conf):
+    _group, host, layout = _layout(conf)
+    print(planner.format_plan(layout, host))
+    return 0
+
+
+def cmd_check(conf):
+    group, host, layout = _layout(conf)
+    findings = checks.run_checks(group, host, layout,
+                                 checks.default_probes(group))
+    for finding in findings:
+        print('%s: %s: %s' % (finding.level.upper(), finding.code,
+                              finding.message))
+    errors = [f for f in findings if f.level == 'error']
+    if not findings:
+        print('OK: no findings')
+    return 1 if errors else 0
+
+
+def cmd_status(conf):
+    group = conf.spdk_vhost_target
+    desired = state.DesiredState(group.state_dir)
+    report = {'desired': [a.volume_id for a in desired.load()]}
+    client = rpc.SPDKClient(group.rpc_socket, timeout=5)
+    try:
+        report['spdk'] = client.call('spdk_get_version')['version']
+        report['reactors'] = [
+            {'lcore': r['lcore'], 'busy': r.get('busy'),
+             'in_interrupt': r.get('in_interrupt')}
+            for r in client.call('framework_get_reactors')['reactors']]
+        report['vhost_controllers'] = [
+            {'ctrlr': c['ctrlr'], 'cpumask': c['cpumask'],
+             'socket': c.get('socket'),
+             'bdev': (c.get('backend_specific') or {}).get('block', {})
+             .get('bdev')}
+            for c in client.call('vhost_get_controllers')]
+        report['nvme_controllers'] = [
+            c['name'] for c in client.call('bdev_nvme_get_controllers')]
+    except spdk_exc.SPDKException as exc:
+        report['spdk'] = 'unavailable: %s' % exc
+    finally:
+        client.close()
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0 if not str(report['spdk']).startswith('unavailable') else 1
+
+
+def cmd_run(conf):
+    # Imported here: oslo.messaging pulls in eventlet's deprecation noise,
+    # which the operator commands have no use for.
+    import oslo_messaging as messaging
+
+    from vhost_target import rpcapi
+
+    logging.setup(conf, 'spdk-vhost-target')
+    group, host, layout = _layout(conf)
+    for note in layout.notes:
+        LOG.warning('%s', note)
+    desired = state.DesiredState(group.state_dir)
+    desired.load()
+    client = rpc.SPDKClient(group.rpc_socket)
+    transport = rpcapi.get_transport(conf)
+    notifier = messaging.Notifier(
+        messaging.get_notification_transport(conf),
+        publisher_id='spdk-vhost-target.%s' % socket.gethostname(),
+        driver='messagingv2', topics=['notifications'])
+    agent = vhost_agent.VhostAgent(vhost.VhostTarget(client, group), desired,
+                                   layout, host, notifier=notifier)
+    keeper = supervisor.Supervisor(group, layout, on_ready=agent.replay)
+    keeper.start()
+    server = rpcapi.get_server(transport, conf.host, agent)
+    server.start()
+    LOG.info('spdk-vhost-target serving %s on host %s',
+             rpcapi.TOPIC, conf.host)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    server.wait()
+    keeper.stop()
+    client.close()
+    return 0
+
+
+COMMANDS = {'run': cmd_run, 'plan': cmd_plan, 'check': cmd_check,
+            'status': cmd_status}
+
+
+def main(argv=None):
+    conf = _conf(sys.argv[1:] if argv is None else argv)
+    return COMMANDS[conf.command.name or 'run'](conf)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

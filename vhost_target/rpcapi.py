@@ -1,0 +1,87 @@
+"""The agent's RPC API over oslo.messaging.
+
+Topic ``spdk-vhost-target``, one server per compute host (``server=host``),
+version 1.0. Errors of the agent reach the caller as the same exception
+classes (``allowed_remote_exmods``), so nova-compute can tell a bad request
+from an SPDK failure.
+
+Version history:
+
+* 1.0 - attach_volume, detach_volume, extend_volume, set_qos, get_status
+"""
+
+import oslo_messaging as messaging
+
+TOPIC = 'spdk-vhost-target'
+API_VERSION = '1.0'
+REMOTE_EXMODS = ['spdk_common.exception', 'vhost_target.agent',
+                 'vhost_target.vhost']
+
+
+def get_transport(conf):
+    return messaging.get_rpc_transport(conf,
+                                       allowed_remote_exmods=REMOTE_EXMODS)
+
+
+class VhostTargetEndpoint:
+    target = messaging.Target(version=API_VERSION)
+
+    def __init__(self, agent):
+        self._agent = agent
+
+    def attach_volume(self, context, volume_id, connection_info,
+                      numa_nodes=None, qos=None):
+        return self._agent.attach_volume(volume_id, connection_info,
+                                         numa_nodes=numa_nodes, qos=qos)
+
+    def detach_volume(self, context, volume_id):
+        self._agent.detach_volume(volume_id)
+
+    def extend_volume(self, context, volume_id):
+        return self._agent.extend_volume(volume_id)
+
+    def set_qos(self, context, volume_id, qos):
+        self._agent.set_qos(volume_id, qos)
+
+    def get_status(self, context):
+        return self._agent.get_status()
+
+
+def get_server(transport, host, agent):
+    target = messaging.Target(topic=TOPIC, server=host)
+    return messaging.get_rpc_server(transport, target,
+                                    [VhostTargetEndpoint(agent)],
+                                    executor='threading')
+
+
+class VhostTargetClient:
+    """What nova-compute (or an operator tool) calls on one host's agent."""
+
+    def __init__(self, transport, host, timeout=60):
+        target = messaging.Target(topic=TOPIC, server=host,
+                                  version=API_VERSION)
+        self._client = messaging.get_rpc_client(transport, target,
+                                                timeout=timeout)
+
+    def _call(self, method, **kwargs):
+        return self._client.prepare(version=API_VERSION).call(
+            {}, method, **kwargs)
+
+    def attach_volume(self, volume_id, connection_info, numa_nodes=None,
+                      qos=None):
+        return self._call('attach_volume', volume_id=volume_id,
+                          connection_info=connection_info,
+                          numa_nodes=numa_nodes, qos=qos)
+
+    def detach_volume(self, volume_id):
+        return self._call('detach_volume', volume_id=volume_id)
+
+    def extend_volume(self, volume_id):
+        return self._call('extend_volume', volume_id=volume_id)
+
+    def set_qos(self, volume_id, qos):
+        return self._call('set_qos', volume_id=volume_id, qos=qos)
+
+    def get_status(self, timeout=None):
+        client = self._client.prepare(version=API_VERSION, timeout=timeout)
+        return client.call({}, 'get_status')
