@@ -38,7 +38,8 @@ def _add_commands(subparsers):
 
 
 def _conf(argv):
-    conf = cfg.ConfigOpts()
+    # The global CONF: oslo.messaging registers options there only.
+    conf = cfg.CONF
     logging.register_options(conf)
     config.register(conf)
     conf.register_cli_opt(cfg.SubCommandOpt('command', handler=_add_commands,

@@ -1,0 +1,111 @@
+"""The agent's RPC API through a real RabbitMQ (Debian's, on loopback)."""
+
+import threading
+
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+
+from tests import base
+from tests.fixtures import rabbitmq
+from vhost_target import agent as vhost_agent
+from vhost_target import rpcapi
+
+
+class RecordingAgent:
+    """Stands in for VhostAgent (which the SPDK tier runs for real): this
+    test is about the transport, the API version and error passing."""
+
+    def __init__(self):
+        self.calls = []
+        self.lock = threading.Lock()
+
+    def _record(self, *call):
+        with self.lock:
+            self.calls.append(call)
+
+    def attach_volume(self, volume_id, connection_info, numa_nodes=None,
+                      qos=None):
+        if volume_id == 'bad':
+            raise vhost_agent.InvalidAttachRequest(volume=volume_id,
+                                                   reason='portals missing')
+        self._record('attach', volume_id, numa_nodes, qos)
+        return '/sockets/vhost-%s' % volume_id
+
+    def detach_volume(self, volume_id):
+        if volume_id == 'unknown':
+            raise vhost_agent.UnknownVolume(volume=volume_id)
+        self._record('detach', volume_id)
+
+    def extend_volume(self, volume_id):
+        return 2 * 1024 ** 3
+
+    def set_qos(self, volume_id, qos):
+        self._record('qos', volume_id, qos)
+
+    def get_status(self):
+        return {'version': vhost_agent.AGENT_VERSION, 'attachments': []}
+
+
+class TestRPCAPI(base.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # One broker for the class: it takes seconds to start.
+        cls.broker = rabbitmq.RabbitMQ()
+        cls.broker.setUp()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.cleanUp()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        broker = self.broker
+        # oslo.messaging registers some options on the global CONF only.
+        self.conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
+        self.conf([], default_config_files=[])
+        rpcapi.get_transport(self.conf).cleanup()  # registers its options
+        self.conf.set_override('transport_url', broker.url)
+        transport = rpcapi.get_transport(self.conf)
+        self.addCleanup(transport.cleanup)
+        self.agent = RecordingAgent()
+        server = rpcapi.get_server(transport, 'compute1', self.agent)
+        server.start()
+        self.addCleanup(server.wait)
+        self.addCleanup(server.stop)
+        self.client = rpcapi.VhostTargetClient(transport, 'compute1',
+                                               timeout=20)
+
+    def test_round_trips(self):
+        info = {'driver_volume_type': 'spdk_vhost', 'data': {}}
+        self.assertEqual('/sockets/vhost-v1', self.client.attach_volume(
+            'v1', info, numa_nodes=[0, 1], qos={'rw_ios_per_sec': 1000}))
+        self.assertEqual(2 * 1024 ** 3, self.client.extend_volume('v1'))
+        self.client.set_qos('v1', {})
+        self.client.detach_volume('v1')
+        self.assertEqual('1.0', self.client.get_status()['version'])
+        self.assertEqual([('attach', 'v1', [0, 1], {'rw_ios_per_sec': 1000}),
+                          ('qos', 'v1', {}), ('detach', 'v1')],
+                         self.agent.calls)
+
+    def test_agent_errors_arrive_as_their_own_class(self):
+        exc = self.assertRaises(vhost_agent.InvalidAttachRequest,
+                                self.client.attach_volume, 'bad', {})
+        self.assertIn('portals missing', str(exc))
+        self.assertRaises(vhost_agent.UnknownVolume,
+                          self.client.detach_volume, 'unknown')
+
+    def test_concurrent_calls(self):
+        results = {}
+
+        def attach(n):
+            results[n] = self.client.attach_volume('v%d' % n, {})
+        threads = [threading.Thread(target=attach, args=(n,))
+                   for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual({n: '/sockets/vhost-v%d' % n for n in range(8)},
+                         results)
