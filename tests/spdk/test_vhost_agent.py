@@ -9,13 +9,16 @@ import time
 
 import fixtures
 from oslo_config import cfg
+from oslo_config import fixture as config_fixture
 
 from spdk_common import naming
+from tests.fixtures import rabbitmq
 from tests.fixtures import spdk as spdk_fixtures
 from tests.functional.cinder_driver import scenarios
 from vhost_target import agent as vhost_agent
 from vhost_target import config
 from vhost_target import planner
+from vhost_target import rpcapi
 from vhost_target import state
 from vhost_target import supervisor
 from vhost_target import topology
@@ -184,3 +187,33 @@ class TestVhostAgent(AgentTestBase):
         self.addCleanup(keeper.stop)
         keeper.start()
         self.assertEqual(1, len(self.spdk_objects()[0]))
+
+
+class TestAgentOverRabbitMQ(AgentTestBase):
+    """Nova's view: the RPC client on the topic, server=host."""
+
+    def test_attach_and_detach_through_rpc(self):
+        broker = self.useFixture(rabbitmq.RabbitMQ())
+        conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
+        conf([], default_config_files=[])
+        rpcapi.get_transport(conf).cleanup()  # registers its options
+        conf.set_override('transport_url', broker.url)
+        transport = rpcapi.get_transport(conf)
+        self.addCleanup(transport.cleanup)
+        server = rpcapi.get_server(transport, 'compute1', self.agent)
+        server.start()
+        self.addCleanup(server.wait)
+        self.addCleanup(server.stop)
+        client = rpcapi.VhostTargetClient(transport, 'compute1', timeout=60)
+        volume, info = self.vhost_volume()
+        path = client.attach_volume(volume.id, info, numa_nodes=[0])
+        self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
+        status = client.get_status()
+        self.assertEqual([volume.id],
+                         [a['volume_id'] for a in status['attachments']])
+        self.assertEqual(1, status['spdk']['vhost_controllers'])
+        info['data']['host_nqn'] = scenarios.OTHER_NQN
+        self.assertRaises(vhost.AttachError, client.attach_volume, 'other',
+                          info)
+        client.detach_volume(volume.id)
+        self.assertEqual(([], []), self.spdk_objects())
