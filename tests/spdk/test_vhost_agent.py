@@ -3,6 +3,7 @@ attaching volumes that the Cinder driver exports from a real nvmf_tgt."""
 
 import grp
 import os
+import pwd
 import signal
 import stat
 import time
@@ -12,6 +13,8 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 
 from spdk_common import naming
+from tests.fixtures import guest as guest_fixtures
+from tests.fixtures import libvirt as libvirt_fixtures
 from tests.fixtures import rabbitmq
 from tests.fixtures import spdk as spdk_fixtures
 from tests.functional.cinder_driver import scenarios
@@ -28,6 +31,9 @@ RECOVERY_TIMEOUT = 30.0
 
 
 class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
+    # The group the vhost-user sockets get; None: this process' group.
+    socket_group = None
+
     def make_target(self):
         # Storage side on core 0 in interrupt mode; the compute-side vhost
         # polls its reactor on core 1.
@@ -41,6 +47,16 @@ class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
         if not spdk_fixtures.spdk_available('vhost'):
             self.skipTest(spdk_fixtures.SKIP_MESSAGE)
         top = self.useFixture(fixtures.TempDir()).path
+        self.top = top
+        # QEMU (another user) must traverse to the socket directory; the
+        # test's temporary directories are private by default.
+        while top != os.path.dirname(top):
+            mode = os.stat(top).st_mode
+            if mode & 0o001:
+                break
+            os.chmod(top, stat.S_IMODE(mode) | 0o011)
+            top = os.path.dirname(top)
+        top = self.top
         self.conf = cfg.ConfigOpts()
         config.register(self.conf)
         self.conf([], default_config_files=[])
@@ -50,7 +66,8 @@ class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
                 ('rpc_socket', os.path.join(top, 'rpc', 'spdk.sock')),
                 ('socket_dir', os.path.join(top, 'sockets')),
                 ('state_dir', os.path.join(top, 'state')),
-                ('socket_group', grp.getgrgid(os.getgid()).gr_name),
+                ('socket_group', self.socket_group
+                 or grp.getgrgid(os.getgid()).gr_name),
                 ('reactor_cpus', str(cpus[-1])),
                 ('hugepage_mib_per_node', 256),
                 ('reconnect_delay_sec', 1)):
@@ -217,3 +234,59 @@ class TestAgentOverRabbitMQ(AgentTestBase):
                           info)
         client.detach_volume(volume.id)
         self.assertEqual(([], []), self.spdk_objects())
+
+
+class TestGuestSurvivesSPDKCrash(AgentTestBase):
+    """A TCG guest on shared hugepages writes through vhost-user; SPDK vhost
+    is killed with SIGKILL; the agent restarts and replays it, QEMU
+    reconnects, and the guest reads back what it wrote."""
+
+    socket_group = 'libvirt-qemu'
+
+    def setUp(self):
+        self.guest = self.useFixture(guest_fixtures.Guest())
+        self.libvirt = self.useFixture(libvirt_fixtures.Libvirtd())
+        super().setUp()
+
+    def guest_console(self, vhost_socket):
+        serial_dir = os.path.join(self.top, 'serial')
+        os.mkdir(serial_dir)
+        qemu_user = pwd.getpwnam('libvirt-qemu')
+        os.chown(serial_dir, qemu_user.pw_uid, qemu_user.pw_gid)
+        serial = os.path.join(serial_dir, 'ttyS0')
+        name = 'spdk-test-%d' % os.getpid()
+        self.libvirt.start_domain(name, libvirt_fixtures.vhost_user_guest_xml(
+            name, self.guest.kernel, self.guest.initrd, serial, vhost_socket))
+        console = guest_fixtures.SerialConsole(serial)
+        self.addCleanup(console.close)
+        console.wait_ready()
+        return console
+
+    def guest_run(self, console, command):
+        status, output = console.run(command)
+        self.assertEqual(0, status, output)
+        return output
+
+    def test_write_kill_9_replay_read(self):
+        volume, info = self.vhost_volume()
+        path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
+        console = self.guest_console(path)
+        self.assertIn('1073741824', self.guest_run(
+            console, 'blockdev --getsize64 /dev/vda'))
+        written = self.guest_run(
+            console, 'dd if=/dev/urandom of=/p bs=1M count=4 2>/dev/null && '
+            'dd if=/p of=/dev/vda bs=1M count=4 conv=fsync 2>/dev/null && '
+            'sha256sum /p').split()[0]
+        crashed = time.monotonic()
+        os.kill(self.keeper.pid, signal.SIGKILL)
+        deadline = crashed + RECOVERY_TIMEOUT
+        while self.keeper.restarts < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(1, self.keeper.restarts)
+        # The guest's next I/O goes through the replayed controller.
+        self.guest_run(console, 'dd if=/dev/urandom of=/dev/vda bs=1M '
+                       'count=1 seek=8 conv=fsync 2>/dev/null')
+        read = self.guest_run(
+            console, 'echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda '
+            'bs=1M count=4 2>/dev/null | sha256sum').split()[0]
+        self.assertEqual(written, read)
