@@ -76,12 +76,12 @@ class VhostTarget:
         with os.fdopen(fd, 'w') as f:
             f.write(attachment.dhchap_secret)
         os.replace(path + '.tmp', path)
-        loaded = {k.get('name') for k in
-                  self._client.call('keyring_get_keys')}
-        if name not in loaded:
+        try:
             self._client.call('keyring_file_add_key',
                               {'name': name, 'path': path})
-            made.append(lambda: self._remove_key(name))
+        except spdk_exc.SPDKExists:
+            return name   # loaded by an earlier attempt
+        made.append(lambda: self._remove_key(name))
         return name
 
     def _remove_key(self, name):
@@ -95,10 +95,14 @@ class VhostTarget:
             pass
 
     def _connect(self, attachment, key, made):
+        """Connect the NVMe controller; return its namespace bdev.
+
+        One RPC when nothing exists yet (SPDK serves RPCs on a 4 ms timer,
+        so an up-front look-up would double an attach); an existing
+        controller (a retry, a replay into an SPDK that kept it) is found
+        from the error.
+        """
         name = naming.nvme_controller_name(attachment.volume_id)
-        existing = self._nvme_bdevs(name)
-        if existing:
-            return existing[0]
         last_error = None
         for address, port, _transport in attachment.portals:
             params = {
@@ -118,6 +122,8 @@ class VhostTarget:
                 bdevs = self._client.call('bdev_nvme_attach_controller',
                                           params)
             except spdk_exc.SPDKRPCError as exc:
+                if self._nvme_controller_exists(name):
+                    return '%sn1' % name
                 last_error = exc
                 continue
             made.append(lambda: self._disconnect(name))
@@ -133,13 +139,11 @@ class VhostTarget:
                        attachment.target_nqn, attachment.host_nqn,
                        last_error))
 
-    def _nvme_bdevs(self, name):
+    def _nvme_controller_exists(self, name):
         # Asking for one missing name is an EINVAL error in SPDK; the full
         # listing answers without error semantics.
-        ctrlrs = self._client.call('bdev_nvme_get_controllers')
-        if any(c['name'] == name for c in ctrlrs):
-            return ['%sn1' % name]
-        return []
+        return any(c['name'] == name for c in
+                   self._client.call('bdev_nvme_get_controllers'))
 
     def _disconnect(self, name):
         try:
@@ -149,12 +153,15 @@ class VhostTarget:
 
     def _create_controller(self, attachment, bdev, made):
         ctrlr = vhost_controller_name(attachment.volume_id)
-        if self._vhost_controller(ctrlr) is not None:
+        try:
+            self._client.call('vhost_create_blk_controller', {
+                'ctrlr': ctrlr, 'dev_name': bdev,
+                'cpumask': '0x%x' % (1 << attachment.cpu)})
+        except spdk_exc.SPDKRPCError:
+            # Not idempotent in SPDK (EEXIST): one already there will do.
+            if self._vhost_controller(ctrlr) is None:
+                raise
             return
-        # Not idempotent in SPDK (EEXIST), hence the look above.
-        self._client.call('vhost_create_blk_controller', {
-            'ctrlr': ctrlr, 'dev_name': bdev,
-            'cpumask': '0x%x' % (1 << attachment.cpu)})
         made.append(lambda: self._delete_controller(ctrlr))
 
     def _vhost_controller(self, ctrlr):

@@ -290,3 +290,37 @@ class TestGuestSurvivesSPDKCrash(AgentTestBase):
             console, 'echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda '
             'bs=1M count=4 2>/dev/null | sha256sum').split()[0]
         self.assertEqual(written, read)
+
+
+class TestAgentDHHMACCHAP(AgentTestBase):
+    """The storage side requires a key; the agent connects with it."""
+
+    def target_port(self):
+        return 4531
+
+    def driver_flags(self):
+        return {'spdk_dhchap': True,
+                'spdk_keyring_dir': os.path.join(
+                    self.useFixture(fixtures.TempDir()).path, 'keys')}
+
+    def test_attach_with_key_and_without(self):
+        volume, info = self.vhost_volume()
+        secret = info['data']['dhchap_secret']
+        without = dict(info, data=dict(info['data'], dhchap_secret=None))
+        self.assertRaises(vhost.AttachError, self.agent.attach_volume,
+                          volume.id, without)
+        self.assertEqual(([], []), self.spdk_objects())
+        self.agent.attach_volume(volume.id, info)
+        key_file = os.path.join(self.group.state_dir, 'keys',
+                                'dhchap-%s' % volume.id)
+        self.assertEqual(0o600, stat.S_IMODE(os.stat(key_file).st_mode))
+        with open(key_file) as f:
+            self.assertEqual(secret, f.read())
+        with open(os.path.join(self.group.state_dir,
+                               'attachments.json')) as f:
+            self.assertIn(secret, f.read())
+        self.assertEqual(0o600, stat.S_IMODE(os.stat(os.path.join(
+            self.group.state_dir, 'attachments.json')).st_mode))
+        self.agent.detach_volume(volume.id)
+        self.assertFalse(os.path.exists(key_file))
+        self.assertEqual([], self.vhost_client.call('keyring_get_keys'))
