@@ -18,6 +18,8 @@ from vhost_target import state as agent_state
 LOG = logging.getLogger(__name__)
 
 AGENT_VERSION = '1.0'
+# Version of the notification payloads; bumped when a field changes.
+NOTIFICATION_VERSION = '1.0'
 
 
 class InvalidAttachRequest(spdk_exc.SPDKException):
@@ -73,9 +75,12 @@ class VhostAgent:
         self._topology = topology
         self._notifier = notifier
 
-    def _notify(self, event, payload):
-        if self._notifier is not None:
-            self._notifier.info({}, 'spdk_vhost_target.%s' % event, payload)
+    def _notify(self, event, payload, error=False):
+        if self._notifier is None:
+            return
+        payload = dict(payload, version=NOTIFICATION_VERSION)
+        send = self._notifier.error if error else self._notifier.info
+        send({}, 'spdk_vhost_target.%s' % event, payload)
 
     def _load_by_cpu(self):
         return collections.Counter(a.cpu for a in self._desired.all())
@@ -111,7 +116,8 @@ class VhostAgent:
                 path = self._vhost.attach(attachment)
             except spdk_exc.SPDKException as exc:
                 self._notify('attach.error', {'volume_id': volume_id,
-                                              'reason': str(exc)})
+                                              'reason': str(exc)},
+                             error=True)
                 raise
             self._desired.put(attachment)
         LOG.info('Volume %(id)s attached at %(path)s on CPU %(cpu)d',
@@ -181,5 +187,5 @@ class VhostAgent:
         LOG.warning('Replayed %(n)d attachment(s) into SPDK; %(f)d failed',
                     {'n': len(restored), 'f': len(failed)})
         self._notify('recovery.end', {'restored': restored,
-                                      'failed': failed})
+                                      'failed': failed}, error=bool(failed))
         return restored, failed

@@ -37,9 +37,7 @@ def _add_commands(subparsers):
         subparsers.add_parser(name, help=helptext)
 
 
-def _conf(argv):
-    # The global CONF: oslo.messaging registers options there only.
-    conf = cfg.CONF
+def _conf(argv, conf):
     logging.register_options(conf)
     config.register(conf)
     conf.register_cli_opt(cfg.SubCommandOpt('command', handler=_add_commands,
@@ -142,8 +140,10 @@ COMMANDS = {'run': cmd_run, 'plan': cmd_plan, 'check': cmd_check,
             'status': cmd_status}
 
 
-def main(argv=None):
-    conf = _conf(sys.argv[1:] if argv is None else argv)
+def main(argv=None, conf=None):
+    # The global CONF by default: oslo.messaging registers options there.
+    conf = _conf(sys.argv[1:] if argv is None else argv,
+                 cfg.CONF if conf is None else conf)
     return COMMANDS[conf.command.name or 'run'](conf)
 
 

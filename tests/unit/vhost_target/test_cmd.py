@@ -1,0 +1,98 @@
+"""The operator commands on this host's real /sys, with a private config."""
+
+import io
+import os
+import stat
+from unittest import mock
+
+import fixtures
+from oslo_config import cfg
+
+from tests import base
+from vhost_target import cmd
+from vhost_target import topology
+
+
+class TestCommands(base.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.sockets = os.path.join(self.dir, 'sockets')
+        os.mkdir(self.sockets, 0o750)
+        self.nova = os.path.join(self.dir, 'nova.conf')
+        self.cpus = sorted(topology.read_topology().online)
+
+    def run_command(self, command, nova='', **options):
+        with open(self.nova, 'w') as f:
+            f.write(nova)
+        values = dict(socket_dir=self.sockets, nova_conf=self.nova,
+                      socket_group='root', reactor_cpus=str(self.cpus[-1]),
+                      hugepage_mib_per_node=64,
+                      spdk_vhost_binary=os.path.join(self.dir, 'vhost'),
+                      rpc_socket=os.path.join(self.dir, 'spdk.sock'),
+                      state_dir=os.path.join(self.dir, 'state'))
+        values.update(options)
+        config = os.path.join(self.dir, 'agent.conf')
+        with open(config, 'w') as f:
+            f.write('[spdk_vhost_target]\n')
+            for key, value in values.items():
+                f.write('%s = %s\n' % (key, value))
+        out = io.StringIO()
+        with mock.patch('sys.stdout', out):
+            status = cmd.main(['--config-file', config, command],
+                              conf=cfg.ConfigOpts())
+        return status, out.getvalue()
+
+    def good_nova(self):
+        return ('[compute]\ncpu_dedicated_set = %d\n'
+                '[DEFAULT]\nreserved_huge_pages = node:0,size:2048,'
+                'count:32\n' % self.cpus[0])
+
+    def make_binary(self):
+        path = os.path.join(self.dir, 'vhost')
+        with open(path, 'w') as f:
+            f.write('#!/bin/sh\n')
+        os.chmod(path, stat.S_IRWXU)
+
+    def test_plan_describes_this_host(self):
+        status, out = self.run_command('plan')
+        self.assertEqual(0, status)
+        nodes = len(topology.read_topology().nodes)
+        self.assertEqual(nodes, out.count('NUMA node ') // 2 or nodes)
+        self.assertIn('reactor CPUs: %d' % self.cpus[-1], out)
+        self.assertIn('reserved_huge_pages = node:0,size:2048,count:32', out)
+
+    def test_check_clean(self):
+        self.make_binary()
+        status, out = self.run_command('check', nova=self.good_nova())
+        self.assertEqual((0, 'OK: no findings\n'), (status, out))
+
+    def test_each_misconfiguration_fails_the_check(self):
+        self.make_binary()
+        reactor = self.cpus[-1]
+        cases = {
+            'reactor_cpus_offline': dict(reactor_cpus='4095'),
+            'reactor_cpus_in_cpu_dedicated_set': dict(
+                nova='[compute]\ncpu_dedicated_set = %d\n' % reactor),
+            'nova_reserved_huge_pages_short': dict(
+                nova='[compute]\ncpu_dedicated_set = %d\n' % self.cpus[0]),
+            'socket_dir_world_writable': dict(socket_dir=self.dir),
+            'spdk_binary_missing': dict(
+                spdk_vhost_binary=os.path.join(self.dir, 'none')),
+            'socket_group_missing': dict(socket_group='no-such-group-x'),
+            'spdk_rpc_unreachable': dict(adopt=True),
+        }
+        os.chmod(self.dir, 0o777)
+        self.addCleanup(os.chmod, self.dir, 0o700)
+        for code, options in cases.items():
+            nova = options.pop('nova', self.good_nova())
+            status, out = self.run_command('check', nova=nova, **options)
+            self.assertEqual(1, status, (code, out))
+            self.assertIn(code, out)
+            for line in out.splitlines():
+                self.assertRegex(line, r'^(ERROR|WARNING): [a-z_]+: ')
+
+    def test_status_without_spdk(self):
+        status, out = self.run_command('status')
+        self.assertEqual(1, status)
+        self.assertIn('unavailable', out)
