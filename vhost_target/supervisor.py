@@ -127,6 +127,8 @@ class Supervisor:
         if not self._conf.adopt:
             self._spawn()
         self._wait_for_rpc()
+        # Taken before the replay: a restart from here on is noticed.
+        self._adopted_identity = self._socket_identity()
         self._on_ready()
         self._thread = threading.Thread(target=self._watch,
                                         name='spdk-supervisor', daemon=True)
@@ -158,21 +160,34 @@ class Supervisor:
             except spdk_exc.SPDKException as exc:
                 LOG.error('Restarting SPDK vhost failed: %s', exc)
 
+    def _socket_identity(self):
+        try:
+            st = os.stat(self._conf.rpc_socket)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_ctime_ns
+
     def _watch_adopted(self):
-        """Notice an adopted SPDK coming back, and replay into it."""
+        """Notice an adopted SPDK that restarted, and replay into it.
+
+        A restarted SPDK makes its RPC socket anew, so the socket's identity
+        tells a restart even when it was quicker than the poll.
+        """
         client = rpc.SPDKClient(self._conf.rpc_socket, timeout=5.0)
-        was_up = True
+        known = self._adopted_identity
         while not self._stopping.wait(WATCH_INTERVAL):
+            current = self._socket_identity()
+            if current is None or current == known:
+                continue
             try:
+                client.close()
                 client.call('spdk_get_version')
-                up = True
             except spdk_exc.SPDKUnavailable:
-                up = False
-            if up and not was_up:
-                LOG.warning('Adopted SPDK vhost is back; replaying')
-                self._on_ready()
-                self.restarts += 1
-            was_up = up
+                continue   # not serving yet: look again
+            LOG.warning('Adopted SPDK vhost has restarted; replaying')
+            known = current
+            self._on_ready()
+            self.restarts += 1
         client.close()
 
     def stop(self):

@@ -324,3 +324,29 @@ class TestAgentDHHMACCHAP(AgentTestBase):
         self.agent.detach_volume(volume.id)
         self.assertFalse(os.path.exists(key_file))
         self.assertEqual([], self.vhost_client.call('keyring_get_keys'))
+
+
+class TestAdoptedSPDK(AgentTestBase):
+    """adopt=True: SPDK runs under someone else (here the base class'
+    supervisor plays systemd's Restart=always); the agent only watches it
+    and replays when it comes back."""
+
+    def test_replays_into_an_spdk_restarted_by_someone_else(self):
+        systemd = self.keeper
+        self.conf.set_override('adopt', True, group=config.GROUP)
+        adopted = supervisor.Supervisor(self.group, self.plan,
+                                        on_ready=self.agent.replay)
+        self.addCleanup(adopted.stop)
+        adopted.start()
+        self.assertIsNone(adopted.pid)   # it started nothing
+        volume, info = self.vhost_volume()
+        self.agent.attach_volume(volume.id, info)
+        os.kill(systemd.pid, signal.SIGKILL)
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        while adopted.restarts < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(1, adopted.restarts)
+        self.assertEqual(1, len(self.spdk_objects()[0]))
+        adopted.stop()
+        self.assertIsNotNone(systemd.pid)
+        os.kill(systemd.pid, 0)   # stopping the agent leaves SPDK running
