@@ -20,6 +20,7 @@ from spdk_common import rpc
 from vhost_target import agent as vhost_agent
 from vhost_target import checks
 from vhost_target import config
+from vhost_target import hostnqn
 from vhost_target import planner
 from vhost_target import state
 from vhost_target import supervisor
@@ -74,7 +75,8 @@ def cmd_check(conf):
 def cmd_status(conf):
     group = conf.spdk_vhost_target
     desired = state.DesiredState(group.state_dir)
-    report = {'desired': [a.volume_id for a in desired.load()]}
+    report = {'desired': [a.volume_id for a in desired.load()],
+              'host_nqn': hostnqn.resolve(group)}
     client = rpc.SPDKClient(group.rpc_socket, timeout=5)
     try:
         report['spdk'] = client.call('spdk_get_version')['version']

@@ -6,6 +6,7 @@ import os
 import pwd
 import signal
 import stat
+import threading
 import time
 
 import fixtures
@@ -134,6 +135,31 @@ class TestVhostAgent(AgentTestBase):
         self.assertFalse(os.path.exists(path))
         self.assertEqual([], self.desired.all())
         self.agent.detach_volume(volume.id)  # again: fine
+
+    def test_concurrent_attaches_and_detaches(self):
+        volumes = [self.vhost_volume() for _ in range(4)]
+        errors = []
+
+        def cycle(volume, info):
+            try:
+                for _ in range(2):
+                    self.agent.attach_volume(volume.id, info)
+                    self.agent.attach_volume(volume.id, info)
+                    self.agent.detach_volume(volume.id)
+                self.agent.attach_volume(volume.id, info)
+            except Exception as exc:   # reported below, with its volume
+                errors.append((volume.id, exc))
+        threads = [threading.Thread(target=cycle, args=pair)
+                   for pair in volumes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual([], errors)
+        vhost_ctrlrs, nvme_ctrlrs = self.spdk_objects()
+        self.assertEqual(4, len(vhost_ctrlrs))
+        self.assertEqual(4, len(nvme_ctrlrs))
+        self.assertEqual(4, len(self.desired.all()))
 
     def test_extend_reaches_the_compute_node(self):
         volume, info = self.vhost_volume()
