@@ -31,6 +31,15 @@ def find(app):
     return None
 
 
+def environment(binary, base=None):
+    """The environment to run ``binary`` in: its libraries on the path."""
+    env = dict(os.environ if base is None else base)
+    env['LD_LIBRARY_PATH'] = ':'.join(
+        library_path(binary)
+        + [p for p in env.get('LD_LIBRARY_PATH', '').split(':') if p])
+    return env
+
+
 def library_path(binary):
     """LD_LIBRARY_PATH entries a shared-library SPDK build tree needs."""
     build = os.path.dirname(os.path.dirname(binary))

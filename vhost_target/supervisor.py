@@ -91,10 +91,7 @@ class Supervisor:
                 os.unlink(stale)
             except FileNotFoundError:
                 pass
-        env = dict(os.environ)
-        env['LD_LIBRARY_PATH'] = ':'.join(
-            binaries.library_path(binary)
-            + [p for p in env.get('LD_LIBRARY_PATH', '').split(':') if p])
+        env = binaries.environment(binary)
         with open(self._log_path, 'ab') as log:
             self._proc = subprocess.Popen(
                 vhost_command(binary, self._plan, self._conf),

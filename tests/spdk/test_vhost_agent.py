@@ -238,7 +238,6 @@ class TestAgentOverRabbitMQ(AgentTestBase):
     def test_attach_and_detach_through_rpc(self):
         broker = self.useFixture(rabbitmq.RabbitMQ())
         conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
-        conf([], default_config_files=[])
         rpcapi.get_transport(conf).cleanup()  # registers its options
         conf.set_override('transport_url', broker.url)
         transport = rpcapi.get_transport(conf)

@@ -64,7 +64,6 @@ class TestRPCAPI(base.TestCase):
         broker = self.broker
         # oslo.messaging registers some options on the global CONF only.
         self.conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
-        self.conf([], default_config_files=[])
         rpcapi.get_transport(self.conf).cleanup()  # registers its options
         self.conf.set_override('transport_url', broker.url)
         transport = rpcapi.get_transport(self.conf)
