@@ -57,3 +57,14 @@ class TestHostKeys(base.TestCase):
                           {'name': name, 'path': path}), self.client.calls[0])
         self.keys.remove(name)
         self.assertIsNone(self.keys.existing('nqn.s', 'nqn.h'))
+
+
+class TestSecretStaysOutOfLogs(base.TestCase):
+    def test_oslo_masking_hides_the_connection_info_field(self):
+        # Cinder and Nova log connection_info through these two helpers.
+        from oslo_utils import strutils
+        info = {'driver_volume_type': 'spdk_vhost',
+                'data': {'dhchap_secret': dhchap.make_secret()}}
+        secret = info['data']['dhchap_secret']
+        self.assertNotIn(secret, str(strutils.mask_dict_password(info)))
+        self.assertNotIn(secret, strutils.mask_password(str(info)))
