@@ -5,6 +5,8 @@ import stat
 import tempfile
 import zlib
 
+from oslo_utils import strutils
+
 from cinder_driver import dhchap
 from tests import base
 
@@ -62,7 +64,6 @@ class TestHostKeys(base.TestCase):
 class TestSecretStaysOutOfLogs(base.TestCase):
     def test_oslo_masking_hides_the_connection_info_field(self):
         # Cinder and Nova log connection_info through these two helpers.
-        from oslo_utils import strutils
         info = {'driver_volume_type': 'spdk_vhost',
                 'data': {'dhchap_secret': dhchap.make_secret()}}
         secret = info['data']['dhchap_secret']
