@@ -56,69 +56,83 @@ class _AioFile:
                       {'name': self.name, 'err': exc})
 
 
-def image_to_volume(drv, context, volume, image_service, image_id):
-    client, lvols = drv._client, drv._lvols
-    lvstore = drv._lvstore_of(volume)
-    alias = drv._volume_alias(volume)
-    temp_name = 'image-%s' % volume.id
-    temp_alias = naming.lvol_alias(lvstore, temp_name)
-    cluster = drv._lvstores[lvstore]['cluster_size']
-    with image_utils.temporary_file(prefix='spdk-image-') as path:
-        image_utils.fetch_to_raw(
-            context, image_service, image_id, path,
-            drv.configuration.volume_dd_blocksize, size=volume.size)
-        # An external snapshot is read in whole clusters.
-        os.truncate(path, _round_up(os.path.getsize(path), cluster))
-        with _AioFile(client, 'image-file-%s' % volume.id, path) as aio:
-            drv._call(client.call, 'bdev_lvol_clone_bdev', {
-                'bdev': aio.name, 'lvs_name': lvstore,
-                'clone_name': temp_name})
-            try:
-                client.call('bdev_lvol_decouple_parent', {'name': temp_alias},
-                            timeout=COPY_TIMEOUT)
-            except spdk_exc.SPDKException as exc:
-                drv._undo(temp_alias)
-                raise drv._backend_error_for(exc)
-    try:
-        lvols.resize(temp_alias, volume.size)
-    except spdk_exc.SPDKException as exc:
-        drv._undo(temp_alias)
-        raise drv._backend_error_for(exc)
-    drv._call(lvols.delete, alias)
-    drv._call(lvols.rename, temp_alias, naming.volume_lvol_name(volume.id))
-    LOG.info('Copied image %(image)s to volume %(id)s with SPDK',
-             {'image': image_id, 'id': volume.id})
+class ImageCopier:
+    """Copies between images and the lvols of one SPDK target.
 
+    SPDK errors propagate (the driver turns them into Cinder's); whatever
+    a failed copy made in SPDK is removed first.
+    """
 
-def volume_to_image(drv, context, volume, image_service, image_meta):
-    client, lvols = drv._client, drv._lvols
-    lvstore = drv._lvstore_of(volume)
-    alias = drv._volume_alias(volume)
-    temp_name = 'upload-%s' % volume.id
-    temp_alias = naming.lvol_alias(lvstore, temp_name)
-    drv._call(lvols.clone_volume, alias,
-              naming.hidden_lvol_name('upload-source-%s' % volume.id),
-              temp_name, volume.size)
-    try:
-        with image_utils.temporary_file(prefix='spdk-upload-') as path:
-            os.truncate(path, volume.size * 1024 ** 3)
-            client.call('bdev_lvol_inflate', {'name': temp_alias},
-                        timeout=COPY_TIMEOUT)
-            client.call('bdev_lvol_set_read_only', {'name': temp_alias})
-            with _AioFile(client, 'upload-file-%s' % volume.id, path) as aio:
-                _shallow_copy(client, temp_alias, aio.name)
-            volume_utils.upload_volume(context, image_service, image_meta,
-                                       path, volume)
-    except spdk_exc.SPDKException as exc:
-        with excutils.save_and_reraise_exception(reraise=False):
-            drv._undo(temp_alias)
-        raise drv._backend_error_for(exc)
-    except Exception:
-        with excutils.save_and_reraise_exception():
-            drv._undo(temp_alias)
-    drv._call(lvols.delete, temp_alias)
-    LOG.info('Uploaded volume %(id)s to image %(image)s with SPDK',
-             {'id': volume.id, 'image': image_meta.get('id')})
+    def __init__(self, client, lvols):
+        self._client = client
+        self._lvols = lvols
+
+    def _discard(self, alias):
+        try:
+            self._lvols.delete(alias)
+        except spdk_exc.SPDKException as exc:
+            LOG.error('Could not remove %(alias)s after a failed copy: '
+                      '%(err)s', {'alias': alias, 'err': exc})
+
+    def image_to_volume(self, context, volume, lvstore, cluster_size,
+                        image_service, image_id, blocksize):
+        """Replace the volume's (new, empty) lvol by one with the image."""
+        alias = naming.lvol_alias(lvstore, naming.volume_lvol_name(volume.id))
+        temp_name = 'image-%s' % volume.id
+        temp_alias = naming.lvol_alias(lvstore, temp_name)
+        with image_utils.temporary_file(prefix='spdk-image-') as path:
+            image_utils.fetch_to_raw(context, image_service, image_id, path,
+                                     blocksize, size=volume.size)
+            # An external snapshot is read in whole clusters.
+            os.truncate(path, _round_up(os.path.getsize(path), cluster_size))
+            with _AioFile(self._client, 'image-file-%s' % volume.id,
+                          path) as aio:
+                self._client.call('bdev_lvol_clone_bdev', {
+                    'bdev': aio.name, 'lvs_name': lvstore,
+                    'clone_name': temp_name})
+                try:
+                    self._client.call('bdev_lvol_decouple_parent',
+                                      {'name': temp_alias},
+                                      timeout=COPY_TIMEOUT)
+                except spdk_exc.SPDKException:
+                    with excutils.save_and_reraise_exception():
+                        self._discard(temp_alias)
+        try:
+            self._lvols.resize(temp_alias, volume.size)
+        except spdk_exc.SPDKException:
+            with excutils.save_and_reraise_exception():
+                self._discard(temp_alias)
+        self._lvols.delete(alias)
+        self._lvols.rename(temp_alias, naming.volume_lvol_name(volume.id))
+        LOG.info('Copied image %(image)s to volume %(id)s with SPDK',
+                 {'image': image_id, 'id': volume.id})
+
+    def volume_to_image(self, context, volume, lvstore, image_service,
+                        image_meta):
+        alias = naming.lvol_alias(lvstore, naming.volume_lvol_name(volume.id))
+        temp_name = 'upload-%s' % volume.id
+        temp_alias = naming.lvol_alias(lvstore, temp_name)
+        self._lvols.clone_volume(
+            alias, naming.hidden_lvol_name('upload-source-%s' % volume.id),
+            temp_name, volume.size)
+        try:
+            with image_utils.temporary_file(prefix='spdk-upload-') as path:
+                os.truncate(path, volume.size * 1024 ** 3)
+                self._client.call('bdev_lvol_inflate', {'name': temp_alias},
+                                  timeout=COPY_TIMEOUT)
+                self._client.call('bdev_lvol_set_read_only',
+                                  {'name': temp_alias})
+                with _AioFile(self._client, 'upload-file-%s' % volume.id,
+                              path) as aio:
+                    _shallow_copy(self._client, temp_alias, aio.name)
+                volume_utils.upload_volume(context, image_service,
+                                           image_meta, path, volume)
+        finally:
+            # The temporary clone goes either way, and with it the hidden
+            # snapshot behind it.
+            self._discard(temp_alias)
+        LOG.info('Uploaded volume %(id)s to image %(image)s with SPDK',
+                 {'id': volume.id, 'image': image_meta.get('id')})
 
 
 def _shallow_copy(client, lvol, bdev):

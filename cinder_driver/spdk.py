@@ -164,6 +164,7 @@ class SPDKDriver(driver.VolumeDriver):
         self._exports = nvmf_exports.NVMeoFExports(
             self._client, conf.spdk_nqn_prefix, conf.spdk_target_addresses,
             conf.spdk_target_port, keys=keys)
+        self._images = image_copy.ImageCopier(self._client, self._lvols)
 
     def check_for_setup_error(self):
         try:
@@ -247,8 +248,6 @@ class SPDKDriver(driver.VolumeDriver):
                 'lvstore %(lvs)s has %(free).2f GiB free; a thick volume of '
                 '%(size)d GiB does not fit') % {
                     'lvs': lvstore, 'free': free / units.Gi, 'size': size_gb})
-
-    _backend_error_for = staticmethod(_backend_error)
 
     def _call(self, what, *args, **kwargs):
         try:
@@ -653,13 +652,15 @@ class SPDKDriver(driver.VolumeDriver):
             return super().copy_image_to_volume(
                 context, volume, image_service, image_id,
                 disable_sparse=disable_sparse)
-        image_copy.image_to_volume(self, context, volume, image_service,
-                                   image_id)
+        lvstore = self._lvstore_of(volume)
+        self._call(self._images.image_to_volume, context, volume, lvstore,
+                   self._lvstores[lvstore]['cluster_size'], image_service,
+                   image_id, self.configuration.volume_dd_blocksize)
 
     def copy_volume_to_image(self, context, volume, image_service,
                              image_meta):
         if not self._use_spdk_for_images():
             return super().copy_volume_to_image(context, volume,
                                                 image_service, image_meta)
-        image_copy.volume_to_image(self, context, volume, image_service,
-                                   image_meta)
+        self._call(self._images.volume_to_image, context, volume,
+                   self._lvstore_of(volume), image_service, image_meta)

@@ -8,6 +8,7 @@ import uuid
 
 import fixtures
 
+from cinder import exception
 import cinder.privsep as cinder_privsep
 
 from spdk_common import naming
@@ -225,6 +226,25 @@ class TestImageCopyThroughSPDK(RemoteHostMixin, scenarios.DriverTestBase,
                                             naming.volume_lvol_name(
                                                 volume.id))],
                          [a for a in names if a.startswith(self.lvs + '/')])
+
+    def test_failed_image_copy_leaves_the_volume_as_it_was(self):
+        volume = self.create_volume()
+        # Leave one free cluster: the clone of the image is made, copying
+        # its three clusters into the lvstore fails half-way.
+        lvs = self.rpc.call('bdev_lvol_get_lvstores')[0]
+        self.rpc.call('bdev_lvol_create', {
+            'lvs_name': self.lvs, 'lvol_name': 'filler', 'thin_provision':
+            False, 'size_in_mib': (lvs['free_clusters'] - 1) *
+            lvs['cluster_size'] // 2 ** 20})
+        image_id = self.images.add(os.urandom(12 * 1024 * 1024))
+        before = sorted(b['name'] for b in self.rpc.call('bdev_get_bdevs'))
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.copy_image_to_volume,
+                                self.ctxt, volume, self.images, image_id)
+        self.assertIn('No space left', str(exc))
+        self.assertEqual(before, sorted(
+            b['name'] for b in self.rpc.call('bdev_get_bdevs')))
+        self.assertIsNotNone(self.vol_lvol(volume))
 
 
 class TestDHHMACCHAP(RemoteHostMixin, scenarios.DriverTestBase,
