@@ -6,14 +6,19 @@ import os
 import pwd
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 
 import fixtures
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
+import oslo_messaging as messaging
 
+from spdk_common import exception as spdk_exc
 from spdk_common import naming
+from spdk_common import rpc
 from tests.fixtures import guest as guest_fixtures
 from tests.fixtures import libvirt as libvirt_fixtures
 from tests.fixtures import rabbitmq
@@ -89,7 +94,6 @@ class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
         self.keeper.start()
 
     def make_client(self):
-        from spdk_common import rpc
         client = rpc.SPDKClient(self.conf.spdk_vhost_target.rpc_socket,
                                 timeout=30)
         self.addCleanup(client.close)
@@ -375,3 +379,109 @@ class TestAdoptedSPDK(AgentTestBase):
         adopted.stop()
         self.assertIsNotNone(systemd.pid)
         os.kill(systemd.pid, 0)   # stopping the agent leaves SPDK running
+
+
+def _pids_of(rpc_socket):
+    """PIDs of SPDK processes serving ``rpc_socket``."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if rpc_socket.encode() in argv:
+            pids.append(int(pid))
+    return pids
+
+
+class TestDaemon(scenarios.DriverTestBase, scenarios.CinderTestCase):
+    """``spdk-vhost-target run`` as operators start it: a process with a
+    config file, serving RPC until SIGTERM, then stopping its SPDK."""
+
+    def make_target(self):
+        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
+
+    def target_port(self):
+        return 4532
+
+    def test_run_serve_and_stop(self):
+        if not spdk_fixtures.spdk_available('vhost'):
+            self.skipTest(spdk_fixtures.SKIP_MESSAGE)
+        broker = self.useFixture(rabbitmq.RabbitMQ())
+        top = self.useFixture(fixtures.TempDir()).path
+        rpc_socket = os.path.join(top, 'rpc', 'spdk.sock')
+        config_file = os.path.join(top, 'agent.conf')
+        cpus = sorted(topology.read_topology().online)
+        with open(config_file, 'w') as f:
+            f.write('[DEFAULT]\nhost = compute-test\ntransport_url = %s\n'
+                    'log_file = %s\n'
+                    '[spdk_vhost_target]\nrpc_socket = %s\n'
+                    'socket_dir = %s\nstate_dir = %s\nsocket_group = %s\n'
+                    'reactor_cpus = %d\nhugepage_mib_per_node = 256\n' % (
+                        broker.url, os.path.join(top, 'agent.log'),
+                        rpc_socket, os.path.join(top, 'sockets'),
+                        os.path.join(top, 'state'),
+                        grp.getgrgid(os.getgid()).gr_name, cpus[-1]))
+        output = os.path.join(top, 'daemon.out')
+        with open(output, 'wb') as out:
+            daemon = subprocess.Popen(
+                [sys.executable, '-m', 'vhost_target.cmd', '--config-file',
+                 config_file, 'run'], stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+        def stop():
+            # SPDK runs in its own session: stop the daemon politely so
+            # that it stops SPDK, and kill whatever is left by PID.
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(daemon.pid, signal.SIGKILL)
+                    daemon.wait()
+            for pid in _pids_of(rpc_socket):
+                os.kill(pid, signal.SIGKILL)
+        self.addCleanup(stop)
+        conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
+        rpcapi.get_transport(conf).cleanup()  # registers its options
+        conf.set_override('transport_url', broker.url)
+        transport = rpcapi.get_transport(conf)
+        self.addCleanup(transport.cleanup)
+        client = rpcapi.VhostTargetClient(transport, 'compute-test',
+                                          timeout=60)
+        # A request sent before the daemon's queue exists is dropped by the
+        # broker: ask again until the daemon answers.
+        deadline = time.monotonic() + 60
+        status = None
+        while status is None and time.monotonic() < deadline:
+            try:
+                status = client.get_status(timeout=3)
+            except messaging.MessagingTimeout:
+                pass
+        if status is None:
+            logs = []
+            for name in ('daemon.out', 'agent.log'):
+                path = os.path.join(top, name)
+                if os.path.exists(path):
+                    with open(path, errors='replace') as f:
+                        logs.append(f.read()[-3000:])
+            self.fail('the agent did not answer:\n' + '\n'.join(logs))
+        self.assertEqual(vhost_agent.AGENT_VERSION, status['version'])
+        volume, info = self.vhost_volume()
+        path = client.attach_volume(volume.id, info)
+        self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
+        client.detach_volume(volume.id)
+        daemon.send_signal(signal.SIGTERM)
+        self.assertEqual(0, daemon.wait(60))
+        probe = rpc.SPDKClient(rpc_socket, timeout=2)
+        self.addCleanup(probe.close)
+        self.assertRaises(spdk_exc.SPDKUnavailable, probe.call,
+                          'spdk_get_version')
+
+    def vhost_volume(self):
+        vtype = self.make_type('vhost', {'spdk:vhost_attach': '<is> True'})
+        volume = self.create_volume(volume_type=vtype)
+        connector = self.connector(spdk_vhost={'version': '1.0'})
+        self.driver.create_export(self.ctxt, volume, connector)
+        return volume, self.driver.initialize_connection(volume, connector)
