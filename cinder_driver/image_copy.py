@@ -67,13 +67,6 @@ class ImageCopier:
         self._client = client
         self._lvols = lvols
 
-    def _discard(self, alias):
-        try:
-            self._lvols.delete(alias)
-        except spdk_exc.SPDKException as exc:
-            LOG.error('Could not remove %(alias)s after a failed copy: '
-                      '%(err)s', {'alias': alias, 'err': exc})
-
     def image_to_volume(self, context, volume, lvstore, cluster_size,
                         image_service, image_id, blocksize):
         """Replace the volume's (new, empty) lvol by one with the image."""
@@ -96,12 +89,12 @@ class ImageCopier:
                                       timeout=COPY_TIMEOUT)
                 except spdk_exc.SPDKException:
                     with excutils.save_and_reraise_exception():
-                        self._discard(temp_alias)
+                        self._lvols.discard(temp_alias)
         try:
             self._lvols.resize(temp_alias, volume.size)
         except spdk_exc.SPDKException:
             with excutils.save_and_reraise_exception():
-                self._discard(temp_alias)
+                self._lvols.discard(temp_alias)
         self._lvols.delete(alias)
         self._lvols.rename(temp_alias, naming.volume_lvol_name(volume.id))
         LOG.info('Copied image %(image)s to volume %(id)s with SPDK',
@@ -130,7 +123,7 @@ class ImageCopier:
         finally:
             # The temporary clone goes either way, and with it the hidden
             # snapshot behind it.
-            self._discard(temp_alias)
+            self._lvols.discard(temp_alias)
         LOG.info('Uploaded volume %(id)s to image %(image)s with SPDK',
                  {'id': volume.id, 'image': image_meta.get('id')})
 

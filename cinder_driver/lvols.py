@@ -179,6 +179,14 @@ class Lvols:
                                               parent))
         return names
 
+    def discard(self, alias):
+        """Delete what a failed operation made; log instead of raising."""
+        try:
+            self.delete(alias)
+        except spdk_exc.SPDKException as exc:
+            LOG.error('Could not remove %(alias)s after a failed '
+                      'operation: %(err)s', {'alias': alias, 'err': exc})
+
     def delete(self, alias):
         """Delete a volume lvol; absent is fine. Frees hidden parents."""
         try:

@@ -255,13 +255,6 @@ class SPDKDriver(driver.VolumeDriver):
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
 
-    def _undo(self, alias):
-        try:
-            self._lvols.delete(alias)
-        except spdk_exc.SPDKException as exc:
-            LOG.error('Could not remove %(alias)s after a failed '
-                      'operation: %(err)s', {'alias': alias, 'err': exc})
-
     # -- volumes ------------------------------------------------------------
 
     def create_volume(self, volume):
@@ -371,7 +364,7 @@ class SPDKDriver(driver.VolumeDriver):
         try:
             self._lvols.resize(alias, volume.size)
         except spdk_exc.SPDKException as exc:
-            self._undo(alias)
+            self._lvols.discard(alias)
             raise _backend_error(exc)
 
     @staticmethod
