@@ -69,7 +69,8 @@ class DriverOps:
         with timer('create'):
             self.drv.create_volume(vol)
         snap = objects.Snapshot(self.ctxt, id=str(uuid.uuid4()),
-                                volume_id=vol.id, volume_size=size)
+                                volume_id=vol.id, volume_size=size,
+                                provider_id=None)
         snap.volume = vol
         with timer('snapshot'):
             self.drv.create_snapshot(snap)
