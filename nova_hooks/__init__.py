@@ -1,1 +1,1 @@
-"""Nova libvirt integration for SPDK vhost-user-blk volumes (planned)."""
+"""Nova libvirt integration for SPDK vhost-user-blk volumes."""

@@ -1,0 +1,70 @@
+"""``LibvirtDriver`` with SPDK vhost-user volumes.
+
+Nova has no plug-in point for volume drivers, so nova-compute loads this
+subclass through the shim ``nova.virt.spdk_libvirt`` (installed with this
+package): ``[DEFAULT] compute_driver = spdk_libvirt.SPDKLibvirtDriver``.
+Everything but the ``spdk_vhost`` volume type and the connector is stock
+Nova: hugepages, NUMA cells with ``memAccess='shared'``, pinning.
+"""
+
+from oslo_config import cfg
+from oslo_log import log as logging
+import oslo_messaging as messaging
+
+from nova.virt.libvirt import driver as libvirt_driver
+
+from nova_hooks import agent_client
+from nova_hooks import conf as hooks_conf
+from nova_hooks import volume as spdk_volume
+
+LOG = logging.getLogger(__name__)
+CONF = hooks_conf.register(cfg.CONF)
+
+# Small pages are 4 KiB; anything larger is a hugepage.
+SMALL_PAGE_KIB = 4
+
+
+def has_shared_hugepages(instance):
+    """True when Nova gives the guest hugepage (hence shared) memory.
+
+    Nova sets memAccess='shared' on every NUMA cell of a hugepage guest,
+    which is what vhost-user needs; small-page guests cannot use it.
+    """
+    topology = instance.numa_topology
+    return bool(topology and topology.cells and all(
+        (cell.pagesize or 0) > SMALL_PAGE_KIB for cell in topology.cells))
+
+
+class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
+
+    def _get_volume_driver(self, connection_info):
+        kind = connection_info.get('driver_volume_type')
+        if kind != spdk_volume.SPDK_VHOST:
+            return super()._get_volume_driver(connection_info)
+        driver = self.volume_drivers.get(kind)
+        if driver is None:
+            driver = spdk_volume.LibvirtSPDKVhostVolumeDriver(self._host)
+            self.volume_drivers[kind] = driver
+        return driver
+
+    def get_volume_connector(self, instance):
+        connector = super().get_volume_connector(instance)
+        capability = self._spdk_vhost_capability(instance)
+        if capability:
+            connector[spdk_volume.SPDK_VHOST] = capability
+        return connector
+
+    def _spdk_vhost_capability(self, instance):
+        """What the connector offers Cinder, or None for stock NVMe/TCP."""
+        if instance is None or not has_shared_hugepages(instance):
+            return None
+        try:
+            status = agent_client.get().get_status(
+                timeout=CONF.spdk_vhost.agent_probe_timeout)
+        except messaging.MessagingException as exc:
+            LOG.warning('spdk-vhost-target does not answer (%s); volumes '
+                        'attach over kernel NVMe/TCP', exc,
+                        instance=instance)
+            return None
+        return {'version': status['version'],
+                'numa_nodes': spdk_volume.host_numa_nodes(instance)}

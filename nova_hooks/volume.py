@@ -1,0 +1,79 @@
+"""Nova's libvirt volume driver for ``driver_volume_type='spdk_vhost'``.
+
+The compute node's spdk-vhost-target agent connects the volume over
+NVMe/TCP and serves it as a vhost-user-blk socket; this driver asks the
+agent for that socket and hands QEMU a ``<disk type='vhostuser'>``.
+"""
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova.virt.libvirt.volume import volume as libvirt_volume
+
+from nova_hooks import agent_client
+from nova_hooks import config as vhost_config
+from nova_hooks import conf as hooks_conf
+from spdk_common import qos as spdk_qos
+
+LOG = logging.getLogger(__name__)
+CONF = hooks_conf.register(cfg.CONF)
+
+SPDK_VHOST = 'spdk_vhost'
+
+
+def volume_id(connection_info):
+    return (connection_info.get('serial')
+            or connection_info['data'].get('vol_uuid'))
+
+
+def host_numa_nodes(instance):
+    """Host NUMA nodes the instance's memory lives on (empty: none)."""
+    topology = instance.numa_topology
+    return sorted({cell.id for cell in topology.cells}) if topology else []
+
+
+def front_end_qos(data):
+    """SPDK limits from the qos_specs Cinder passes for front-end QoS."""
+    specs = data.get('qos_specs') or {}
+    return spdk_qos.limits_from_specs(specs) if specs else None
+
+
+class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
+    def __init__(self, host):
+        super().__init__(host, is_block_dev=False)
+
+    def connect_volume(self, connection_info, instance):
+        data = connection_info['data']
+        data['vhost_socket'] = agent_client.get().attach_volume(
+            volume_id(connection_info), connection_info,
+            numa_nodes=host_numa_nodes(instance),
+            qos=front_end_qos(data))
+        # get_config() does not see the instance: keep what it needs here.
+        data['vhost_queues'] = min(instance.flavor.vcpus,
+                                   CONF.spdk_vhost.max_queues)
+        LOG.info('Volume %(id)s served at %(path)s',
+                 {'id': volume_id(connection_info),
+                  'path': data['vhost_socket']}, instance=instance)
+
+    def disconnect_volume(self, connection_info, instance, force=False):
+        agent_client.get().detach_volume(volume_id(connection_info))
+
+    def extend_volume(self, connection_info, instance, requested_size):
+        size = agent_client.get().extend_volume(volume_id(connection_info))
+        if size < requested_size:
+            LOG.warning('Volume %(id)s is %(size)d bytes on this host, not '
+                        'yet %(requested)d', {'id': volume_id(connection_info),
+                                              'size': size,
+                                              'requested': requested_size},
+                        instance=instance)
+        return size
+
+    def get_config(self, connection_info, disk_info):
+        # Not the base class': it sets cache, serial, iotune and more, all
+        # of which libvirt refuses on vhost-user disks.
+        disk = vhost_config.LibvirtConfigGuestVhostUserDisk()
+        data = connection_info['data']
+        disk.source_path = data['vhost_socket']
+        disk.queues = data.get('vhost_queues')
+        disk.target_dev = disk_info['dev']
+        return disk

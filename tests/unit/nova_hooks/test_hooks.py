@@ -1,0 +1,151 @@
+"""The Nova hooks with Nova 34's own classes (no libvirt connection)."""
+
+from unittest import mock
+
+from lxml import etree
+import oslo_messaging as messaging
+
+from nova import objects
+from nova.virt import driver as virt_driver
+from nova.virt.libvirt import driver as libvirt_driver
+
+from nova_hooks import agent_client
+from nova_hooks import config as vhost_config
+from nova_hooks import driver as hooks_driver
+from nova_hooks import volume as spdk_volume
+from tests import base
+
+objects.register_all()
+
+VOLUME = '6d16b505-c3c4-45ff-8b82-8733c204a56a'
+
+
+def instance(pagesize=2048, vcpus=2, nodes=(0,)):
+    topology = None
+    if pagesize is not None:
+        topology = objects.InstanceNUMATopology(cells=[
+            objects.InstanceNUMACell(id=node, cpuset=set(), pcpuset=set(),
+                                     memory=256, pagesize=pagesize)
+            for node in nodes])
+    return objects.Instance(uuid='a7b1c2d3-0000-4000-8000-000000000001',
+                            numa_topology=topology,
+                            flavor=objects.Flavor(vcpus=vcpus))
+
+
+def connection_info(**data):
+    info = {'driver_volume_type': 'spdk_vhost', 'serial': VOLUME,
+            'data': {'target_nqn': 'nqn.2010-10.org.openstack:volume-1',
+                     'host_nqn': 'nqn.2014-08.org.nvmexpress:uuid:'
+                                 '0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11',
+                     'portals': [('10.0.0.2', '4420', 'tcp')],
+                     'vol_uuid': VOLUME}}
+    info['data'].update(data)
+    return info
+
+
+class RecordingAgent:
+    """Stands in for the agent's RPC client (the agent itself runs for
+    real in the SPDK tier)."""
+
+    def __init__(self):
+        self.calls = []
+        self.down = False
+
+    def attach_volume(self, volume_id, info, numa_nodes=None, qos=None):
+        self.calls.append(('attach', volume_id, numa_nodes, qos))
+        return '/var/lib/spdk-vhost-target/sockets/vhost-' + volume_id
+
+    def detach_volume(self, volume_id):
+        self.calls.append(('detach', volume_id))
+
+    def extend_volume(self, volume_id):
+        return 2 * 1024 ** 3
+
+    def get_status(self, timeout=None):
+        if self.down:
+            raise messaging.MessagingTimeout('no agent')
+        return {'version': '1.0'}
+
+
+class TestHooks(base.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.agent = RecordingAgent()
+        patcher = mock.patch.object(agent_client, 'get',
+                                    return_value=self.agent)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        self.volume_driver = spdk_volume.LibvirtSPDKVhostVolumeDriver(None)
+
+    def test_connect_then_config_renders_a_vhost_user_disk(self):
+        info = connection_info(qos_specs={'total_iops_sec': '1500'})
+        self.volume_driver.connect_volume(info, instance(vcpus=12))
+        self.assertEqual([('attach', VOLUME, [0],
+                           {'rw_ios_per_sec': 2000})], self.agent.calls)
+        disk = self.volume_driver.get_config(
+            info, {'dev': 'vdb', 'bus': 'virtio', 'type': 'disk'})
+        xml = etree.fromstring(disk.to_xml())
+        self.assertEqual(('vhostuser', 'disk'),
+                         (xml.get('type'), xml.get('device')))
+        self.assertEqual({'name': 'qemu', 'type': 'raw', 'queues': '8'},
+                         dict(xml.find('driver').attrib))
+        source = xml.find('source')
+        self.assertEqual('unix', source.get('type'))
+        self.assertTrue(source.get('path').endswith('vhost-' + VOLUME))
+        self.assertEqual({'enabled': 'yes', 'timeout': '1'},
+                         dict(source.find('reconnect').attrib))
+        self.assertEqual({'dev': 'vdb', 'bus': 'virtio'},
+                         dict(xml.find('target').attrib))
+        # Nothing libvirt refuses on vhost-user disks.
+        for tag in ('serial', 'iotune', 'blockio', 'readonly', 'shareable',
+                    'encryption'):
+            self.assertIsNone(xml.find(tag), tag)
+        self.assertNotIn('cache', xml.find('driver').attrib)
+        parsed = vhost_config.LibvirtConfigGuestVhostUserDisk()
+        parsed.parse_str(disk.to_xml())
+        self.assertEqual((source.get('path'), 8, 'vdb'),
+                         (parsed.source_path, parsed.queues,
+                          parsed.target_dev))
+
+    def test_disconnect_and_extend(self):
+        info = connection_info()
+        self.volume_driver.disconnect_volume(info, instance())
+        self.assertEqual([('detach', VOLUME)], self.agent.calls)
+        self.assertEqual(2 * 1024 ** 3, self.volume_driver.extend_volume(
+            info, instance(), 2 * 1024 ** 3))
+
+    def test_the_subclass_maps_spdk_vhost_only(self):
+        # Built without __init__: no libvirt connection is needed here.
+        drv = hooks_driver.SPDKLibvirtDriver.__new__(
+            hooks_driver.SPDKLibvirtDriver)
+        drv.volume_drivers, drv._host = {}, None
+        vhost_info = {'driver_volume_type': 'spdk_vhost'}
+        found = drv._get_volume_driver(vhost_info)
+        self.assertIsInstance(found, spdk_volume.LibvirtSPDKVhostVolumeDriver)
+        self.assertIs(found, drv._get_volume_driver(vhost_info))
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               '_get_volume_driver') as stock:
+            drv._get_volume_driver({'driver_volume_type': 'nvmeof'})
+        stock.assert_called_once()
+
+    @mock.patch.object(libvirt_driver.LibvirtDriver, 'get_volume_connector',
+                       side_effect=lambda instance: {'nqn': 'nqn.x'})
+    def test_connector_offers_spdk_vhost_only_when_it_can_work(self, _stock):
+        def connector(inst):
+            return hooks_driver.SPDKLibvirtDriver.get_volume_connector(
+                hooks_driver.SPDKLibvirtDriver.__new__(
+                    hooks_driver.SPDKLibvirtDriver), inst)
+        offered = connector(instance(pagesize=2048, nodes=(0, 1)))
+        self.assertEqual({'version': '1.0', 'numa_nodes': [0, 1]},
+                         offered['spdk_vhost'])
+        self.assertNotIn('spdk_vhost', connector(instance(pagesize=4)))
+        self.assertNotIn('spdk_vhost', connector(instance(pagesize=None)))
+        self.agent.down = True
+        self.assertNotIn('spdk_vhost', connector(instance()))
+
+    def test_shim_is_what_nova_loads(self):
+        with mock.patch.object(libvirt_driver.LibvirtDriver, '__init__',
+                               return_value=None):
+            loaded = virt_driver.load_compute_driver(
+                mock.Mock(), 'spdk_libvirt.SPDKLibvirtDriver')
+        self.assertIsInstance(loaded, hooks_driver.SPDKLibvirtDriver)
