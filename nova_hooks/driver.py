@@ -11,6 +11,8 @@ from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging as messaging
 
+from nova import exception as nova_exception
+from nova.virt import driver as virt_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_hooks import agent_client
@@ -46,6 +48,25 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
             driver = spdk_volume.LibvirtSPDKVhostVolumeDriver(self._host)
             self.volume_drivers[kind] = driver
         return driver
+
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data,
+                                      block_device_info=None):
+        """Refuse live migration of instances with spdk_vhost volumes.
+
+        Not yet supported: refused before anything moves, with a reason the
+        user sees, instead of a guest that loses its disks half-way.
+        """
+        for bdm in virt_driver.block_device_info_get_mapping(
+                block_device_info):
+            info = bdm.get('connection_info') or {}
+            if info.get('driver_volume_type') == spdk_volume.SPDK_VHOST:
+                raise nova_exception.MigrationPreCheckError(
+                    reason='live migration of instances with SPDK '
+                           'vhost-user volumes is not supported; stop the '
+                           'instance and cold migrate it instead')
+        return super().check_can_live_migrate_source(
+            context, instance, dest_check_data, block_device_info)
 
     def get_volume_connector(self, instance):
         connector = super().get_volume_connector(instance)

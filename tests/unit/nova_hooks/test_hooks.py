@@ -5,6 +5,7 @@ from unittest import mock
 from lxml import etree
 import oslo_messaging as messaging
 
+from nova import exception as nova_exception
 from nova import objects
 from nova.virt import driver as virt_driver
 from nova.virt.libvirt import driver as libvirt_driver
@@ -142,6 +143,24 @@ class TestHooks(base.TestCase):
         self.assertNotIn('spdk_vhost', connector(instance(pagesize=None)))
         self.agent.down = True
         self.assertNotIn('spdk_vhost', connector(instance()))
+
+    def test_live_migration_is_refused_up_front(self):
+        drv = hooks_driver.SPDKLibvirtDriver.__new__(
+            hooks_driver.SPDKLibvirtDriver)
+        bdi = {'block_device_mapping': [
+            {'connection_info': {'driver_volume_type': 'nvmeof'}},
+            {'connection_info': connection_info()}]}
+        exc = self.assertRaises(
+            nova_exception.MigrationPreCheckError,
+            drv.check_can_live_migrate_source, None, instance(), None, bdi)
+        self.assertIn('cold migrate', str(exc))
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               'check_can_live_migrate_source',
+                               return_value='ok') as stock:
+            self.assertEqual('ok', drv.check_can_live_migrate_source(
+                None, instance(), None, {'block_device_mapping': [
+                    {'connection_info': {'driver_volume_type': 'nvmeof'}}]}))
+        stock.assert_called_once()
 
     def test_shim_is_what_nova_loads(self):
         with mock.patch.object(libvirt_driver.LibvirtDriver, '__init__',
