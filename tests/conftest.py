@@ -36,6 +36,6 @@ def pytest_terminal_summary(terminalreporter, config):
 # the one global oslo.config object, as they never share a process in a
 # cloud. The Nova-side tests therefore run in a pytest process of their own
 # (tools/run-tests does it); elsewhere they are not collected.
-NOVA_SIDE = 'tests/unit/nova_hooks'
+NOVA_SIDE = ('unit/nova_hooks', 'functional/nova_hooks')
 if os.environ.get('SPDK_OPENSTACK_NOVA_TESTS') != '1':
-    collect_ignore = [NOVA_SIDE.split('/', 1)[1]]
+    collect_ignore = list(NOVA_SIDE)
