@@ -296,6 +296,20 @@ class TestGuestSurvivesSPDKCrash(AgentTestBase):
         self.assertEqual(0, status, output)
         return output
 
+    def test_guest_sees_an_online_extend(self):
+        volume, info = self.vhost_volume()
+        path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
+        console = self.guest_console(path)
+        self.assertEqual('2097152', self.guest_run(
+            console, 'cat /sys/block/vda/size').strip())
+        self.driver.extend_volume(volume, 2)
+        # NVMe namespace-change notice to SPDK's initiator, then a virtio
+        # config change from SPDK vhost to the guest.
+        self.guest_run(console, 'i=0; until [ "$(cat /sys/block/vda/size)" '
+                       '= 4194304 ]; do i=$((i+1)); [ $i -gt 100 ] && exit 1;'
+                       ' sleep 0.2; done')
+        self.assertEqual(2 * 1024 ** 3, self.agent.extend_volume(volume.id))
+
     def test_write_kill_9_replay_read(self):
         volume, info = self.vhost_volume()
         path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
