@@ -116,8 +116,7 @@ def main():
     with fixtures.TempDir() as tmp, spdk_fixtures.SPDKTarget(
             interrupt=True, size_mib=8192) as storage:
         top = tempfile.mkdtemp(dir=tmp.path)
-        os.chmod(tmp.path, 0o711)
-        os.chmod(top, 0o711)
+        libvirt_fixtures.make_traversable(top)
         with_guest = (guest_fixtures.available()
                       and libvirt_fixtures.available())
         group = agent_conf(top, 'libvirt-qemu' if with_guest else

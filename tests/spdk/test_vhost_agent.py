@@ -52,17 +52,8 @@ class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
         super().setUp()
         if not spdk_fixtures.spdk_available('vhost'):
             self.skipTest(spdk_fixtures.SKIP_MESSAGE)
-        top = self.useFixture(fixtures.TempDir()).path
-        self.top = top
-        # QEMU (another user) must traverse to the socket directory; the
-        # test's temporary directories are private by default.
-        while top != os.path.dirname(top):
-            mode = os.stat(top).st_mode
-            if mode & 0o001:
-                break
-            os.chmod(top, stat.S_IMODE(mode) | 0o011)
-            top = os.path.dirname(top)
-        top = self.top
+        top = self.top = self.useFixture(fixtures.TempDir()).path
+        libvirt_fixtures.make_traversable(top)
         self.conf = cfg.ConfigOpts()
         config.register(self.conf)
         self.conf([], default_config_files=[])

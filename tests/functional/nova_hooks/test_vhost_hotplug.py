@@ -6,7 +6,6 @@ SPDK tier puts the real agent and SPDK there)."""
 import hashlib
 import os
 import pwd
-import stat
 from unittest import mock
 
 import fixtures
@@ -46,23 +45,13 @@ class QSDAgent:
         return os.path.getsize(self.export.image)
 
 
-def traversable(path):
-    """Let QEMU (another user) reach ``path``: private test dirs are 0700."""
-    while path != os.path.dirname(path):
-        mode = os.stat(path).st_mode
-        if mode & 0o001:
-            return
-        os.chmod(path, stat.S_IMODE(mode) | 0o011)
-        path = os.path.dirname(path)
-
-
 class TestHotplugThroughNova(base.TestCase):
     def setUp(self):
         super().setUp()
         image = self.useFixture(guest_fixtures.Guest())
         self.libvirtd = self.useFixture(libvirt_fixtures.Libvirtd())
         top = self.useFixture(fixtures.TempDir()).path
-        traversable(top)
+        libvirt_fixtures.make_traversable(top)
         qemu = pwd.getpwnam('libvirt-qemu')
         sockets = os.path.join(top, 'sockets')
         os.mkdir(sockets, 0o750)
