@@ -13,26 +13,20 @@ import cinder.privsep as cinder_privsep
 
 from spdk_common import naming
 
-from tests.fixtures import spdk as spdk_fixtures
 from tests.fixtures import spdk_apps
+from tests.spdk import base as spdk_base
 from tests.functional.cinder_driver import scenarios
 
 
-class TestDriverOnRealSPDK(scenarios.DriverScenarios,
+class TestDriverOnRealSPDK(spdk_base.OnRealSPDK, scenarios.DriverScenarios,
                            scenarios.CinderTestCase):
-    def make_target(self):
-        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
-
     def target_port(self):
         return 4520
 
 
-class RemoteHostMixin:
+class RemoteHostMixin(spdk_base.OnRealSPDK):
     """A second SPDK process (spdk_dd with bdev_nvme) connects over
     NVMe/TCP on loopback as a given host NQN and moves bytes."""
-
-    def make_target(self):
-        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
 
     def target_port(self):
         return 4521

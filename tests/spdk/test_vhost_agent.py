@@ -24,6 +24,7 @@ from tests.fixtures import libvirt as libvirt_fixtures
 from tests.fixtures import rabbitmq
 from tests.fixtures import spdk as spdk_fixtures
 from tests.functional.cinder_driver import scenarios
+from tests.spdk import base as spdk_base
 from vhost_target import agent as vhost_agent
 from vhost_target import config
 from vhost_target import planner
@@ -36,14 +37,10 @@ from vhost_target import vhost
 RECOVERY_TIMEOUT = 30.0
 
 
-class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
+class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
+                    scenarios.CinderTestCase):
     # The group the vhost-user sockets get; None: this process' group.
     socket_group = None
-
-    def make_target(self):
-        # Storage side on core 0 in interrupt mode; the compute-side vhost
-        # polls its reactor on core 1.
-        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
 
     def target_port(self):
         return 4530
@@ -90,16 +87,6 @@ class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
         self.addCleanup(client.close)
         return client
 
-    def vhost_volume(self):
-        vtype = self.make_type('vhost-%d' % time.monotonic_ns(),
-                               {'spdk:vhost_attach': '<is> True'})
-        volume = self.create_volume(volume_type=vtype)
-        connector = self.connector(spdk_vhost={'version': '1.0'})
-        self.driver.create_export(self.ctxt, volume, connector)
-        info = self.driver.initialize_connection(volume, connector)
-        self.assertEqual('spdk_vhost', info['driver_volume_type'])
-        return volume, info
-
     def spdk_objects(self):
         return (self.vhost_client.call('vhost_get_controllers'),
                 self.vhost_client.call('bdev_nvme_get_controllers'))
@@ -108,7 +95,7 @@ class AgentTestBase(scenarios.DriverTestBase, scenarios.CinderTestCase):
 class TestVhostAgent(AgentTestBase):
 
     def test_attach_and_detach_leave_nothing_behind(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
         mode = os.stat(path)
         self.assertTrue(stat.S_ISSOCK(mode.st_mode))
@@ -132,7 +119,7 @@ class TestVhostAgent(AgentTestBase):
         self.agent.detach_volume(volume.id)  # again: fine
 
     def test_concurrent_attaches_and_detaches(self):
-        volumes = [self.vhost_volume() for _ in range(4)]
+        volumes = [self.exported_vhost_volume() for _ in range(4)]
         errors = []
 
         def cycle(volume, info):
@@ -157,7 +144,7 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual(4, len(self.desired.all()))
 
     def test_extend_reaches_the_compute_node(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         self.agent.attach_volume(volume.id, info)
         self.driver.extend_volume(volume, 2)
         deadline = time.monotonic() + 10
@@ -167,7 +154,7 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual(2 * 1024 ** 3, self.agent.extend_volume(volume.id))
 
     def test_host_not_on_the_acl_is_refused_cleanly(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         info['data']['host_nqn'] = scenarios.OTHER_NQN
         exc = self.assertRaises(vhost.AttachError, self.agent.attach_volume,
                                 volume.id, info)
@@ -176,7 +163,7 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual([], self.desired.all())
 
     def test_bad_requests(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         bad = [
             ('not a dict', 'not a dict'),
             (dict(info, driver_volume_type='nvmeof'), 'spdk_vhost'),
@@ -199,7 +186,7 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual(([], []), self.spdk_objects())
 
     def test_kill_9_of_spdk_is_replayed(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
         os.kill(self.keeper.pid, signal.SIGKILL)
         deadline = time.monotonic() + RECOVERY_TIMEOUT
@@ -213,7 +200,7 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
 
     def test_agent_restart_replays_its_state_file(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         self.agent.attach_volume(volume.id, info)
         self.keeper.stop()
         desired = state.DesiredState(self.group.state_dir)
@@ -242,7 +229,7 @@ class TestAgentOverRabbitMQ(AgentTestBase):
         self.addCleanup(server.wait)
         self.addCleanup(server.stop)
         client = rpcapi.VhostTargetClient(transport, 'compute1', timeout=60)
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         path = client.attach_volume(volume.id, info, numa_nodes=[0])
         self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
         status = client.get_status()
@@ -288,7 +275,7 @@ class TestGuestSurvivesSPDKCrash(AgentTestBase):
         return output
 
     def test_guest_sees_an_online_extend(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
         console = self.guest_console(path)
         self.assertEqual('2097152', self.guest_run(
@@ -302,7 +289,7 @@ class TestGuestSurvivesSPDKCrash(AgentTestBase):
         self.assertEqual(2 * 1024 ** 3, self.agent.extend_volume(volume.id))
 
     def test_write_kill_9_replay_read(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         path = self.agent.attach_volume(volume.id, info, numa_nodes=[0])
         console = self.guest_console(path)
         self.assertIn('1073741824', self.guest_run(
@@ -338,7 +325,7 @@ class TestAgentDHHMACCHAP(AgentTestBase):
                     self.useFixture(fixtures.TempDir()).path, 'keys')}
 
     def test_attach_with_key_and_without(self):
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         secret = info['data']['dhchap_secret']
         without = dict(info, data=dict(info['data'], dhchap_secret=None))
         self.assertRaises(vhost.AttachError, self.agent.attach_volume,
@@ -373,7 +360,7 @@ class TestAdoptedSPDK(AgentTestBase):
         self.addCleanup(adopted.stop)
         adopted.start()
         self.assertIsNone(adopted.pid)   # it started nothing
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         self.agent.attach_volume(volume.id, info)
         os.kill(systemd.pid, signal.SIGKILL)
         deadline = time.monotonic() + RECOVERY_TIMEOUT
@@ -400,12 +387,10 @@ def _pids_of(rpc_socket):
     return pids
 
 
-class TestDaemon(scenarios.DriverTestBase, scenarios.CinderTestCase):
+class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
+                 scenarios.CinderTestCase):
     """``spdk-vhost-target run`` as operators start it: a process with a
     config file, serving RPC until SIGTERM, then stopping its SPDK."""
-
-    def make_target(self):
-        return spdk_fixtures.SPDKTarget(interrupt=True, size_mib=4096)
 
     def target_port(self):
         return 4532
@@ -473,7 +458,7 @@ class TestDaemon(scenarios.DriverTestBase, scenarios.CinderTestCase):
                         logs.append(f.read()[-3000:])
             self.fail('the agent did not answer:\n' + '\n'.join(logs))
         self.assertEqual(vhost_agent.AGENT_VERSION, status['version'])
-        volume, info = self.vhost_volume()
+        volume, info = self.exported_vhost_volume()
         path = client.attach_volume(volume.id, info)
         self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
         client.detach_volume(volume.id)
@@ -483,10 +468,3 @@ class TestDaemon(scenarios.DriverTestBase, scenarios.CinderTestCase):
         self.addCleanup(probe.close)
         self.assertRaises(spdk_exc.SPDKUnavailable, probe.call,
                           'spdk_get_version')
-
-    def vhost_volume(self):
-        vtype = self.make_type('vhost', {'spdk:vhost_attach': '<is> True'})
-        volume = self.create_volume(volume_type=vtype)
-        connector = self.connector(spdk_vhost={'version': '1.0'})
-        self.driver.create_export(self.ctxt, volume, connector)
-        return volume, self.driver.initialize_connection(volume, connector)

@@ -7,6 +7,8 @@ on a real Cinder database. The functional tier runs them against the SPDK
 test double; the SPDK tier runs the very same scenarios against real SPDK.
 """
 
+import uuid
+
 import fixtures
 from oslo_config import cfg
 from oslo_utils import importutils
@@ -106,6 +108,18 @@ class DriverTestBase:
         volume = self.new_volume(size=size, snapshot_id=snapshot.id)
         self.driver.create_volume_from_snapshot(volume, snapshot)
         return volume
+
+    def exported_vhost_volume(self):
+        """A volume of a vhost-attach type, exported to HOST_NQN; returns
+        (volume, spdk_vhost connection_info)."""
+        vtype = self.make_type('vhost-%s' % uuid.uuid4(),
+                               {'spdk:vhost_attach': '<is> True'})
+        volume = self.create_volume(volume_type=vtype)
+        connector = self.connector(spdk_vhost={'version': '1.0'})
+        self.driver.create_export(self.ctxt, volume, connector)
+        info = self.driver.initialize_connection(volume, connector)
+        assert info['driver_volume_type'] == 'spdk_vhost', info
+        return volume, info
 
     def lvol(self, name):
         found = self.rpc.call('bdev_get_bdevs') or []
