@@ -1,0 +1,2 @@
+"""Configuration a deployment of spdk-openstack writes (devstack,
+operators)."""
