@@ -1,1 +1,2 @@
-"""Tempest plugin for spdk-openstack (planned)."""
+"""Tempest plugin for spdk-openstack: API and scenario tests of the Cinder
+driver and the vhost-user attach path on a real cloud."""
