@@ -8,6 +8,7 @@ agent for that socket and hands QEMU a ``<disk type='vhostuser'>``.
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from nova.virt.libvirt import config as libvirt_config
 from nova.virt.libvirt.volume import volume as libvirt_volume
 
 from nova_hooks import agent_client
@@ -76,4 +77,7 @@ class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
         disk.source_path = data['vhost_socket']
         disk.queues = data.get('vhost_queues')
         disk.target_dev = disk_info['dev']
+        # Nova finds volume disks by this alias to detach them.
+        disk.alias = libvirt_config.make_libvirt_device_alias(
+            volume_id(connection_info))
         return disk
