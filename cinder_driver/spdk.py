@@ -403,9 +403,11 @@ class SPDKDriver(driver.VolumeDriver):
                    qos.limits_for_type(volume.volume_type_id))
 
     def ensure_export(self, context, volume):
-        hosts = {a.connector['nqn'] for a in volume.volume_attachment
-                 if a.connector and a.connector.get('nqn')
-                 and a.attach_status in ('attached', 'attaching')}
+        hosts = {self._host_nqn(volume, a.connector)
+                 for a in volume.volume_attachment
+                 if a.connector and a.attach_status in ('attached',
+                                                        'attaching')}
+        hosts.discard(None)
         self._exports.remember(volume.id, self._volume_alias(volume), hosts,
                                qos.limits_for_type(volume.volume_type_id))
         self._replay_pending = True
@@ -415,11 +417,15 @@ class SPDKDriver(driver.VolumeDriver):
             self._call(self._exports.unexport, volume.id)
 
     def validate_connector(self, connector):
-        host_nqn = (connector or {}).get('nqn')
-        if not host_nqn:
+        connector = connector or {}
+        host_nqns = [nqn for nqn in (
+            connector.get('nqn'),
+            (connector.get(SPDK_VHOST) or {}).get('host_nqn')) if nqn]
+        if not host_nqns:
             raise exception.InvalidConnectorException(missing='nqn')
         try:
-            naming.validate_nqn(host_nqn)
+            for host_nqn in host_nqns:
+                naming.validate_nqn(host_nqn)
         except spdk_exc.InvalidNQN as exc:
             raise exception.InvalidInput(reason=str(exc))
 
@@ -427,9 +433,19 @@ class SPDKDriver(driver.VolumeDriver):
         return bool(connector.get(SPDK_VHOST)) and _spec_true(
             self._extra_specs(volume).get(VHOST_ATTACH_SPEC))
 
+    def _host_nqn(self, volume, connector):
+        """The NQN that will connect: the compute node's SPDK (its agent's)
+        for vhost attachments, its kernel initiator otherwise."""
+        if self._vhost_allowed(volume, connector):
+            return (connector[SPDK_VHOST].get('host_nqn')
+                    or connector.get('nqn'))
+        return connector.get('nqn')
+
     def initialize_connection(self, volume, connector):
         self.validate_connector(connector)
-        host_nqn = connector['nqn']
+        host_nqn = self._host_nqn(volume, connector)
+        if not host_nqn:
+            raise exception.InvalidConnectorException(missing='nqn')
         vhost = self._vhost_allowed(volume, connector)
         if not self._exports.is_exported(volume.id):
             self.create_export(None, volume, connector)
@@ -460,10 +476,10 @@ class SPDKDriver(driver.VolumeDriver):
             for host_nqn in self._exports.hosts(volume.id):
                 self._call(self._exports.disallow_host, volume.id, host_nqn)
             return False
-        host_nqn = connector.get('nqn')
+        host_nqn = self._host_nqn(volume, connector)
         same_host = [a for a in volume.volume_attachment
-                     if a.connector and a.connector.get('nqn') == host_nqn
-                     and a.attach_status == 'attached']
+                     if a.connector and a.attach_status == 'attached'
+                     and self._host_nqn(volume, a.connector) == host_nqn]
         if len(same_host) > 1:
             LOG.info('Host %(host)s keeps access to volume %(id)s for its '
                      'other attachments', {'host': host_nqn, 'id': volume.id})

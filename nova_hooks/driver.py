@@ -118,4 +118,5 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
                         instance=instance)
             return None
         return {'version': status['version'],
+                'host_nqn': status['host_nqn'],
                 'numa_nodes': spdk_volume.host_numa_nodes(instance)}

@@ -68,8 +68,10 @@ def parse_connection_info(volume_id, connection_info):
 
 
 class VhostAgent:
-    def __init__(self, vhost, desired, plan, topology, notifier=None):
+    def __init__(self, vhost, desired, plan, topology, notifier=None,
+                 host_nqn=None):
         self._vhost = vhost
+        self._host_nqn = host_nqn
         self._desired = desired
         self._plan = plan
         self._topology = topology
@@ -160,6 +162,9 @@ class VhostAgent:
         present = self._vhost.controllers()
         return {
             'version': AGENT_VERSION,
+            # The NQN this host's SPDK connects with, for the storage
+            # side's ACL.
+            'host_nqn': self._host_nqn,
             'reactor_cpus': self._plan.reactor_cpus,
             'cpumask': self._plan.cpumask,
             'attachments': [

@@ -120,7 +120,8 @@ def cmd_run(conf):
         publisher_id='spdk-vhost-target.%s' % socket.gethostname(),
         driver='messagingv2', topics=['notifications'])
     agent = vhost_agent.VhostAgent(vhost.VhostTarget(client, group), desired,
-                                   layout, host, notifier=notifier)
+                                   layout, host, notifier=notifier,
+                                   host_nqn=hostnqn.resolve(group))
     keeper = supervisor.Supervisor(group, layout, on_ready=agent.replay)
     keeper.start()
     server = rpcapi.get_server(transport, conf.host, agent)

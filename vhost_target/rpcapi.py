@@ -1,9 +1,11 @@
 """The agent's RPC API over oslo.messaging.
 
-Topic ``spdk-vhost-target``, one server per compute host (``server=host``),
-version 1.0. Errors of the agent reach the caller as the same exception
-classes (``allowed_remote_exmods``), so nova-compute can tell a bad request
-from an SPDK failure.
+Topic ``spdk-vhost-target`` on an exchange of the same name, one server
+per compute host (``server=host``), version 1.0. The exchange is named
+because callers' defaults differ: nova-compute's ``control_exchange`` is
+``nova``, the agent's ``openstack``. Errors of the agent reach the caller
+as the same exception classes (``allowed_remote_exmods``), so nova-compute
+can tell a bad request from an SPDK failure.
 
 Version history:
 
@@ -13,6 +15,7 @@ Version history:
 import oslo_messaging as messaging
 
 TOPIC = 'spdk-vhost-target'
+EXCHANGE = TOPIC
 API_VERSION = '1.0'
 REMOTE_EXMODS = ['spdk_common.exception', 'vhost_target.agent',
                  'vhost_target.vhost']
@@ -48,7 +51,7 @@ class VhostTargetEndpoint:
 
 
 def get_server(transport, host, agent):
-    target = messaging.Target(topic=TOPIC, server=host)
+    target = messaging.Target(exchange=EXCHANGE, topic=TOPIC, server=host)
     return messaging.get_rpc_server(transport, target,
                                     [VhostTargetEndpoint(agent)],
                                     executor='threading')
@@ -58,8 +61,8 @@ class VhostTargetClient:
     """What nova-compute (or an operator tool) calls on one host's agent."""
 
     def __init__(self, transport, host, timeout=60):
-        target = messaging.Target(topic=TOPIC, server=host,
-                                  version=API_VERSION)
+        target = messaging.Target(exchange=EXCHANGE, topic=TOPIC,
+                                  server=host, version=API_VERSION)
         self._client = messaging.get_rpc_client(transport, target,
                                                 timeout=timeout)
 

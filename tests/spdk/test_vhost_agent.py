@@ -75,7 +75,8 @@ class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
         self.vhost_client = self.make_client()
         self.vhost = vhost.VhostTarget(self.vhost_client, self.group)
         self.agent = vhost_agent.VhostAgent(self.vhost, self.desired,
-                                            self.plan, self.host)
+                                            self.plan, self.host,
+                                            host_nqn=scenarios.HOST_NQN)
         self.keeper = supervisor.Supervisor(self.group, self.plan,
                                             on_ready=self.agent.replay)
         self.addCleanup(self.keeper.stop)
