@@ -24,6 +24,7 @@ from tests.fixtures import libvirt as libvirt_fixtures
 from tests.fixtures import rabbitmq
 from tests.fixtures import spdk as spdk_fixtures
 from tests.functional.cinder_driver import scenarios
+from tests.functional.vhost_target import agent_contract
 from tests.spdk import base as spdk_base
 from vhost_target import agent as vhost_agent
 from vhost_target import config
@@ -213,6 +214,14 @@ class TestVhostAgent(AgentTestBase):
         self.addCleanup(keeper.stop)
         keeper.start()
         self.assertEqual(1, len(self.spdk_objects()[0]))
+
+
+class TestAgentContract(agent_contract.AgentContract, AgentTestBase):
+    """The contract the functional tier's stand-in also keeps."""
+
+    def served_volume(self):
+        volume, info = self.exported_vhost_volume()
+        return volume.id, info
 
 
 class TestAgentOverRabbitMQ(AgentTestBase):

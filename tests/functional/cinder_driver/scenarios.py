@@ -275,6 +275,25 @@ class DriverScenarios(DriverTestBase):
         self.assertEqual('nvmeof', self.driver.initialize_connection(
             volume, self.connector(OTHER_NQN))['driver_volume_type'])
 
+    def test_vhost_acl_names_the_agents_nqn(self):
+        """The compute node's SPDK connects for vhost attachments: the ACL
+        takes the NQN its agent reported, not the kernel initiator's (which
+        a node without nvme-cli does not even have)."""
+        vtype = self.make_type('vhost', {'spdk:vhost_attach': '<is> True'})
+        volume = self.create_volume(volume_type=vtype)
+        plain = self.create_volume()
+        connector = self.connector(spdk_vhost={'version': '1.0',
+                                               'host_nqn': OTHER_NQN})
+        del connector['nqn']
+        info = self.driver.initialize_connection(volume, connector)
+        self.assertEqual(OTHER_NQN, info['data']['host_nqn'])
+        self.assertEqual([OTHER_NQN], [h['nqn'] for h in
+                                       self.subsystem(volume)['hosts']])
+        self.assertRaises(exception.InvalidConnectorException,
+                          self.driver.initialize_connection, plain, connector)
+        self.driver.terminate_connection(volume, connector)
+        self.assertEqual([], self.subsystem(volume)['hosts'])
+
     def test_qos_applied_at_export_and_retype(self):
         limited = self.make_type('gold', qos={'total_iops_sec': '2500',
                                               'write_bytes_sec': '10485760'})

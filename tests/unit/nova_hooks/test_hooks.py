@@ -19,6 +19,8 @@ from tests import base
 objects.register_all()
 
 VOLUME = '6d16b505-c3c4-45ff-8b82-8733c204a56a'
+AGENT_NQN = ('nqn.2014-08.org.nvmexpress:uuid:'
+             '7e1c9a42-5b1d-4f0e-9c3a-1d2e3f4a5b6c')
 
 
 def instance(pagesize=2048, vcpus=2, nodes=(0,)):
@@ -65,7 +67,7 @@ class RecordingAgent:
     def get_status(self, timeout=None):
         if self.down:
             raise messaging.MessagingTimeout('no agent')
-        return {'version': '1.0'}
+        return {'version': '1.0', 'host_nqn': AGENT_NQN}
 
 
 class TestHooks(base.TestCase):
@@ -97,6 +99,8 @@ class TestHooks(base.TestCase):
                          dict(source.find('reconnect').attrib))
         self.assertEqual({'dev': 'vdb', 'bus': 'virtio'},
                          dict(xml.find('target').attrib))
+        # Nova's alias for volume disks, by which it finds them to detach.
+        self.assertEqual('ua-' + VOLUME, xml.find('alias').get('name'))
         # Nothing libvirt refuses on vhost-user disks.
         for tag in ('serial', 'iotune', 'blockio', 'readonly', 'shareable',
                     'encryption'):
@@ -137,12 +141,24 @@ class TestHooks(base.TestCase):
                 hooks_driver.SPDKLibvirtDriver.__new__(
                     hooks_driver.SPDKLibvirtDriver), inst)
         offered = connector(instance(pagesize=2048, nodes=(0, 1)))
-        self.assertEqual({'version': '1.0', 'numa_nodes': [0, 1]},
-                         offered['spdk_vhost'])
+        self.assertEqual({'version': '1.0', 'host_nqn': AGENT_NQN,
+                          'numa_nodes': [0, 1]}, offered['spdk_vhost'])
         self.assertNotIn('spdk_vhost', connector(instance(pagesize=4)))
         self.assertNotIn('spdk_vhost', connector(instance(pagesize=None)))
         self.agent.down = True
         self.assertNotIn('spdk_vhost', connector(instance()))
+
+    def test_extend_goes_to_the_agent_not_to_libvirt_block_resize(self):
+        drv = hooks_driver.SPDKLibvirtDriver.__new__(
+            hooks_driver.SPDKLibvirtDriver)
+        drv.volume_drivers, drv._host = {}, None
+        self.assertEqual(2 * 1024 ** 3, drv.extend_volume(
+            None, connection_info(), instance(), 2 * 1024 ** 3))
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               'extend_volume') as stock:
+            drv.extend_volume(None, {'driver_volume_type': 'nvmeof'},
+                              instance(), 1)
+        stock.assert_called_once()
 
     def test_live_migration_is_refused_up_front(self):
         drv = hooks_driver.SPDKLibvirtDriver.__new__(
