@@ -88,8 +88,14 @@ def split_alias(alias):
 
 
 def nvme_controller_name(volume_id):
-    """The bdev_nvme controller name the compute-node SPDK uses."""
-    return 'cinder-%s' % volume_id
+    """The bdev_nvme controller name the compute-node SPDK uses.
+
+    The volume id itself: SPDK vhost answers a guest's virtio-blk GET_ID
+    with the bdev's name ('<id>n1'), so the guest sees the first 20
+    characters of the volume id as the disk's serial, as Nova's stock
+    virtio-blk disks show it (/dev/disk/by-id/virtio-<id[:20]>).
+    """
+    return volume_id
 
 
 def host_key_name(subsystem_nqn, host_nqn):

@@ -75,6 +75,10 @@ class TestCinderToGuestThroughNova(test_vhost_agent.AgentTestBase):
         self.wait_in_guest(instance, '[ -e /sys/block/vdb ]')
         self.assertEqual(str(GIB // 512),
                          self.guest(instance, 'cat /sys/block/vdb/size'))
+        # The serial stock Nova gives volume disks, so guests find them the
+        # same way.
+        self.assertEqual(data.id[:20],
+                         self.guest(instance, 'cat /sys/block/vdb/serial'))
         written = self.guest(
             instance, 'dd if=/dev/urandom of=/p bs=1M count=4 2>/dev/null && '
             'dd if=/p of=/dev/vdb bs=1M conv=fsync 2>/dev/null && '
