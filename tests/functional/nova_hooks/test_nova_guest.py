@@ -125,3 +125,12 @@ class TestGuestBuiltByNova(base.TestCase):
         self.compute.destroy(self.instance)
         self.assertIn(ROOT, self.agent.detached)
         self.assertEqual(set(), self.agent.attached)
+
+    def test_cold_migration_reconnects_the_volumes(self):
+        console = self.compute.spawn(self.instance, connection_info(ROOT))
+        written = self.write_pattern(console, 'vda')
+        console = self.compute.cold_migrate(self.instance)
+        # Disconnected on the source, connected again on the destination.
+        self.assertEqual([ROOT], self.agent.detached)
+        self.assertEqual({ROOT}, self.agent.attached)
+        self.assertEqual(written, self.read_pattern(console, 'vda'))
