@@ -8,13 +8,8 @@ export's host ACL removed."""
 
 import uuid
 
-from oslo_config import cfg
-from oslo_config import fixture as config_fixture
-
 from tests.fixtures import nova_process
-from tests.fixtures import rabbitmq
 from tests.spdk import test_vhost_agent
-from vhost_target import rpcapi
 
 GIB = 1024 ** 3
 HOST = 'compute1'
@@ -25,18 +20,9 @@ class TestCinderToGuestThroughNova(test_vhost_agent.AgentTestBase):
 
     def setUp(self):
         super().setUp()
-        broker = self.useFixture(rabbitmq.RabbitMQ())
-        conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
-        rpcapi.get_transport(conf).cleanup()  # registers its options
-        conf.set_override('transport_url', broker.url)
-        transport = rpcapi.get_transport(conf)
-        self.addCleanup(transport.cleanup)
-        server = rpcapi.get_server(transport, HOST, self.agent)
-        server.start()
-        self.addCleanup(server.wait)
-        self.addCleanup(server.stop)
+        self.serve_rpc(HOST)
         self.nova = self.useFixture(
-            nova_process.NovaComputeProcess(broker.url))
+            nova_process.NovaComputeProcess(self.transport_url))
         self.vhost_type = self.make_type(
             'vhost-%s' % uuid.uuid4(), {'spdk:vhost_attach': '<is> True'})
 

@@ -83,6 +83,23 @@ class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
         self.addCleanup(self.keeper.stop)
         self.keeper.start()
 
+    def serve_rpc(self, host='compute1'):
+        """The agent's RPC server on a private RabbitMQ, as ``run`` starts
+        it; returns the transport, and keeps the broker's URL in
+        ``transport_url``."""
+        broker = self.useFixture(rabbitmq.RabbitMQ())
+        self.transport_url = broker.url
+        conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
+        rpcapi.get_transport(conf).cleanup()  # registers its options
+        conf.set_override('transport_url', broker.url)
+        transport = rpcapi.get_transport(conf)
+        self.addCleanup(transport.cleanup)
+        server = rpcapi.get_server(transport, host, self.agent)
+        server.start()
+        self.addCleanup(server.wait)
+        self.addCleanup(server.stop)
+        return transport
+
     def make_client(self):
         client = rpc.SPDKClient(self.conf.spdk_vhost_target.rpc_socket,
                                 timeout=30)
@@ -228,16 +245,7 @@ class TestAgentOverRabbitMQ(AgentTestBase):
     """Nova's view: the RPC client on the topic, server=host."""
 
     def test_attach_and_detach_through_rpc(self):
-        broker = self.useFixture(rabbitmq.RabbitMQ())
-        conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
-        rpcapi.get_transport(conf).cleanup()  # registers its options
-        conf.set_override('transport_url', broker.url)
-        transport = rpcapi.get_transport(conf)
-        self.addCleanup(transport.cleanup)
-        server = rpcapi.get_server(transport, 'compute1', self.agent)
-        server.start()
-        self.addCleanup(server.wait)
-        self.addCleanup(server.stop)
+        transport = self.serve_rpc()
         client = rpcapi.VhostTargetClient(transport, 'compute1', timeout=60)
         volume, info = self.exported_vhost_volume()
         path = client.attach_volume(volume.id, info, numa_nodes=[0])
