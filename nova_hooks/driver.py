@@ -7,7 +7,6 @@ Everything but the ``spdk_vhost`` volume type and the connector is stock
 Nova: hugepages, NUMA cells with ``memAccess='shared'``, pinning.
 """
 
-from lxml import etree
 from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging as messaging
@@ -18,7 +17,6 @@ from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_hooks import agent_client
 from nova_hooks import conf as hooks_conf
-from nova_hooks import config as vhost_config
 from nova_hooks import volume as spdk_volume
 
 LOG = logging.getLogger(__name__)
@@ -50,25 +48,6 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
             driver = spdk_volume.LibvirtSPDKVhostVolumeDriver(self._host)
             self.volume_drivers[kind] = driver
         return driver
-
-    def _get_guest_disk_device(self, guest, disk_dev, volume_uuid=None,
-                               from_persistent_config=False):
-        """Nova parses disks with its own class, which has no vhost-user
-        source: libvirt would refuse the detach of such a disk."""
-        disk = super()._get_guest_disk_device(
-            guest, disk_dev, volume_uuid=volume_uuid,
-            from_persistent_config=from_persistent_config)
-        if disk is None or disk.source_type != 'vhostuser':
-            return disk
-        domain = etree.fromstring(guest.get_xml_desc(
-            dump_inactive=from_persistent_config))
-        node = domain.find("./devices/disk[@type='vhostuser']"
-                           "/target[@dev='%s']/.." % disk.target_dev)
-        if node is None:
-            return disk
-        vhost_disk = vhost_config.LibvirtConfigGuestVhostUserDisk()
-        vhost_disk.parse_dom(node)
-        return vhost_disk
 
     def extend_volume(self, context, connection_info, instance,
                       requested_size):
