@@ -1,0 +1,42 @@
+"""``tools/cloud up|down|status|demo|tempest`` (run by the cloud venv)."""
+
+import argparse
+import sys
+
+from aio_cloud import cloud
+from aio_cloud import demo
+from aio_cloud import layout as layout_mod
+from aio_cloud import tempest_run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='tools/cloud')
+    parser.add_argument('--state-dir', default=layout_mod.DEFAULT_STATE_DIR,
+                        help='where all of the cloud\'s state lives '
+                             '(default: %(default)s)')
+    parser.add_argument('command',
+                        choices=('up', 'down', 'status', 'demo', 'tempest'))
+    parser.add_argument('args', nargs=argparse.REMAINDER,
+                        help='tempest: extra arguments to "tempest run"')
+    args = parser.parse_args(argv)
+    layout = layout_mod.Layout(args.state_dir)
+    venv = sys.prefix
+    try:
+        if args.command == 'up':
+            cloud.up(layout, venv)
+        elif args.command == 'down':
+            cloud.down(layout)
+        elif args.command == 'status':
+            return 0 if cloud.status(layout) else 1
+        elif args.command == 'demo':
+            return 0 if demo.run(layout, venv) else 1
+        elif args.command == 'tempest':
+            return tempest_run.run(layout, venv, args.args)
+    except cloud.CloudError as exc:
+        print('tools/cloud %s: %s' % (args.command, exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""``up``, ``down`` and ``status`` of the all-in-one cloud."""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from aio_cloud import layout as layout_mod
+from aio_cloud import processes
+from aio_cloud import resources
+from aio_cloud import services as services_mod
+from spdk_common import binaries
+
+HUGEPAGES = 1024
+HUGEPAGE_DIR = '/dev/hugepages'
+SPDK_MISSING = ('SPDK %s not found: build or install SPDK (v25.09 or later) '
+                'outside this repository, then set SPDK_BIN_DIR to its bin '
+                'directory or put it on PATH (or under /opt/spdk/build/bin)')
+
+
+class CloudError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def step(name):
+    """Print a step with its duration; the caller sees failures."""
+    print('%-44s' % name, end=' ', flush=True)
+    start = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        print('FAILED after %.1f s' % (time.monotonic() - start), flush=True)
+        raise
+    print('%6.1f s' % (time.monotonic() - start), flush=True)
+
+
+def missing_spdk():
+    return [app for app in ('nvmf_tgt', 'vhost') if not binaries.find(app)]
+
+
+def _check_ports():
+    busy = [('%s %d' % (name, port)) for name, port in
+            layout_mod.PORTS.items() if services_mod.port_open(port)]
+    if busy:
+        raise CloudError('ports in use on %s: %s (another cloud, or a '
+                         'leftover process?)'
+                         % (layout_mod.HOST, ', '.join(busy)))
+
+
+def _check_traversable(path):
+    """QEMU runs as libvirt-qemu and must reach the state directory."""
+    parent = os.path.dirname(path)
+    while parent != os.path.dirname(parent):
+        if not os.stat(parent).st_mode & 0o001:
+            raise CloudError('%s is not traversable by others (QEMU runs as '
+                             'libvirt-qemu): choose another --state-dir'
+                             % parent)
+        parent = os.path.dirname(parent)
+
+
+def _prepare_state(layout):
+    os.makedirs(layout.root, exist_ok=True)
+    os.chmod(layout.root, 0o711)
+    _wipe_state(layout)
+    for sub in ('etc', 'run', 'log', 'lib', 'lock', 'cache'):
+        os.makedirs(layout.path(sub), exist_ok=True)
+    os.chmod(layout.path('etc'), 0o700)
+    # QEMU reads instance files and config drives here.
+    os.chmod(layout.path('lib'), 0o711)
+    with open(layout.run('hugepages-before.json'), 'w') as f:
+        json.dump(sorted(os.listdir(HUGEPAGE_DIR))
+                  if os.path.isdir(HUGEPAGE_DIR) else [], f)
+
+
+def _wipe_state(layout):
+    for name in os.listdir(layout.root):
+        if name in layout.KEPT:
+            continue
+        path = layout.path(name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def _ensure_hugepages():
+    pool = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages'
+    with open(pool) as f:
+        if int(f.read()) >= HUGEPAGES:
+            return
+    with open(pool, 'w') as f:
+        f.write(str(HUGEPAGES))
+
+
+def up(layout, venv):
+    missing = missing_spdk()
+    if missing:
+        raise CloudError(SPDK_MISSING % ' and '.join(missing))
+    table = processes.ProcessTable(layout.process_table)
+    if table.running():
+        print('the cloud is already up (tools/cloud status; tools/cloud '
+              'down to stop it)')
+        return
+    _check_ports()
+    started = time.monotonic()
+    with step('prepare %s' % layout.root):
+        _check_traversable(layout.root)
+        _prepare_state(layout)
+        secret = layout_mod.load_or_create_secrets(layout)
+        _ensure_hugepages()
+    svc = services_mod.Services(layout, venv, secret)
+    try:
+        for name, action in (
+                ('MariaDB', svc.start_mariadb),
+                ('RabbitMQ', svc.start_rabbitmq),
+                ('keystone (fernet, bootstrap)', svc.start_keystone),
+                ('identity: service users and endpoints',
+                 lambda: resources.create_identity(layout, secret)),
+                ('placement', svc.start_placement),
+                ('glance (file store)', svc.start_glance),
+                ('neutron API (no agents)', svc.start_neutron),
+                ('nova api, conductor, scheduler', svc.start_nova_control),
+                ('cinder api, scheduler', svc.start_cinder_control),
+                ('SPDK nvmf_tgt (AIO bdev, lvstore)',
+                 svc.start_storage_target),
+                ('cinder-volume (SPDK driver)', svc.start_cinder_volume),
+                ('libvirtd (private mount namespace)', svc.start_libvirtd),
+                ('spdk-vhost-target agent + SPDK vhost',
+                 svc.start_vhost_agent),
+                ('nova-compute (SPDKLibvirtDriver)', svc.start_nova_compute),
+                ('compute host discovered', svc.discover_compute_host),
+                ('guest image in glance',
+                 lambda: resources.create_guest_image(layout, secret)),
+                ('hugepage flavor, SPDK volume types',
+                 lambda: resources.create_flavor_and_types(layout, secret)),
+                ('services up in the APIs',
+                 lambda: wait_services_up(layout, secret))):
+            with step(name):
+                action()
+    except Exception as exc:
+        print('up failed: %s' % exc, file=sys.stderr)
+        print('stopping what was started', file=sys.stderr)
+        down(layout, delete_resources=False)
+        raise CloudError('up failed: %s' % exc) from exc
+    resources.write_adminrc(layout, secret)
+    print('cloud up in %.1f s; for the CLI: . %s'
+          % (time.monotonic() - started, layout.adminrc))
+
+
+def wait_services_up(layout, secret, timeout=120):
+    conn = resources.connect(layout, secret)
+    wanted = {('compute', 'nova-compute'), ('compute', 'nova-conductor'),
+              ('compute', 'nova-scheduler'), ('volume', 'cinder-scheduler'),
+              ('volume', 'cinder-volume')}
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            up_now = {('compute', s.binary) for s in conn.compute.services()
+                      if s.state == 'up' and s.status == 'enabled'}
+            up_now |= {('volume', s.binary)
+                       for s in conn.block_storage.services()
+                       if s.state == 'up' and s.status == 'enabled'}
+            if wanted <= up_now:
+                return
+            if time.monotonic() > deadline:
+                raise CloudError('services not up after %ds: %s'
+                                 % (timeout, ', '.join(
+                                     sorted(b for _, b in wanted - up_now))))
+            time.sleep(2)
+    finally:
+        conn.close()
+
+
+def _delete_resources(layout):
+    """Servers and volumes go the normal way while the cloud runs: libvirt
+    domains, vhost controllers, exports and lvols with them."""
+    with open(layout.secrets_file) as f:
+        secret = json.load(f)
+    conn = resources.connect(layout, secret)
+    try:
+        servers = list(conn.compute.servers(all_projects=True))
+        for server in servers:
+            conn.compute.delete_server(server, force=True)
+        for server in servers:
+            conn.compute.wait_for_delete(server, wait=180)
+        volumes = list(conn.block_storage.volumes(all_projects=True))
+        for volume in volumes:
+            conn.block_storage.delete_volume(volume, force=True)
+        for volume in volumes:
+            conn.block_storage.wait_for_delete(volume, wait=180)
+        return len(servers), len(volumes)
+    finally:
+        conn.close()
+
+
+def _destroy_domains(svc):
+    uri = svc.libvirt_uri
+    names = subprocess.run(['virsh', '-c', uri, 'list', '--all', '--name'],
+                           capture_output=True, text=True).stdout.split()
+    for name in names:
+        subprocess.run(['virsh', '-c', uri, 'destroy', name],
+                       capture_output=True)
+        subprocess.run(['virsh', '-c', uri, 'undefine', name],
+                       capture_output=True)
+    return names
+
+
+def _remove_hugepage_files(layout):
+    before_file = layout.run('hugepages-before.json')
+    if not os.path.exists(before_file) or not os.path.isdir(HUGEPAGE_DIR):
+        return []
+    with open(before_file) as f:
+        before = set(json.load(f))
+    removed = []
+    for name in sorted(set(os.listdir(HUGEPAGE_DIR)) - before):
+        path = os.path.join(HUGEPAGE_DIR, name)
+        if name.startswith('spdk_pid'):
+            pid = name[len('spdk_pid'):].split('map_')[0]
+            if pid.isdigit() and processes.alive(int(pid)):
+                continue
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+        removed.append(name)
+    return removed
+
+
+def down(layout, delete_resources=True):
+    """Stop everything ``up`` started, newest first, nova-compute before
+    what it waits on; leave only the logs and the guest image cache."""
+    if not os.path.isdir(layout.root):
+        print('nothing to stop: %s does not exist' % layout.root)
+        return
+    table = processes.ProcessTable(layout.process_table)
+    entries = table.entries()
+    names = {e.name for e in table.running()}
+    problems = []
+    if delete_resources and {'keystone', 'nova-api', 'cinder-api',
+                             'nova-compute'} <= names:
+        with step('delete servers and volumes'):
+            try:
+                _delete_resources(layout)
+            except Exception as exc:  # the cloud may be half broken
+                problems.append('could not delete servers/volumes through '
+                                'the API: %s' % exc)
+    svc = services_mod.Services(layout, '', {})
+    if 'libvirtd' in names:
+        with step('destroy remaining libvirt domains'):
+            _destroy_domains(svc)
+    order = sorted(entries, key=lambda e: (e.name != 'nova-compute',
+                                           -e.started_at))
+    for entry in order:
+        if entry.name not in names:
+            continue
+        with step('stop %s (pid %d)' % (entry.name, entry.pid)):
+            if entry.name == 'rabbitmq':
+                try:
+                    svc.rabbitmqctl('stop', timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            if not table.stop(entry):
+                problems.append('%s (pid %d) did not stop'
+                                % (entry.name, entry.pid))
+    with step('remove hugepage files, sockets, state'):
+        removed = _remove_hugepage_files(layout)
+        _wipe_state(layout)
+    if removed:
+        print('  removed from %s: %s' % (HUGEPAGE_DIR, ', '.join(removed)))
+    problems += leftovers(layout)
+    if problems:
+        raise CloudError('down left: ' + '; '.join(problems))
+    print('cloud down; logs kept in %s' % layout.path('log'))
+
+
+def leftovers(layout):
+    """What would show that ``down`` left something behind."""
+    found = ['port %s %d still listening' % item
+             for item in layout_mod.PORTS.items()
+             if services_mod.port_open(item[1])]
+    with open('/proc/mounts') as f:
+        found += ['mount %s' % line.split()[1] for line in f
+                  if layout.root in line]
+    loops = subprocess.run(['losetup', '-a'], capture_output=True,
+                           text=True).stdout
+    found += ['loop device %s' % line.split(':')[0]
+              for line in loops.splitlines() if layout.root in line]
+    return found
+
+
+def status(layout):
+    table = processes.ProcessTable(layout.process_table)
+    entries = table.entries()
+    if not entries:
+        print('no cloud in %s' % layout.root)
+        return False
+    running = {e.name for e in table.running()}
+    print('%-20s %-8s %-7s %-6s %s' % ('process', 'pid', 'state', 'port',
+                                       'log'))
+    for e in entries:
+        print('%-20s %-8d %-7s %-6s %s' % (
+            e.name, e.pid, 'up' if e.name in running else 'DOWN',
+            e.port or '', e.log))
+    print('CLI: . %s' % layout.adminrc)
+    return len(running) == len(entries)

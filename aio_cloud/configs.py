@@ -1,0 +1,305 @@
+"""The cloud's configuration files, as ``{section: {option: value}}``.
+
+Pure functions of the layout and the secrets, so they are unit tested;
+:func:`write_ini` puts them on disk. Every service logs to its own file
+under ``log/`` (a WSGI service without ``log_file`` would name it from
+``sys.argv[0]``), uses one worker, and talks to the others on loopback.
+"""
+
+import os
+
+from aio_cloud import layout as layout_mod
+
+PORTS = layout_mod.PORTS
+
+
+def write_ini(path, sections, mode=0o600):
+    """Write an ini file; values that are lists become repeated lines."""
+    lines = []
+    for section, options in sections.items():
+        lines.append('[%s]' % section)
+        for option, value in options.items():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, bool):
+                    item = 'true' if item else 'false'
+                lines.append('%s = %s' % (option, item))
+        lines.append('')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, 'w') as f:
+        f.write('\n'.join(lines))
+
+
+def auth(layout, secret, user):
+    """A keystoneauth password section for a service user."""
+    return {'auth_url': layout.keystone_url, 'auth_type': 'password',
+            'project_domain_name': 'Default', 'user_domain_name': 'Default',
+            'region_name': layout_mod.REGION, 'project_name': 'service',
+            'username': user, 'password': secret[user]}
+
+
+def authtoken(layout, secret, user):
+    section = auth(layout, secret, user)
+    section['www_authenticate_uri'] = layout.keystone_url
+    return section
+
+
+def service_user(layout, secret, user):
+    section = auth(layout, secret, user)
+    section['send_service_user_token'] = True
+    return section
+
+
+def uwsgi(layout, venv, name, module, env=None, pyargv=None):
+    """A uwsgi ini serving one WSGI app; no command-line arguments reach
+    the app (nova's parses sys.argv)."""
+    options = {
+        'module': module,
+        'virtualenv': venv,
+        'http-socket': '%s:%d' % (layout_mod.HOST, PORTS[name]),
+        'master': True, 'processes': 1, 'threads': 1, 'lazy-apps': True,
+        'die-on-term': True, 'need-app': True,
+        'pidfile': layout.run(name + '.pid'),
+        'buffer-size': 65535,
+        # http-socket does not keep connections alive but does not say so;
+        # clients reusing one got "connection reset".
+        'add-header': 'Connection: close',
+    }
+    if env:
+        options['env'] = env
+    if pyargv:
+        options['pyargv'] = pyargv
+    return {'uwsgi': options}
+
+
+def mariadb(layout):
+    return {'mysqld': {
+        'datadir': layout.path('mysql'),
+        'socket': layout.run('mysqld.sock'),
+        'pid-file': layout.run('mysqld.pid'),
+        'port': PORTS['mariadb'],
+        'bind-address': layout_mod.HOST,
+        'user': 'root',
+        'log-error': layout.log('mariadb'),
+        'skip-log-bin': '',
+        'innodb_buffer_pool_size': '64M',
+        'max_connections': 300,
+        'performance_schema': 'OFF',
+        'character-set-server': 'utf8mb4',
+        'collation-server': 'utf8mb4_general_ci',
+    }}
+
+
+def keystone(layout, secret):
+    return {
+        'DEFAULT': {'log_file': layout.log('keystone')},
+        'database': {'connection': layout.database_url('keystone', secret)},
+        'token': {'provider': 'fernet'},
+        'fernet_tokens': {'key_repository': layout.etc('keystone',
+                                                       'fernet-keys')},
+        'credential': {'key_repository': layout.etc('keystone',
+                                                     'credential-keys')},
+    }
+
+
+def placement(layout, secret):
+    return {
+        'DEFAULT': {'log_file': layout.log('placement')},
+        'api': {'auth_strategy': 'keystone'},
+        'keystone_authtoken': authtoken(layout, secret, 'placement'),
+        'placement_database': {
+            'connection': layout.database_url('placement', secret)},
+    }
+
+
+def _oslo_common(layout, service):
+    return {'transport_url': layout.transport_url}, {
+        'oslo_concurrency': {'lock_path': layout.lock(service)},
+        'oslo_messaging_notifications': {'driver': 'noop'},
+    }
+
+
+def nova(layout, secret, venv):
+    """nova.conf of the API, conductor and scheduler."""
+    default, common = _oslo_common(layout, 'nova')
+    default.update({'state_path': layout.lib('nova'),
+                    'my_ip': layout_mod.HOST})
+    sections = {
+        'DEFAULT': default,
+        'api': {'auth_strategy': 'keystone'},
+        'api_database': {'connection': layout.database_url('nova_api',
+                                                           secret)},
+        'database': {'connection': layout.database_url('nova', secret)},
+        'keystone_authtoken': authtoken(layout, secret, 'nova'),
+        'wsgi': {'api_paste_config': layout.etc('nova', 'api-paste.ini')},
+        'scheduler': {'workers': 1},
+        'conductor': {'workers': 1},
+    }
+    sections.update(_nova_clients(layout, secret))
+    sections.update(common)
+    return sections
+
+
+def _nova_clients(layout, secret):
+    return {
+        'service_user': service_user(layout, secret, 'nova'),
+        'placement': auth(layout, secret, 'placement'),
+        'neutron': auth(layout, secret, 'neutron'),
+        'cinder': {'os_region_name': layout_mod.REGION},
+        'vnc': {'enabled': False},
+        'serial_console': {'enabled': False},
+    }
+
+
+def nova_compute(layout, secret, venv):
+    """nova-compute's own file: no database sections (nova-compute must
+    not see them), the plugin's driver, TCG, the private libvirtd, and a
+    config drive on every server (the guest has no network for a metadata
+    service)."""
+    default, common = _oslo_common(layout, 'nova')
+    default.update({
+        'state_path': layout.lib('nova'),
+        'instances_path': layout.lib('nova', 'instances'),
+        'my_ip': layout_mod.HOST,
+        'compute_driver': 'spdk_libvirt.SPDKLibvirtDriver',
+        'force_config_drive': True,
+        'log_file': layout.log('nova-compute'),
+    })
+    privsep = os.path.join(venv, 'bin', 'privsep-helper')
+    sections = {
+        'DEFAULT': default,
+        'libvirt': {
+            'virt_type': 'qemu', 'cpu_mode': 'none',
+            'connection_uri': 'qemu+unix:///system?socket=%s'
+                              % layout.run('libvirt', 'libvirt-sock'),
+        },
+        # As root, privsep needs neither sudo nor rootwrap.
+        'nova_sys_admin': {'helper_command': privsep},
+        'privsep_osbrick': {'helper_command': privsep},
+        'vif_plug_linux_bridge_privileged': {'helper_command': privsep},
+        'vif_plug_ovs_privileged': {'helper_command': privsep},
+    }
+    sections.update(_nova_clients(layout, secret))
+    sections.update(common)
+    return sections
+
+
+def neutron(layout, secret):
+    default, common = _oslo_common(layout, 'neutron')
+    default.update({
+        'log_file': layout.log('neutron-api'),
+        'state_path': layout.lib('neutron'),
+        'core_plugin': 'ml2', 'service_plugins': '',
+        'auth_strategy': 'keystone',
+        'api_paste_config': layout.etc('neutron', 'api-paste.ini'),
+        'notify_nova_on_port_status_changes': False,
+        'notify_nova_on_port_data_changes': False,
+        'api_workers': 1, 'rpc_workers': 0,
+    })
+    sections = {
+        'DEFAULT': default,
+        'database': {'connection': layout.database_url('neutron', secret)},
+        'keystone_authtoken': authtoken(layout, secret, 'neutron'),
+        'nova': auth(layout, secret, 'nova'),
+    }
+    sections.update(common)
+    return sections
+
+
+def neutron_ml2():
+    """ML2 with no mechanism drivers: the API only, enough for servers
+    with no network (``--nic none``)."""
+    return {'ml2': {'type_drivers': 'flat', 'tenant_network_types': '',
+                    'mechanism_drivers': '',
+                    'extension_drivers': 'port_security'},
+            'ml2_type_flat': {'flat_networks': '*'}}
+
+
+def glance(layout, secret):
+    return {
+        'DEFAULT': {'log_file': layout.log('glance-api'),
+                    'enabled_backends': 'fs:file'},
+        'database': {'connection': layout.database_url('glance', secret)},
+        'paste_deploy': {'flavor': 'keystone',
+                         'config_file': layout.etc('glance',
+                                                   'glance-api-paste.ini')},
+        'keystone_authtoken': authtoken(layout, secret, 'glance'),
+        'glance_store': {'default_backend': 'fs'},
+        'fs': {'filesystem_store_datadir': layout.lib('glance', 'images')},
+        'os_glance_staging_store': {
+            'filesystem_store_datadir': layout.lib('glance', 'staging')},
+        'os_glance_tasks_store': {
+            'filesystem_store_datadir': layout.lib('glance', 'tasks')},
+        'oslo_concurrency': {'lock_path': layout.lock('glance')},
+        'wsgi': {'task_pool_threads': 4},
+    }
+
+
+SPDK_BACKEND = 'spdk'
+
+
+def cinder(layout, secret):
+    """cinder.conf of the API, scheduler and volume service, with the SPDK
+    back end as the devstack plugin configures it."""
+    default, common = _oslo_common(layout, 'cinder')
+    default.update({
+        'state_path': layout.lib('cinder'),
+        'auth_strategy': 'keystone',
+        'api_paste_config': layout.etc('cinder', 'api-paste.ini'),
+        'resource_query_filters_file': layout.etc('cinder',
+                                                  'resource_filters.json'),
+        'my_ip': layout_mod.HOST,
+        'osapi_volume_workers': 1,
+        'glance_api_servers': layout.url('glance-api'),
+        'enabled_backends': SPDK_BACKEND,
+        'default_volume_type': 'spdk-vhost',
+        'image_conversion_dir': layout.lib('cinder', 'conversion'),
+    })
+    sections = {
+        'DEFAULT': default,
+        'database': {'connection': layout.database_url('cinder', secret)},
+        'keystone_authtoken': authtoken(layout, secret, 'cinder'),
+        # Cinder asks nova to approve attachment deletes unless the
+        # request carries a service token.
+        'service_user': service_user(layout, secret, 'cinder'),
+        'nova': auth(layout, secret, 'nova'),
+        'coordination': {'backend_url': 'file://' + layout.lock('cinder')},
+        SPDK_BACKEND: {
+            'volume_backend_name': SPDK_BACKEND,
+            'volume_driver': 'cinder_driver.spdk.SPDKDriver',
+            'spdk_rpc_socket': layout.path('spdk', 'nvmf.sock'),
+            'spdk_lvstores': '',
+            'spdk_target_addresses': layout_mod.HOST,
+            'spdk_target_port': PORTS['nvmf-tcp'],
+            'spdk_state_dir': layout.lib('cinder', 'spdk'),
+            'spdk_keyring_dir': layout.lib('cinder', 'spdk-keys'),
+        },
+    }
+    sections.update(common)
+    return sections
+
+
+def vhost_agent(layout, vhost_binary, host_nqn, reactor_cpu,
+                hugepage_mib):
+    """agent.conf of the compute node's spdk-vhost-target."""
+    return {
+        'DEFAULT': {'transport_url': layout.transport_url,
+                    'log_file': layout.log('spdk-vhost-target')},
+        'spdk_vhost_target': {
+            'spdk_vhost_binary': vhost_binary,
+            'rpc_socket': layout.run('spdk-vhost', 'spdk.sock'),
+            'socket_dir': layout.path('vhost-sockets'),
+            'socket_group': 'libvirt-qemu',
+            'reactor_cpus': str(reactor_cpu),
+            'hugepage_mib_per_node': hugepage_mib,
+            'nova_conf': layout.etc('nova', 'nova-compute.conf'),
+            'host_nqn': host_nqn,
+            'state_dir': layout.lib('spdk-vhost-target'),
+        },
+    }
+
+
+def libvirtd(layout):
+    """libvirtd.conf of the private libvirtd (values are quoted strings)."""
+    return ('unix_sock_dir = "%s"\nunix_sock_rw_perms = "0700"\n'
+            'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+            % layout.run('libvirt'))

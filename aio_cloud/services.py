@@ -1,0 +1,465 @@
+"""Bring-up of each service, in the order ``up`` runs them.
+
+Each ``start_*`` writes the service's configuration, prepares its
+database, starts its processes through the process table and returns once
+the service answers. The order matters: MariaDB and RabbitMQ first,
+keystone before anything that authenticates, SPDK's storage target before
+cinder-volume, libvirtd and the agent before nova-compute.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from aio_cloud import configs
+from aio_cloud import layout as layout_mod
+from aio_cloud import processes
+from aio_cloud import resources
+from spdk_common import binaries
+
+PORTS = layout_mod.PORTS
+
+# Hugepage memory of the two SPDK processes; nova-compute reserves it.
+NVMF_MEM_MIB = 512
+VHOST_MEM_MIB = 256
+LVSTORE_FILE_SIZE = '8G'
+# SPDK's storage target sleeps between requests (--interrupt-mode) on CPU
+# 0; the compute node's vhost polls the last CPU.
+NVMF_CPU = 0
+
+
+class ServiceError(Exception):
+    """A service did not come up; the message names it and its log."""
+
+
+def wait_for(what, check, timeout, log=None, proc=None, interval=0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError('%s exited with status %s; see %s'
+                               % (what, proc.returncode, log))
+        if time.monotonic() > deadline:
+            raise ServiceError('%s not ready after %ds; see %s'
+                               % (what, timeout, log))
+        time.sleep(interval)
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((layout_mod.HOST, port)) == 0
+
+
+def http_answers(url):
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError:
+        return True  # 300 (version lists) and 401 are answers
+    except OSError:
+        return False
+    return True
+
+
+class Services:
+
+    def __init__(self, layout, venv, secret):
+        self.layout = layout
+        self.venv = venv
+        self.secret = secret
+        self.table = processes.ProcessTable(layout.process_table)
+
+    # Helpers
+
+    def bin(self, name):
+        return os.path.join(self.venv, 'bin', name)
+
+    def run(self, argv, log_name, **kwargs):
+        """A set-up command; its output goes to the log of its service."""
+        with open(self.layout.log(log_name), 'ab') as out:
+            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, **kwargs)
+        if result.returncode != 0:
+            raise ServiceError('%s failed (status %d); see %s'
+                               % (' '.join(argv[:3]), result.returncode,
+                                  self.layout.log(log_name)))
+
+    def write(self, sections, *parts):
+        path = self.layout.etc(*parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        configs.write_ini(path, sections)
+        return path
+
+    def copy_venv_etc(self, service, name):
+        shutil.copy(os.path.join(self.venv, 'etc', service, name),
+                    self.layout.etc(service, name))
+
+    def start_uwsgi(self, name, module, env=None, pyargv=None):
+        ini = self.write(configs.uwsgi(self.layout, self.venv, name, module,
+                                       env=env, pyargv=pyargv),
+                         name, 'uwsgi.ini')
+        log = self.layout.log(name + '-uwsgi')
+        proc = self.table.start(name, [self.bin('uwsgi'), '--ini', ini],
+                                log, port=PORTS[name], stop_timeout=10)
+        wait_for(name, lambda: http_answers(self.layout.url(name)), 60,
+                 log, proc)
+
+    def start_daemon(self, name, argv, env=None, stop_timeout=15):
+        log = self.layout.log(name)
+        return self.table.start(name, argv, log, env=env,
+                                stop_timeout=stop_timeout)
+
+    # Services
+
+    def start_mariadb(self):
+        cnf = self.layout.path('my.cnf')
+        configs.write_ini(cnf, configs.mariadb(self.layout))
+        datadir = self.layout.path('mysql')
+        if not os.path.isdir(datadir):
+            self.run(['mariadb-install-db', '--no-defaults',
+                      '--datadir=' + datadir, '--user=root',
+                      '--auth-root-authentication-method=socket'],
+                     'mariadb')
+        log = self.layout.log('mariadb')
+        proc = self.table.start('mariadb', ['mariadbd',
+                                            '--defaults-file=' + cnf],
+                                log, port=PORTS['mariadb'], stop_timeout=30)
+        sock = self.layout.run('mysqld.sock')
+        wait_for('mariadb', lambda: subprocess.run(
+            ['mariadb-admin', '--no-defaults', '-S', sock, 'ping'],
+            capture_output=True).returncode == 0, 60, log, proc)
+        statements = ["CREATE USER IF NOT EXISTS 'aio'@'%s' IDENTIFIED BY "
+                      "'%s'" % (layout_mod.HOST, self.secret['database']),
+                      "GRANT ALL PRIVILEGES ON *.* TO 'aio'@'%s'"
+                      % layout_mod.HOST]
+        statements += ['CREATE DATABASE IF NOT EXISTS %s' % db
+                       for db in layout_mod.DATABASES]
+        subprocess.run(['mariadb', '--no-defaults', '-S', sock, '-u', 'root'],
+                       input=';\n'.join(statements) + ';\n', text=True,
+                       check=True, capture_output=True)
+
+    def rabbitmq_env(self):
+        rabbit = self.layout.path('rabbit')
+        env = dict(os.environ)
+        env.update({
+            'HOME': rabbit,
+            'ERL_EPMD_ADDRESS': layout_mod.HOST,
+            'ERL_EPMD_PORT': str(PORTS['epmd']),
+            'RABBITMQ_NODENAME': 'aio@localhost',
+            'RABBITMQ_NODE_IP_ADDRESS': layout_mod.HOST,
+            'RABBITMQ_NODE_PORT': str(PORTS['rabbitmq']),
+            'RABBITMQ_DIST_PORT': str(PORTS['rabbitmq-dist']),
+            'RABBITMQ_MNESIA_BASE': os.path.join(rabbit, 'mnesia'),
+            'RABBITMQ_LOG_BASE': self.layout.path('log', 'rabbitmq'),
+            'RABBITMQ_CONFIG_FILE': os.path.join(rabbit, 'rabbitmq'),
+            'RABBITMQ_ADVANCED_CONFIG_FILE': os.path.join(
+                rabbit, 'advanced.config'),
+            'RABBITMQ_ENABLED_PLUGINS_FILE': os.path.join(
+                rabbit, 'enabled_plugins'),
+            'RABBITMQ_PID_FILE': self.layout.run('rabbitmq.pid'),
+        })
+        return env
+
+    def rabbitmqctl(self, *args, timeout=30):
+        return subprocess.run(['/usr/lib/rabbitmq/bin/rabbitmqctl', '-n',
+                               'aio@localhost'] +
+                              list(args), env=self.rabbitmq_env(),
+                              capture_output=True, timeout=timeout)
+
+    def start_rabbitmq(self):
+        rabbit = self.layout.path('rabbit')
+        os.makedirs(rabbit, exist_ok=True)
+        files = {'rabbitmq.conf': 'loopback_users.guest = true\n',
+                 'enabled_plugins': '[].\n',
+                 # The distribution port listens on all addresses otherwise.
+                 'advanced.config':
+                     '[{kernel,[{inet_dist_use_interface,{127,0,0,1}}]}].\n'}
+        for name, text in files.items():
+            with open(os.path.join(rabbit, name), 'w') as f:
+                f.write(text)
+        env = self.rabbitmq_env()
+        self.table.start('epmd', ['epmd', '-address', layout_mod.HOST,
+                                  '-port', str(PORTS['epmd'])],
+                         self.layout.log('epmd'), env=env,
+                         port=PORTS['epmd'], stop_timeout=5)
+        log = self.layout.log('rabbitmq-server')
+        proc = self.table.start('rabbitmq',
+                                ['/usr/lib/rabbitmq/bin/rabbitmq-server'],
+                                log, env=env, port=PORTS['rabbitmq'],
+                                stop_timeout=30)
+        # await_startup fails at once until the node is known to epmd.
+        wait_for('rabbitmq', lambda: self.rabbitmqctl(
+            'await_startup', '--timeout', '5').returncode == 0, 90, log, proc,
+            interval=1)
+
+    def start_keystone(self):
+        conf = self.write(configs.keystone(self.layout, self.secret),
+                          'keystone', 'keystone.conf')
+        manage = [self.bin('keystone-manage'), '--config-file', conf]
+        self.run(manage + ['db_sync'], 'keystone')
+        for setup in ('fernet_setup', 'credential_setup'):
+            self.run(manage + [setup, '--keystone-user', 'root',
+                               '--keystone-group', 'root'], 'keystone')
+        url = self.layout.keystone_url
+        self.run(manage + ['bootstrap', '--bootstrap-password',
+                           self.secret['admin'],
+                           '--bootstrap-admin-url', url,
+                           '--bootstrap-internal-url', url,
+                           '--bootstrap-public-url', url,
+                           '--bootstrap-region-id', layout_mod.REGION],
+                 'keystone')
+        self.start_uwsgi('keystone', 'keystone.wsgi.api:application',
+                         env='OS_KEYSTONE_CONFIG_DIR=' +
+                         self.layout.etc('keystone'))
+
+    def start_placement(self):
+        conf = self.write(configs.placement(self.layout, self.secret),
+                          'placement', 'placement.conf')
+        self.run([self.bin('placement-manage'), '--config-file', conf,
+                  'db', 'sync'], 'placement')
+        self.start_uwsgi('placement', 'placement.wsgi.api:application',
+                         env='OS_PLACEMENT_CONFIG_DIR=' +
+                         self.layout.etc('placement'))
+
+    def start_glance(self):
+        os.makedirs(self.layout.etc('glance'), exist_ok=True)
+        self.copy_venv_etc('glance', 'glance-api-paste.ini')
+        conf = self.write(configs.glance(self.layout, self.secret),
+                          'glance', 'glance-api.conf')
+        self.run([self.bin('glance-manage'), '--config-file', conf,
+                  'db_sync'], 'glance-api')
+        self.start_uwsgi('glance-api', 'glance.wsgi.api:application',
+                         env='OS_GLANCE_CONFIG_DIR=' +
+                         self.layout.etc('glance'))
+
+    def start_neutron(self):
+        os.makedirs(self.layout.etc('neutron'), exist_ok=True)
+        self.copy_venv_etc('neutron', 'api-paste.ini')
+        conf = self.write(configs.neutron(self.layout, self.secret),
+                          'neutron', 'neutron.conf')
+        ml2 = self.write(configs.neutron_ml2(), 'neutron', 'plugins', 'ml2',
+                         'ml2_conf.ini')
+        self.run([self.bin('neutron-db-manage'), '--config-file', conf,
+                  '--config-file', ml2, 'upgrade', 'heads'], 'neutron-api')
+        self.start_uwsgi('neutron-api', 'neutron.wsgi.api:application',
+                         env='OS_NEUTRON_CONFIG_DIR=' +
+                         self.layout.etc('neutron'))
+        # neutron 29 fails every port list ("Port has no attribute
+        # port_forwardings") until some other query has configured its
+        # database mappers: make one, as a first user would.
+        conn = resources.connect(self.layout, self.secret)
+        try:
+            list(conn.network.networks())
+            list(conn.network.ports())
+        finally:
+            conn.close()
+
+    def nova_manage(self, *args):
+        self.run([self.bin('nova-manage'), '--config-file',
+                  self.layout.etc('nova', 'nova.conf')] + list(args),
+                 'nova-manage')
+
+    def start_nova_control(self):
+        os.makedirs(self.layout.etc('nova'), exist_ok=True)
+        self.copy_venv_etc('nova', 'api-paste.ini')
+        conf = configs.nova(self.layout, self.secret, self.venv)
+        conf['DEFAULT']['log_file'] = self.layout.log('nova-api')
+        path = self.write(conf, 'nova', 'nova.conf')
+        self.nova_manage('api_db', 'sync')
+        self.nova_manage('cell_v2', 'map_cell0', '--database_connection',
+                         self.layout.database_url('nova_cell0', self.secret))
+        self.nova_manage('cell_v2', 'create_cell', '--name', 'cell1')
+        self.nova_manage('db', 'sync')
+        self.start_uwsgi('nova-api', 'nova.wsgi.osapi_compute:application',
+                         env='OS_NOVA_CONFIG_DIR=' + self.layout.etc('nova'))
+        for name in ('nova-conductor', 'nova-scheduler'):
+            self.start_daemon(name, [self.bin(name), '--config-file', path,
+                                     '--log-file', self.layout.log(name)])
+
+    def start_cinder_control(self):
+        os.makedirs(self.layout.etc('cinder'), exist_ok=True)
+        for name in ('api-paste.ini', 'resource_filters.json'):
+            self.copy_venv_etc('cinder', name)
+        conf = self.write(configs.cinder(self.layout, self.secret),
+                          'cinder', 'cinder.conf')
+        self.run([self.bin('cinder-manage'), '--config-file', conf,
+                  'db', 'sync'], 'cinder-manage')
+        # cinder's WSGI app reads only sys.argv.
+        self.start_uwsgi('cinder-api', 'cinder.wsgi.api:application',
+                         pyargv='--config-file %s --log-file %s'
+                         % (conf, self.layout.log('cinder-api')))
+        self.start_daemon('cinder-scheduler', [
+            self.bin('cinder-scheduler'), '--config-file', conf,
+            '--log-file', self.layout.log('cinder-scheduler')])
+
+    # SPDK: the storage node's nvmf_tgt and cinder-volume
+
+    def spdk_config(self, *args):
+        self.run([self.bin('spdk-openstack-config')] + list(args), 'spdk')
+
+    def start_storage_target(self):
+        spdk_dir = self.layout.path('spdk')
+        # SPDK RPC has no authentication: root only.
+        os.makedirs(spdk_dir, mode=0o700, exist_ok=True)
+        aio_file = os.path.join(spdk_dir, 'lvstore.img')
+        subprocess.run(['truncate', '-s', LVSTORE_FILE_SIZE, aio_file],
+                       check=True)
+        target_config = os.path.join(spdk_dir, 'nvmf.json')
+        self.spdk_config('storage-target-config', '--output', target_config,
+                         '--aio-file', aio_file)
+        binary = binaries.find('nvmf_tgt')
+        sock = os.path.join(spdk_dir, 'nvmf.sock')
+        proc = self.table.start(
+            'nvmf_tgt', [binary, '-m', '[%d]' % NVMF_CPU,
+                         '-s', str(NVMF_MEM_MIB), '-r', sock,
+                         '--json', target_config, '--interrupt-mode',
+                         '--no-pci'],
+            self.layout.log('nvmf_tgt'), env=binaries.environment(binary),
+            port=PORTS['nvmf-tcp'], stop_timeout=20)
+        self.spdk_config('storage-target-ready', '--target-config',
+                         target_config, '--rpc-socket', sock,
+                         '--socket-group', 'root', '--socket-mode', '0600')
+        if proc.poll() is not None:
+            raise ServiceError('nvmf_tgt exited; see %s'
+                               % self.layout.log('nvmf_tgt'))
+
+    def start_cinder_volume(self):
+        for sub in ('spdk', 'spdk-keys', 'conversion'):
+            os.makedirs(self.layout.lib('cinder', sub), mode=0o700,
+                        exist_ok=True)
+        self.start_daemon('cinder-volume', [
+            self.bin('cinder-volume'), '--config-file',
+            self.layout.etc('cinder', 'cinder.conf'),
+            '--log-file', self.layout.log('cinder-volume')], stop_timeout=30)
+
+    # The compute node: libvirtd, the agent with SPDK vhost, nova-compute
+
+    def start_libvirtd(self):
+        """A libvirtd of its own, in a mount namespace that gives it private
+        /etc/libvirt/qemu, /run/libvirt, /var/lib/libvirt, /var/log/libvirt
+        and /var/cache/libvirt: the mounts vanish with its last process."""
+        base = self.layout.path('libvirt')
+        dirs = {'etc-qemu': '/etc/libvirt/qemu', 'run': '/run/libvirt',
+                'lib': '/var/lib/libvirt', 'log': '/var/log/libvirt',
+                'cache': '/var/cache/libvirt'}
+        for sub in dirs:
+            os.makedirs(os.path.join(base, sub), exist_ok=True)
+        os.makedirs(self.layout.run('libvirt'), exist_ok=True)
+        conf = self.layout.etc('libvirt', 'libvirtd.conf')
+        os.makedirs(os.path.dirname(conf), exist_ok=True)
+        with open(conf, 'w') as f:
+            f.write(configs.libvirtd(self.layout))
+        mounts = ''.join('mount --bind %s %s\n' % (os.path.join(base, sub),
+                                                   target)
+                         for sub, target in dirs.items())
+        script = self.layout.etc('libvirt', 'ns-start.sh')
+        with open(script, 'w') as f:
+            f.write('#!/bin/sh\n# Runs in a private mount namespace.\n'
+                    'set -e\n%s'
+                    'mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu\n'
+                    'chown libvirt-qemu:kvm /var/lib/libvirt/qemu\n'
+                    'virtlogd --daemon --pid-file %s\n'
+                    'exec libvirtd --config %s --pid-file %s\n'
+                    % (mounts, self.layout.run('virtlogd.pid'), conf,
+                       self.layout.run('libvirtd.pid')))
+        log = self.layout.log('libvirtd')
+        proc = self.table.start('libvirtd', ['unshare', '-m',
+                                             '--propagation', 'private',
+                                             'sh', script], log,
+                                stop_timeout=15)
+        wait_for('libvirtd', lambda: subprocess.run(
+            ['virsh', '-c', self.libvirt_uri, 'version'],
+            capture_output=True).returncode == 0, 60, log, proc)
+        with open(self.layout.run('virtlogd.pid')) as f:
+            pid = int(f.read())
+        # virtlogd made a session of its own.
+        self.table.record('virtlogd', pid, os.getpgid(pid),
+                          log=self.layout.log('libvirtd'), stop_timeout=10)
+
+    @property
+    def libvirt_uri(self):
+        return ('qemu+unix:///system?socket=%s'
+                % self.layout.run('libvirt', 'libvirt-sock'))
+
+    def start_vhost_agent(self):
+        binary = binaries.find('vhost')
+        host_nqn = 'nqn.2014-08.org.nvmexpress:uuid:%s' % uuid.uuid5(
+            uuid.NAMESPACE_URL, self.layout.root)
+        reactor_cpu = (os.cpu_count() or 1) - 1
+        agent_conf = self.write(configs.vhost_agent(
+            self.layout, binary, host_nqn, reactor_cpu, VHOST_MEM_MIB),
+            'spdk-vhost-target', 'agent.conf')
+        sockets = self.layout.path('vhost-sockets')
+        os.makedirs(sockets, exist_ok=True)
+        shutil.chown(sockets, group='libvirt-qemu')
+        os.chmod(sockets, 0o750)
+        self.write_nova_compute_conf(agent_conf)
+        env = binaries.environment(binary)
+        self.start_daemon('spdk-vhost-target', [
+            self.bin('spdk-vhost-target'), '--config-file', agent_conf,
+            'run'], env=env, stop_timeout=30)
+        check = [self.bin('spdk-vhost-target'), '--config-file', agent_conf,
+                 'check']
+        wait_for('spdk-vhost-target', lambda: subprocess.run(
+            check, capture_output=True, env=env).returncode == 0, 60,
+            self.layout.log('spdk-vhost-target'))
+
+    def write_nova_compute_conf(self, agent_conf):
+        """nova-compute.conf, with the CPU sets and reserved hugepages
+        ``spdk-openstack-config nova-options`` computes, as devstack does."""
+        conf = configs.nova_compute(self.layout, self.secret, self.venv)
+        provider_dir = self.layout.etc('nova', 'provider_config')
+        os.makedirs(provider_dir, exist_ok=True)
+        cmd = [self.bin('spdk-openstack-config'), '--config-file', agent_conf]
+        options = subprocess.run(
+            cmd + ['nova-options', '--provider-config-dir', provider_dir,
+                   '--storage-target-cpus', str(NVMF_CPU),
+                   '--storage-target-mib', str(NVMF_MEM_MIB)],
+            capture_output=True, text=True, check=True).stdout
+        for line in options.splitlines():
+            section, option, *values = line.split()
+            conf.setdefault(section, {})[option] = (
+                values if len(values) > 1 else values[0])
+        subprocess.run(cmd + ['provider-config', os.path.join(
+            provider_dir, 'spdk-openstack.yaml')], check=True)
+        self.write(conf, 'nova', 'nova-compute.conf')
+
+    def start_nova_compute(self):
+        os.makedirs(self.layout.lib('nova', 'instances'), exist_ok=True)
+        # Nova-compute waits on the conductor at shutdown: a short TERM
+        # grace, then its group (with privsep daemons) is killed.
+        self.start_daemon('nova-compute', [
+            self.bin('nova-compute'), '--config-file',
+            self.layout.etc('nova', 'nova-compute.conf')], stop_timeout=15)
+
+    def discover_compute_host(self, timeout=120):
+        """Map the compute node into cell1 once it has registered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(
+                [self.bin('nova-manage'), '--config-file',
+                 self.layout.etc('nova', 'nova.conf'), 'cell_v2',
+                 'discover_hosts', '--verbose'],
+                capture_output=True, text=True)
+            if 'Creating host mapping' in result.stdout or (
+                    'Found 1 unmapped' in result.stdout):
+                return
+            if self._host_mapped():
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError('nova-compute did not register; see %s'
+                                   % self.layout.log('nova-compute'))
+            time.sleep(3)
+
+    def _host_mapped(self):
+        result = subprocess.run(
+            [self.bin('nova-manage'), '--config-file',
+             self.layout.etc('nova', 'nova.conf'), 'cell_v2', 'list_hosts'],
+            capture_output=True, text=True)
+        return socket.gethostname() in result.stdout

@@ -1,0 +1,85 @@
+"""``tempest run`` with the plugin's tests against the all-in-one cloud.
+
+The configuration is what the devstack plugin's test-config phase writes,
+for this cloud: no SSH validation (the guests have no network), so the
+scenario tests check the disks through the console log; and the
+``spdk-vhost`` type as the thin type too, because this host's kernel has
+no NVMe/TCP initiator for a kernel attach.
+"""
+
+import os
+import subprocess
+
+import tempest
+
+from aio_cloud import configs
+from aio_cloud import layout as layout_mod
+from aio_cloud import resources
+
+TIMEOUT = 300
+
+
+def tempest_conf(layout, secret, image_id, flavor_id):
+    return {
+        'DEFAULT': {'log_file': layout.log('tempest')},
+        'auth': {'admin_username': 'admin',
+                 'admin_password': secret['admin'],
+                 'admin_project_name': 'admin',
+                 'admin_domain_name': 'Default',
+                 'use_dynamic_credentials': True,
+                 'create_isolated_networks': False},
+        'identity': {'uri_v3': layout.keystone_url, 'auth_version': 'v3',
+                     'region': layout_mod.REGION},
+        'identity-feature-enabled': {'api_v2': False},
+        'service_available': {'cinder': True, 'nova': True, 'glance': True,
+                              'neutron': True, 'swift': False,
+                              'spdk_openstack': True},
+        'compute': {'image_ref': image_id, 'image_ref_alt': image_id,
+                    'flavor_ref': flavor_id, 'flavor_ref_alt': flavor_id,
+                    'build_timeout': TIMEOUT},
+        'compute-feature-enabled': {'console_output': True},
+        'validation': {'run_validation': False},
+        'volume': {'build_timeout': TIMEOUT, 'volume_size': 1},
+        'volume-feature-enabled': {'backup': False},
+        'spdk_openstack': {
+            'backend_name': configs.SPDK_BACKEND,
+            'volume_type': 'spdk-vhost',
+            'vhost_volume_type': 'spdk-vhost',
+            'vhost_enabled': True,
+            'hugepage_flavor_ref': flavor_id,
+            # One guest CPU on two host CPUs: no cpu_dedicated_set here.
+            'pinned_flavor_ref': '',
+            'build_timeout': TIMEOUT,
+        },
+    }
+
+
+def write_workspace(layout, secret):
+    conn = resources.connect(layout, secret)
+    image_id = conn.image.find_image(resources.GUEST_IMAGE).id
+    flavor_id = conn.compute.find_flavor(resources.FLAVOR).id
+    conn.close()
+    workspace = layout.path('tempest')
+    os.makedirs(os.path.join(workspace, 'etc'), exist_ok=True)
+    configs.write_ini(os.path.join(workspace, 'etc', 'tempest.conf'),
+                      tempest_conf(layout, secret, image_id, flavor_id))
+    package = os.path.dirname(tempest.__file__)
+    # What "tempest init" writes, without registering a workspace in ~.
+    with open(os.path.join(workspace, '.stestr.conf'), 'w') as f:
+        f.write('[DEFAULT]\ntest_path=%s\ntop_dir=%s\n'
+                'group_regex=([^\\.]*\\.)*\n'
+                % (os.path.join(package, 'test_discover'),
+                   os.path.dirname(package)))
+    return workspace
+
+
+def run(layout, venv, extra_args):
+    secret = layout_mod.load_or_create_secrets(layout)
+    workspace = write_workspace(layout, secret)
+    env = dict(os.environ,
+               TEMPEST_CONFIG_DIR=os.path.join(workspace, 'etc'),
+               TEMPEST_CONFIG='tempest.conf')
+    # Two cores: one test at a time.
+    argv = [os.path.join(venv, 'bin', 'tempest'), 'run', '--regex',
+            'tempest_tests', '--concurrency', '1'] + list(extra_args)
+    return subprocess.run(argv, cwd=workspace, env=env).returncode
