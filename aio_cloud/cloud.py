@@ -187,12 +187,16 @@ def _delete_resources(layout):
             conn.compute.delete_server(server, force=True)
         for server in servers:
             conn.compute.wait_for_delete(server, wait=180)
+        snapshots = list(conn.block_storage.snapshots(all_projects=True))
+        for snapshot in snapshots:
+            conn.block_storage.delete_snapshot(snapshot, force=True)
+        for snapshot in snapshots:
+            conn.block_storage.wait_for_delete(snapshot, wait=180)
         volumes = list(conn.block_storage.volumes(all_projects=True))
         for volume in volumes:
             conn.block_storage.delete_volume(volume, force=True)
         for volume in volumes:
             conn.block_storage.wait_for_delete(volume, wait=180)
-        return len(servers), len(volumes)
     finally:
         conn.close()
 

@@ -118,7 +118,7 @@ def _oslo_common(layout, service):
     }
 
 
-def nova(layout, secret, venv):
+def nova(layout, secret):
     """nova.conf of the API, conductor and scheduler."""
     default, common = _oslo_common(layout, 'nova')
     default.update({'state_path': layout.lib('nova'),
@@ -164,7 +164,6 @@ def nova_compute(layout, secret, venv):
         'force_config_drive': True,
         'log_file': layout.log('nova-compute'),
     })
-    privsep = os.path.join(venv, 'bin', 'privsep-helper')
     sections = {
         'DEFAULT': default,
         'libvirt': {
@@ -172,12 +171,10 @@ def nova_compute(layout, secret, venv):
             'connection_uri': 'qemu+unix:///system?socket=%s'
                               % layout.run('libvirt', 'libvirt-sock'),
         },
-        # As root, privsep needs neither sudo nor rootwrap.
-        'nova_sys_admin': {'helper_command': privsep},
-        'privsep_osbrick': {'helper_command': privsep},
-        'vif_plug_linux_bridge_privileged': {'helper_command': privsep},
-        'vif_plug_ovs_privileged': {'helper_command': privsep},
     }
+    sections.update(privsep_helpers(
+        venv, 'nova_sys_admin', 'privsep_osbrick',
+        'vif_plug_linux_bridge_privileged', 'vif_plug_ovs_privileged'))
     sections.update(_nova_clients(layout, secret))
     sections.update(common)
     return sections
@@ -237,7 +234,13 @@ def glance(layout, secret):
 SPDK_BACKEND = 'spdk'
 
 
-def cinder(layout, secret):
+def privsep_helpers(venv, *sections):
+    """As root, privsep needs neither sudo nor rootwrap."""
+    helper = os.path.join(venv, 'bin', 'privsep-helper')
+    return {section: {'helper_command': helper} for section in sections}
+
+
+def cinder(layout, secret, venv):
     """cinder.conf of the API, scheduler and volume service, with the SPDK
     back end as the devstack plugin configures it."""
     default, common = _oslo_common(layout, 'cinder')
@@ -274,6 +277,8 @@ def cinder(layout, secret):
             'spdk_keyring_dir': layout.lib('cinder', 'spdk-keys'),
         },
     }
+    sections.update(privsep_helpers(venv, 'cinder_sys_admin',
+                                    'privsep_osbrick'))
     sections.update(common)
     return sections
 

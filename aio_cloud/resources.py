@@ -51,7 +51,9 @@ link_disks() {
         [ -n "$serial" ] && ln -sfn "/dev/${d##*/}" "/dev/disk/by-id/virtio-$serial"
     done
     for l in /dev/disk/by-id/virtio-*; do
-        [ -e "$l" ] || rm -f "$l"
+        d=$(readlink "$l")
+        [ "$(cat "/sys/block/${d##*/}/serial" 2>/dev/null)" = \
+            "${l##*/virtio-}" ] || rm -f "$l"
     done
 }
 link_disks

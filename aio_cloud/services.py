@@ -268,7 +268,7 @@ class Services:
     def start_nova_control(self):
         os.makedirs(self.layout.etc('nova'), exist_ok=True)
         self.copy_venv_etc('nova', 'api-paste.ini')
-        conf = configs.nova(self.layout, self.secret, self.venv)
+        conf = configs.nova(self.layout, self.secret)
         conf['DEFAULT']['log_file'] = self.layout.log('nova-api')
         path = self.write(conf, 'nova', 'nova.conf')
         self.nova_manage('api_db', 'sync')
@@ -286,7 +286,7 @@ class Services:
         os.makedirs(self.layout.etc('cinder'), exist_ok=True)
         for name in ('api-paste.ini', 'resource_filters.json'):
             self.copy_venv_etc('cinder', name)
-        conf = self.write(configs.cinder(self.layout, self.secret),
+        conf = self.write(configs.cinder(self.layout, self.secret, self.venv),
                           'cinder', 'cinder.conf')
         self.run([self.bin('cinder-manage'), '--config-file', conf,
                   'db', 'sync'], 'cinder-manage')

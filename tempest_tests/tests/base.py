@@ -22,6 +22,8 @@ CONF = config.CONF
 
 # Cinder's revert-to-snapshot action.
 REVERT_MICROVERSION = '3.40'
+# Extending an attached (in-use) volume.
+EXTEND_ATTACHED_MICROVERSION = '3.42'
 
 
 class SPDKBaseTest(test.BaseTestCase):
@@ -104,6 +106,8 @@ class SPDKBaseTest(test.BaseTestCase):
         client.wait_for_resource_deletion(resource_id)
 
     def extend_volume(self, volume_id, new_size):
+        self.useFixture(api_microversion_fixture.APIMicroversionFixture(
+            volume_microversion=EXTEND_ATTACHED_MICROVERSION))
         self.volumes_client.extend_volume(volume_id, new_size=new_size)
 
     def revert_volume(self, volume_id, snapshot_id):
@@ -155,9 +159,24 @@ class SPDKScenarioTest(SPDKBaseTest):
             params['imageRef'] = CONF.compute.image_ref
         params.update(kwargs)
         server = self.servers_client.create_server(**params)['server']
-        self.addCleanup(self._delete, self.servers_client.delete_server,
-                        self.servers_client, server['id'])
+        self.addCleanup(self._delete_server, server['id'])
         return self.wait_server(server['id'])
+
+    def _delete_server(self, server_id):
+        # tempest.lib's servers client has no is_resource_deleted.
+        test_utils.call_and_ignore_notfound_exc(
+            self.servers_client.delete_server, server_id)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self.servers_client.show_server(server_id)
+            except exceptions.NotFound:
+                return
+            if time.monotonic() >= deadline:
+                raise exceptions.TimeoutException(
+                    'server %s not deleted after %ss'
+                    % (server_id, self.timeout))
+            time.sleep(CONF.compute.build_interval)
 
     def guest(self, server):
         if CONF.validation.run_validation:

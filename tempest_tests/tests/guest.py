@@ -32,9 +32,19 @@ CONSOLE_AGENT = '''#!/bin/sh
 # spdk-openstack tempest console agent: reports every virtio disk.
 seen=""
 while true; do
-    for dev in /dev/disk/by-id/virtio-*; do
-        [ -e "$dev" ] || continue
-        serial=${dev##*/virtio-}
+    for link in /dev/disk/by-id/virtio-*; do
+        dev=$(readlink -f "$link")
+        # Only block devices: a link left by a detached disk must not make
+        # dd create a file in /dev. Disks with partitions are images (a
+        # boot volume) whose first block is theirs.
+        [ -b "$dev" ] || continue
+        name=${dev##*/}
+        [ -n "$(ls -d /sys/block/$name/$name* 2>/dev/null)" ] && continue
+        serial=${link##*/virtio-}
+        # The link may be older than the disk now at its target (kernels
+        # without the serial attribute cannot tell).
+        actual=$(cat /sys/block/$name/serial 2>/dev/null)
+        [ -z "$actual" ] || [ "$actual" = "$serial" ] || continue
         if ! head -c %(magic_len)d "$dev" | grep -q %(magic)s; then
             %(pattern)s | dd of="$dev" bs=4096 count=1 conv=fsync 2>/dev/null
             echo "%(marker)s write $serial $(%(checksum)s)" > /dev/console

@@ -40,14 +40,14 @@ class TestConfigs(base.TestCase):
                          conf['privsep_osbrick']['helper_command'])
 
     def test_service_tokens_for_cinder_and_nova(self):
-        for conf in (configs.cinder(self.layout, SECRET),
-                     configs.nova(self.layout, SECRET, '/venv')):
+        for conf in (configs.cinder(self.layout, SECRET, '/venv'),
+                     configs.nova(self.layout, SECRET)):
             self.assertTrue(conf['service_user']['send_service_user_token'])
         self.assertEqual('cinder', configs.cinder(
-            self.layout, SECRET)['service_user']['username'])
+            self.layout, SECRET, '/venv')['service_user']['username'])
 
     def test_cinder_spdk_backend(self):
-        conf = configs.cinder(self.layout, SECRET)
+        conf = configs.cinder(self.layout, SECRET, '/venv')
         backend = conf[conf['DEFAULT']['enabled_backends']]
         self.assertEqual('cinder_driver.spdk.SPDKDriver',
                          backend['volume_driver'])
@@ -55,6 +55,8 @@ class TestConfigs(base.TestCase):
                          backend['spdk_rpc_socket'])
         self.assertEqual(layout_mod.PORTS['nvmf-tcp'],
                          backend['spdk_target_port'])
+        self.assertEqual('/venv/bin/privsep-helper',
+                         conf['cinder_sys_admin']['helper_command'])
 
     def test_database_urls_carry_the_generated_password(self):
         self.assertEqual(
