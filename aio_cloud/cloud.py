@@ -21,6 +21,11 @@ SPDK_MISSING = ('SPDK %s not found: build or install SPDK (v25.09 or later) '
                 'directory or put it on PATH (or under /opt/spdk/build/bin)')
 
 
+# nova-compute waits on the conductor and RabbitMQ when it stops; the agent
+# stops its SPDK vhost itself. The rest go newest first.
+STOP_FIRST = ('nova-compute', 'spdk-vhost-target')
+
+
 class CloudError(Exception):
     pass
 
@@ -256,8 +261,9 @@ def down(layout, delete_resources=True):
     if 'libvirtd' in names:
         with step('destroy remaining libvirt domains'):
             _destroy_domains(svc)
-    order = sorted(entries, key=lambda e: (e.name != 'nova-compute',
-                                           -e.started_at))
+    order = sorted(entries, key=lambda e: (
+        STOP_FIRST.index(e.name) if e.name in STOP_FIRST else len(STOP_FIRST),
+        -e.started_at))
     for entry in order:
         if entry.name not in names:
             continue
@@ -303,11 +309,16 @@ def status(layout):
         print('no cloud in %s' % layout.root)
         return False
     running = {e.name for e in table.running()}
-    print('%-20s %-8s %-7s %-6s %s' % ('process', 'pid', 'state', 'port',
-                                       'log'))
+    print('%-18s %-8s %-5s %-6s %8s  %s'
+          % ('process', 'pid', 'state', 'port', 'RSS MiB', 'log'))
+    total = 0
     for e in entries:
-        print('%-20s %-8d %-7s %-6s %s' % (
+        rss = processes.group_rss_mib(e.pgid)
+        total += rss
+        print('%-18s %-8d %-5s %-6s %8.0f  %s' % (
             e.name, e.pid, 'up' if e.name in running else 'DOWN',
-            e.port or '', e.log))
+            e.port or '', rss, e.log))
+    print('%d of %d up, %.0f MiB resident (process groups, guests included)'
+          % (len(running), len(entries), total))
     print('CLI: . %s' % layout.adminrc)
     return len(running) == len(entries)

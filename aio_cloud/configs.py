@@ -94,10 +94,10 @@ def keystone(layout, secret):
         'DEFAULT': {'log_file': layout.log('keystone')},
         'database': {'connection': layout.database_url('keystone', secret)},
         'token': {'provider': 'fernet'},
-        'fernet_tokens': {'key_repository': layout.etc('keystone',
-                                                       'fernet-keys')},
-        'credential': {'key_repository': layout.etc('keystone',
-                                                     'credential-keys')},
+        'fernet_tokens': {
+            'key_repository': layout.etc('keystone', 'fernet-keys')},
+        'credential': {
+            'key_repository': layout.etc('keystone', 'credential-keys')},
     }
 
 
@@ -163,6 +163,9 @@ def nova_compute(layout, secret, venv):
         'compute_driver': 'spdk_libvirt.SPDKLibvirtDriver',
         'force_config_drive': True,
         'log_file': layout.log('nova-compute'),
+        # Stop within the down's grace instead of waiting a minute for
+        # in-flight RPC.
+        'graceful_shutdown_timeout': 5,
     })
     sections = {
         'DEFAULT': default,

@@ -38,15 +38,46 @@ def alive(pid):
         return False
 
 
-def group_alive(pgid):
+def group_members(pgid):
+    members = []
     for entry in os.listdir('/proc'):
         if entry.isdigit():
             try:
                 if os.getpgid(int(entry)) == pgid and alive(int(entry)):
-                    return True
+                    members.append(int(entry))
             except ProcessLookupError:
                 continue
-    return False
+    return members
+
+
+def children(pid):
+    found = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as f:
+                    if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def group_alive(pgid):
+    return bool(group_members(pgid))
+
+
+def group_rss_mib(pgid):
+    """Resident memory of a process group (shared pages counted in each
+    process, as ``ps`` does)."""
+    pages = 0
+    for pid in group_members(pgid):
+        try:
+            with open('/proc/%d/statm' % pid) as f:
+                pages += int(f.read().split()[1])
+        except OSError:
+            continue
+    return pages * os.sysconf('SC_PAGE_SIZE') / (1 << 20)
 
 
 class ProcessTable:
@@ -58,7 +89,8 @@ class ProcessTable:
         if not os.path.exists(self.path):
             return []
         with open(self.path) as f:
-            rows = [line.rstrip('\n').split('\t') for line in f if line.strip()]
+            rows = [line.rstrip('\n').split('\t') for line in f
+                    if line.strip()]
         return [Entry(r[0], int(r[1]), int(r[2]), int(r[3]) if r[3] else None,
                       r[4], float(r[5]), float(r[6])) for r in rows]
 

@@ -48,7 +48,8 @@ link_disks() {
     for s in /sys/block/vd*/serial; do
         [ -e "$s" ] || continue
         serial=$(cat "$s"); d=${s%/serial}
-        [ -n "$serial" ] && ln -sfn "/dev/${d##*/}" "/dev/disk/by-id/virtio-$serial"
+        [ -n "$serial" ] || continue
+        ln -sfn "/dev/${d##*/}" "/dev/disk/by-id/virtio-$serial"
     done
     for l in /dev/disk/by-id/virtio-*; do
         d=$(readlink "$l")

@@ -409,6 +409,15 @@ class Services:
         wait_for('spdk-vhost-target', lambda: subprocess.run(
             check, capture_output=True, env=env).returncode == 0, 60,
             self.layout.log('spdk-vhost-target'))
+        # The agent runs SPDK vhost in a session of its own and stops it
+        # itself; recorded too, so that nothing outlives a killed agent.
+        agent = self.table.get('spdk-vhost-target')
+        wait_for('SPDK vhost', lambda: processes.children(agent.pid), 30,
+                 self.layout.log('spdk-vhost-target'))
+        for pid in processes.children(agent.pid):
+            self.table.record('spdk-vhost', pid, os.getpgid(pid),
+                              log=self.layout.log('spdk-vhost-target'),
+                              stop_timeout=10)
 
     def write_nova_compute_conf(self, agent_conf):
         """nova-compute.conf, with the CPU sets and reserved hugepages

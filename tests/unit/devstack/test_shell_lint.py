@@ -1,4 +1,5 @@
-"""The devstack plugin's shell passes bashate and shellcheck."""
+"""The devstack plugin's and the tools' shell passes bashate and
+shellcheck."""
 
 import os
 import shutil
@@ -11,7 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
 SHELL_FILES = ['devstack/plugin.sh', 'devstack/settings',
                'devstack/override-defaults', 'devstack/lib/spdk-openstack',
-               'tests/unit/devstack/stubs.sh']
+               'tests/unit/devstack/stubs.sh', 'tools/cloud',
+               'tools/check-spdk', 'tools/run-main', 'tools/run-benchmarks',
+               'tools/run-tests', 'tools/setup-env']
 
 
 class TestShellLint(base.TestCase):
