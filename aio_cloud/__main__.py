@@ -29,8 +29,10 @@ def main(argv=None):
         elif args.command == 'status':
             return 0 if cloud.status(layout) else 1
         elif args.command == 'demo':
+            cloud.require_up(layout)
             return 0 if demo.run(layout, venv) else 1
         elif args.command == 'tempest':
+            cloud.require_up(layout)
             return tempest_run.run(layout, venv, args.args)
     except cloud.CloudError as exc:
         print('tools/cloud %s: %s' % (args.command, exc), file=sys.stderr)

@@ -106,7 +106,13 @@ def up(layout, venv):
     if missing:
         raise CloudError(SPDK_MISSING % ' and '.join(missing))
     table = processes.ProcessTable(layout.process_table)
-    if table.running():
+    running = table.running()
+    if running:
+        if len(running) < len(table.entries()):
+            raise CloudError('the cloud in %s is partly running (%d of %d '
+                             'processes; tools/cloud status): tools/cloud '
+                             'down first' % (layout.root, len(running),
+                                             len(table.entries())))
         print('the cloud is already up (tools/cloud status; tools/cloud '
               'down to stop it)')
         return
@@ -154,6 +160,21 @@ def up(layout, venv):
     resources.write_adminrc(layout, secret)
     print('cloud up in %.1f s; for the CLI: . %s'
           % (time.monotonic() - started, layout.adminrc))
+
+
+def require_up(layout):
+    """For the commands that use the cloud: a clear error when it is not
+    (fully) up."""
+    table = processes.ProcessTable(layout.process_table)
+    entries = table.entries()
+    running = table.running()
+    if not entries or not os.path.exists(layout.adminrc):
+        raise CloudError('no cloud in %s: tools/cloud up first' % layout.root)
+    if len(running) < len(entries):
+        down_now = sorted({e.name for e in entries} -
+                          {e.name for e in running})
+        raise CloudError('the cloud is not fully up, stopped: %s '
+                         '(tools/cloud status)' % ', '.join(down_now))
 
 
 def wait_services_up(layout, secret, timeout=120):
@@ -261,10 +282,7 @@ def down(layout, delete_resources=True):
     if 'libvirtd' in names:
         with step('destroy remaining libvirt domains'):
             _destroy_domains(svc)
-    order = sorted(entries, key=lambda e: (
-        STOP_FIRST.index(e.name) if e.name in STOP_FIRST else len(STOP_FIRST),
-        -e.started_at))
-    for entry in order:
+    for entry in processes.stop_order(entries, STOP_FIRST):
         if entry.name not in names:
             continue
         with step('stop %s (pid %d)' % (entry.name, entry.pid)):

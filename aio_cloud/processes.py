@@ -23,6 +23,26 @@ class StartError(Exception):
     """A process exited before it was ready; names its log."""
 
 
+def _stat(pid):
+    """(state, parent PID, process group) of a process; None when gone."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def _living():
+    """(pid, (state, ppid, pgrp)) of every process but zombies: a zombie
+    is dead for every purpose here."""
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[0] != 'Z':
+                yield int(entry), stat
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -30,37 +50,16 @@ def alive(pid):
         return False
     except PermissionError:
         return True
-    # A zombie child of ours is dead for every purpose here.
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
+    stat = _stat(pid)
+    return stat is not None and stat[0] != 'Z'
 
 
 def group_members(pgid):
-    members = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                if os.getpgid(int(entry)) == pgid and alive(int(entry)):
-                    members.append(int(entry))
-            except ProcessLookupError:
-                continue
-    return members
+    return [pid for pid, (_state, _ppid, pgrp) in _living() if pgrp == pgid]
 
 
-def children(pid):
-    found = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open('/proc/%s/stat' % entry) as f:
-                    if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+def children(parent):
+    return [pid for pid, (_state, ppid, _pgrp) in _living() if ppid == parent]
 
 
 def group_alive(pgid):
@@ -78,6 +77,13 @@ def group_rss_mib(pgid):
         except OSError:
             continue
     return pages * os.sysconf('SC_PAGE_SIZE') / (1 << 20)
+
+
+def stop_order(entries, first=()):
+    """The names in ``first`` in that order, then the newest first."""
+    return sorted(entries, key=lambda e: (
+        first.index(e.name) if e.name in first else len(first),
+        -e.started_at))
 
 
 class ProcessTable:

@@ -62,3 +62,16 @@ class TestProcessTable(base.TestCase):
         self._start('mine', 'import time; time.sleep(300)')
         self.table.stop(self.table.get('mine'))
         self.assertTrue(processes.alive(other.pid))
+
+
+class TestStopOrder(base.TestCase):
+
+    def test_named_first_then_newest_first(self):
+        entries = [processes.Entry(name, 1, 1, None, '', started, 1.0)
+                   for name, started in (('mariadb', 1), ('agent', 2),
+                                         ('nova-api', 3), ('compute', 4),
+                                         ('vhost', 5))]
+        self.assertEqual(
+            ['compute', 'agent', 'vhost', 'nova-api', 'mariadb'],
+            [e.name for e in processes.stop_order(entries,
+                                                  ('compute', 'agent'))])
