@@ -73,7 +73,9 @@ def _prepare_state(layout):
     _wipe_state(layout)
     for sub in ('etc', 'run', 'log', 'lib', 'lock', 'cache'):
         os.makedirs(layout.path(sub), exist_ok=True)
+    # Configuration holds passwords; logs are for root too.
     os.chmod(layout.path('etc'), 0o700)
+    os.chmod(layout.path('log'), 0o700)
     # QEMU reads instance files and config drives here.
     os.chmod(layout.path('lib'), 0o711)
     with open(layout.run('hugepages-before.json'), 'w') as f:
