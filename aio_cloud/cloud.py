@@ -67,7 +67,7 @@ def _check_traversable(path):
         parent = os.path.dirname(parent)
 
 
-def _prepare_state(layout):
+def prepare_state(layout):
     os.makedirs(layout.root, exist_ok=True)
     os.chmod(layout.root, 0o711)
     _wipe_state(layout)
@@ -122,7 +122,7 @@ def up(layout, venv):
     started = time.monotonic()
     with step('prepare %s' % layout.root):
         _check_traversable(layout.root)
-        _prepare_state(layout)
+        prepare_state(layout)
         secret = layout_mod.load_or_create_secrets(layout)
         _ensure_hugepages()
     svc = services_mod.Services(layout, venv, secret)
