@@ -154,11 +154,14 @@ def up(layout, venv):
                  lambda: wait_services_up(layout, secret))):
             with step(name):
                 action()
-    except Exception as exc:
-        print('up failed: %s' % exc, file=sys.stderr)
+    except BaseException as exc:  # Ctrl-C too: nothing half-made is left
+        print('up failed: %s' % (exc or type(exc).__name__),
+              file=sys.stderr)
         print('stopping what was started', file=sys.stderr)
         down(layout, delete_resources=False)
-        raise CloudError('up failed: %s' % exc) from exc
+        if isinstance(exc, Exception):
+            raise CloudError('up failed: %s' % exc) from exc
+        raise
     resources.write_adminrc(layout, secret)
     print('cloud up in %.1f s; for the CLI: . %s'
           % (time.monotonic() - started, layout.adminrc))

@@ -19,10 +19,6 @@ FIELDS = ('name', 'pid', 'pgid', 'port', 'log', 'started_at', 'stop_timeout')
 Entry = collections.namedtuple('Entry', FIELDS)
 
 
-class StartError(Exception):
-    """A process exited before it was ready; names its log."""
-
-
 def _stat(pid):
     """(state, parent PID, process group) of a process; None when gone."""
     try:
@@ -153,7 +149,3 @@ class ProcessTable:
     def running(self):
         return [e for e in self.entries()
                 if alive(e.pid) or group_alive(e.pgid)]
-
-    def forget(self):
-        if os.path.exists(self.path):
-            os.unlink(self.path)

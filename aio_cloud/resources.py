@@ -119,7 +119,6 @@ def write_adminrc(layout, secret):
                  0o600)
     with os.fdopen(fd, 'w') as f:
         f.writelines('export %s=%s\n' % item for item in values.items())
-    return values
 
 
 def build_guest(layout):

@@ -451,24 +451,14 @@ class Services:
         """Map the compute node into cell1 once it has registered."""
         deadline = time.monotonic() + timeout
         while True:
-            result = subprocess.run(
+            self.nova_manage('cell_v2', 'discover_hosts')
+            hosts = subprocess.run(
                 [self.bin('nova-manage'), '--config-file',
                  self.layout.etc('nova', 'nova.conf'), 'cell_v2',
-                 'discover_hosts', '--verbose'],
-                capture_output=True, text=True)
-            if 'Creating host mapping' in result.stdout or (
-                    'Found 1 unmapped' in result.stdout):
-                return
-            if self._host_mapped():
+                 'list_hosts'], capture_output=True, text=True).stdout
+            if socket.gethostname() in hosts:
                 return
             if time.monotonic() > deadline:
                 raise ServiceError('nova-compute did not register; see %s'
                                    % self.layout.log('nova-compute'))
             time.sleep(3)
-
-    def _host_mapped(self):
-        result = subprocess.run(
-            [self.bin('nova-manage'), '--config-file',
-             self.layout.etc('nova', 'nova.conf'), 'cell_v2', 'list_hosts'],
-            capture_output=True, text=True)
-        return socket.gethostname() in result.stdout
