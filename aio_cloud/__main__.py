@@ -37,6 +37,9 @@ def main(argv=None):
     except cloud.CloudError as exc:
         print('tools/cloud %s: %s' % (args.command, exc), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print('tools/cloud %s: interrupted' % args.command, file=sys.stderr)
+        return 130
     return 0
 
 

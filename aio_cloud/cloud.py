@@ -155,7 +155,7 @@ def up(layout, venv):
             with step(name):
                 action()
     except BaseException as exc:  # Ctrl-C too: nothing half-made is left
-        print('up failed: %s' % (exc or type(exc).__name__),
+        print('up failed: %s' % (str(exc) or type(exc).__name__),
               file=sys.stderr)
         print('stopping what was started', file=sys.stderr)
         down(layout, delete_resources=False)
