@@ -16,9 +16,6 @@ from spdk_common import binaries
 
 HUGEPAGES = 1024
 HUGEPAGE_DIR = '/dev/hugepages'
-SPDK_MISSING = ('SPDK %s not found: build or install SPDK (v25.09 or later) '
-                'outside this repository, then set SPDK_BIN_DIR to its bin '
-                'directory or put it on PATH (or under /opt/spdk/build/bin)')
 
 
 # nova-compute waits on the conductor and RabbitMQ when it stops; the agent
@@ -41,10 +38,6 @@ def step(name):
         print('FAILED after %.1f s' % (time.monotonic() - start), flush=True)
         raise
     print('%6.1f s' % (time.monotonic() - start), flush=True)
-
-
-def missing_spdk():
-    return [app for app in ('nvmf_tgt', 'vhost') if not binaries.find(app)]
 
 
 def _check_ports():
@@ -104,9 +97,9 @@ def _ensure_hugepages():
 
 
 def up(layout, venv):
-    missing = missing_spdk()
-    if missing:
-        raise CloudError(SPDK_MISSING % ' and '.join(missing))
+    message = binaries.missing_message()
+    if message:
+        raise CloudError(message)
     table = processes.ProcessTable(layout.process_table)
     running = table.running()
     if running:

@@ -447,18 +447,15 @@ class Services:
             self.bin('nova-compute'), '--config-file',
             self.layout.etc('nova', 'nova-compute.conf')], stop_timeout=15)
 
-    def discover_compute_host(self, timeout=120):
+    def discover_compute_host(self):
         """Map the compute node into cell1 once it has registered."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def mapped():
             self.nova_manage('cell_v2', 'discover_hosts')
             hosts = subprocess.run(
                 [self.bin('nova-manage'), '--config-file',
                  self.layout.etc('nova', 'nova.conf'), 'cell_v2',
                  'list_hosts'], capture_output=True, text=True).stdout
-            if socket.gethostname() in hosts:
-                return
-            if time.monotonic() > deadline:
-                raise ServiceError('nova-compute did not register; see %s'
-                                   % self.layout.log('nova-compute'))
-            time.sleep(3)
+            return socket.gethostname() in hosts
+
+        wait_for('nova-compute registered', mapped, 120,
+                 self.layout.log('nova-compute'), interval=3)

@@ -31,6 +31,17 @@ def find(app):
     return None
 
 
+def missing_message(apps=('nvmf_tgt', 'vhost')):
+    """One line saying how to provide the ``apps`` not found; None when all
+    are there."""
+    missing = [app for app in apps if find(app) is None]
+    if not missing:
+        return None
+    return ('SPDK %s not found: build or install SPDK (v25.09 or later) '
+            'outside this repository, then set SPDK_BIN_DIR to its bin '
+            'directory or put it on PATH' % ' and '.join(missing))
+
+
 def environment(binary, base=None):
     """The environment to run ``binary`` in: its libraries on the path."""
     env = dict(os.environ if base is None else base)

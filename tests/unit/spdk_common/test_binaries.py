@@ -28,6 +28,16 @@ class TestFind(base.TestCase):
                                                      self.dir))
         self.assertEqual(path, binaries.find('nvmf_tgt'))
 
+    def test_missing_message_names_what_is_missing(self):
+        self.useFixture(fixtures.EnvironmentVariable('SPDK_BIN_DIR',
+                                                     self.dir))
+        self.make(self.dir, 'nvmf_tgt')
+        message = binaries.missing_message()
+        self.assertIn('SPDK vhost not found', message)
+        self.assertIn('SPDK_BIN_DIR', message)
+        self.make(self.dir, 'vhost')
+        self.assertIsNone(binaries.missing_message())
+
     def test_path_then_conventional(self):
         self.useFixture(fixtures.EnvironmentVariable('SPDK_BIN_DIR', None))
         self.assertIsNone(binaries.find('nvmf_tgt'))
