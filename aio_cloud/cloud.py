@@ -162,7 +162,8 @@ def up(layout, venv):
 
 def require_up(layout):
     """For the commands that use the cloud: a clear error when it is not
-    (fully) up."""
+    (fully) up.
+    """
     table = processes.ProcessTable(layout.process_table)
     entries = table.entries()
     running = table.running()
@@ -201,7 +202,8 @@ def wait_services_up(layout, secret, timeout=120):
 
 def _delete_resources(layout):
     """Servers and volumes go the normal way while the cloud runs: libvirt
-    domains, vhost controllers, exports and lvols with them."""
+    domains, vhost controllers, exports and lvols with them.
+    """
     with open(layout.secrets_file) as f:
         secret = json.load(f)
     conn = resources.connect(layout, secret)
@@ -260,7 +262,8 @@ def _remove_hugepage_files(layout):
 
 def down(layout, delete_resources=True):
     """Stop everything ``up`` started, newest first, nova-compute before
-    what it waits on; leave only the logs and the guest image cache."""
+    what it waits on; leave only the logs and the guest image cache.
+    """
     if not os.path.isdir(layout.root):
         print('nothing to stop: %s does not exist' % layout.root)
         return

@@ -51,7 +51,8 @@ def service_user(layout, secret, user):
 
 def uwsgi(layout, venv, name, module, env=None, pyargv=None):
     """A uwsgi ini serving one WSGI app; no command-line arguments reach
-    the app (nova's parses sys.argv)."""
+    the app (nova's parses sys.argv).
+    """
     options = {
         'module': module,
         'virtualenv': venv,
@@ -154,7 +155,8 @@ def nova_compute(layout, secret, venv):
     """nova-compute's own file: no database sections (nova-compute must
     not see them), the plugin's driver, TCG, the private libvirtd, and a
     config drive on every server (the guest has no network for a metadata
-    service)."""
+    service).
+    """
     default, common = _oslo_common(layout, 'nova')
     default.update({
         'state_path': layout.lib('nova'),
@@ -207,7 +209,8 @@ def neutron(layout, secret):
 
 def neutron_ml2():
     """ML2 with no mechanism drivers: the API only, enough for servers
-    with no network (``--nic none``)."""
+    with no network (``--nic none``).
+    """
     return {'ml2': {'type_drivers': 'flat', 'tenant_network_types': '',
                     'mechanism_drivers': '',
                     'extension_drivers': 'port_security'},
@@ -245,7 +248,8 @@ def privsep_helpers(venv, *sections):
 
 def cinder(layout, secret, venv):
     """cinder.conf of the API, scheduler and volume service, with the SPDK
-    back end as the devstack plugin configures it."""
+    back end as the devstack plugin configures it.
+    """
     default, common = _oslo_common(layout, 'cinder')
     default.update({
         'state_path': layout.lib('cinder'),

@@ -67,7 +67,8 @@ class Client:
 
     def console_report(self, server, op, volume_id, timeout=TIMEOUT):
         """The value of the guest's latest ``SPDK-CHECK <op> <serial>``
-        line, from ``openstack console log show``."""
+        line, from ``openstack console log show``.
+        """
         pattern = re.compile(r'^%s %s %s (\S+)\s*$' % (
             guest_checks.MARKER, op,
             re.escape(guest_checks.serial(volume_id))), re.MULTILINE)

@@ -41,7 +41,8 @@ def _module_name(path):
 
 def module_paths(release, modules):
     """Paths of ``modules`` and what they need, each after its needs, none
-    built into the kernel."""
+    built into the kernel.
+    """
     base = os.path.join('/lib/modules', release)
     depends = {}
     with open(os.path.join(base, 'modules.dep')) as f:
@@ -77,7 +78,8 @@ def build(workdir, init_script, modules):
     """Write ``vmlinuz`` and ``initrd.cpio`` (world-readable, for QEMU) to
     ``workdir`` and return their paths. ``init_script`` starts with
     :data:`INIT_PREAMBLE`, which loads the modules in the order kept in
-    ``/lib/modules/load-order``."""
+    ``/lib/modules/load-order``.
+    """
     release = kernel_release()
     if release is None or not available():
         raise RuntimeError(MISSING_MESSAGE)

@@ -91,7 +91,8 @@ class Layout:
 
 def load_or_create_secrets(layout):
     """Passwords of the database user, admin and service users, generated
-    at the first ``up`` and kept 0600."""
+    at the first ``up`` and kept 0600.
+    """
     path = layout.secrets_file
     if os.path.exists(path):
         with open(path) as f:

@@ -31,7 +31,8 @@ def _stat(pid):
 
 def _living():
     """(pid, (state, ppid, pgrp)) of every process but zombies: a zombie
-    is dead for every purpose here."""
+    is dead for every purpose here.
+    """
     for entry in os.listdir('/proc'):
         if entry.isdigit():
             stat = _stat(int(entry))
@@ -64,7 +65,8 @@ def group_alive(pgid):
 
 def group_rss_mib(pgid):
     """Resident memory of a process group (shared pages counted in each
-    process, as ``ps`` does)."""
+    process, as ``ps`` does).
+    """
     pages = 0
     for pid in group_members(pgid):
         try:
@@ -111,7 +113,8 @@ class ProcessTable:
     def start(self, name, argv, log, env=None, port=None, cwd=None,
               stop_timeout=15.0):
         """Start ``argv`` in a new session, output to ``log``; returns the
-        Popen (the caller checks readiness)."""
+        Popen (the caller checks readiness).
+        """
         with open(log, 'ab') as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT,
@@ -121,7 +124,8 @@ class ProcessTable:
 
     def stop(self, entry):
         """TERM the entry's process group, KILL it after its timeout;
-        returns whether it is gone."""
+        returns whether it is gone.
+        """
         if not group_alive(entry.pgid) and not alive(entry.pid):
             return True
         self._signal(entry, signal.SIGTERM)

@@ -136,7 +136,8 @@ def build_guest(layout):
 
 def create_guest_image(layout, secret):
     """The guest in glance: nova's libvirt driver boots kernel_id and
-    ramdisk_id directly, with the root disk as vda."""
+    ramdisk_id directly, with the root disk as vda.
+    """
     kernel, initrd, disk = build_guest(layout)
     conn = connect(layout, secret)
     image = conn.image

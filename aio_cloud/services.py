@@ -343,7 +343,8 @@ class Services:
     def start_libvirtd(self):
         """A libvirtd of its own, in a mount namespace that gives it private
         /etc/libvirt/qemu, /run/libvirt, /var/lib/libvirt, /var/log/libvirt
-        and /var/cache/libvirt: the mounts vanish with its last process."""
+        and /var/cache/libvirt: the mounts vanish with its last process.
+        """
         base = self.layout.path('libvirt')
         dirs = {'etc-qemu': '/etc/libvirt/qemu', 'run': '/run/libvirt',
                 'lib': '/var/lib/libvirt', 'log': '/var/log/libvirt',
@@ -421,7 +422,8 @@ class Services:
 
     def write_nova_compute_conf(self, agent_conf):
         """nova-compute.conf, with the CPU sets and reserved hugepages
-        ``spdk-openstack-config nova-options`` computes, as devstack does."""
+        ``spdk-openstack-config nova-options`` computes, as devstack does.
+        """
         conf = configs.nova_compute(self.layout, self.secret, self.venv)
         provider_dir = self.layout.etc('nova', 'provider_config')
         os.makedirs(provider_dir, exist_ok=True)

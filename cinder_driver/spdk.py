@@ -435,7 +435,8 @@ class SPDKDriver(driver.VolumeDriver):
 
     def _host_nqn(self, volume, connector):
         """The NQN that will connect: the compute node's SPDK (its agent's)
-        for vhost attachments, its kernel initiator otherwise."""
+        for vhost attachments, its kernel initiator otherwise.
+        """
         if self._vhost_allowed(volume, connector):
             return (connector[SPDK_VHOST].get('host_nqn')
                     or connector.get('nqn'))

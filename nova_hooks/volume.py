@@ -12,8 +12,8 @@ from nova.virt.libvirt import config as libvirt_config
 from nova.virt.libvirt.volume import volume as libvirt_volume
 
 from nova_hooks import agent_client
-from nova_hooks import config as vhost_config
 from nova_hooks import conf as hooks_conf
+from nova_hooks import config as vhost_config
 from spdk_common import qos as spdk_qos
 
 LOG = logging.getLogger(__name__)

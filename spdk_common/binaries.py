@@ -33,7 +33,8 @@ def find(app):
 
 def missing_message(apps=('nvmf_tgt', 'vhost')):
     """One line saying how to provide the ``apps`` not found; None when all
-    are there."""
+    are there.
+    """
     missing = [app for app in apps if find(app) is None]
     if not missing:
         return None

@@ -100,6 +100,7 @@ def ensure_lvstores(client, wanted):
 
 def restrict_socket(socket_path, group, mode):
     """Give the RPC socket to ``group`` with ``mode``: only cinder-volume
-    may talk to SPDK, which has no authentication of its own."""
+    may talk to SPDK, which has no authentication of its own.
+    """
     os.chown(socket_path, -1, grp.getgrnam(group).gr_gid)
     os.chmod(socket_path, mode)

@@ -5,4 +5,5 @@ from oslotest import base
 
 class TestCase(base.BaseTestCase):
     """oslotest's base: fixtures cleaned up even on failure, timeouts,
-    captured logging."""
+    captured logging.
+    """

@@ -128,7 +128,8 @@ class SPDKBaseTest(test.BaseTestCase):
 
 class SPDKScenarioTest(SPDKBaseTest):
     """Servers on hugepage flavors with SPDK volumes; guest checks over SSH
-    when validation is enabled, from the console log otherwise."""
+    when validation is enabled, from the console log otherwise.
+    """
 
     @classmethod
     def skip_checks(cls):
@@ -150,7 +151,8 @@ class SPDKScenarioTest(SPDKBaseTest):
 
     def create_server(self, flavor=None, **kwargs):
         """An ACTIVE server on the hugepage flavor running the console
-        agent, deleted after the test."""
+        agent, deleted after the test.
+        """
         params = dict(name=data_utils.rand_name(self.__class__.__name__),
                       flavorRef=flavor or
                       CONF.spdk_openstack.hugepage_flavor_ref,

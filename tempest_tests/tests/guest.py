@@ -64,7 +64,8 @@ done
 
 def serial(volume_id):
     """The virtio serial a guest sees: Nova passes the volume id, virtio
-    keeps 20 characters."""
+    keeps 20 characters.
+    """
     return volume_id[:20]
 
 

@@ -14,8 +14,8 @@ import cinder.privsep as cinder_privsep
 from spdk_common import naming
 
 from tests.fixtures import spdk_apps
-from tests.spdk import base as spdk_base
 from tests.functional.cinder_driver import scenarios
+from tests.spdk import base as spdk_base
 
 
 class TestDriverOnRealSPDK(spdk_base.OnRealSPDK, scenarios.DriverScenarios,
@@ -26,7 +26,8 @@ class TestDriverOnRealSPDK(spdk_base.OnRealSPDK, scenarios.DriverScenarios,
 
 class RemoteHostMixin(spdk_base.OnRealSPDK):
     """A second SPDK process (spdk_dd with bdev_nvme) connects over
-    NVMe/TCP on loopback as a given host NQN and moves bytes."""
+    NVMe/TCP on loopback as a given host NQN and moves bytes.
+    """
 
     def target_port(self):
         return 4521
@@ -146,7 +147,8 @@ class TestNVMeoFDataPath(RemoteHostMixin, scenarios.DriverTestBase,
 
 class RecordingImageService:
     """Glance stand-in: keeps image bytes in memory (Glance itself comes
-    with the all-in-one cloud; only download/show/update are used)."""
+    with the all-in-one cloud; only download/show/update are used).
+    """
 
     def __init__(self):
         self.images, self.data = {}, {}

@@ -86,7 +86,8 @@ class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
     def serve_rpc(self, host='compute1'):
         """The agent's RPC server on a private RabbitMQ, as ``run`` starts
         it; returns the transport, and keeps the broker's URL in
-        ``transport_url``."""
+        ``transport_url``.
+        """
         broker = self.useFixture(rabbitmq.RabbitMQ())
         self.transport_url = broker.url
         conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
@@ -264,7 +265,8 @@ class TestAgentOverRabbitMQ(AgentTestBase):
 class TestGuestSurvivesSPDKCrash(AgentTestBase):
     """A TCG guest on shared hugepages writes through vhost-user; SPDK vhost
     is killed with SIGKILL; the agent restarts and replays it, QEMU
-    reconnects, and the guest reads back what it wrote."""
+    reconnects, and the guest reads back what it wrote.
+    """
 
     socket_group = 'libvirt-qemu'
 
@@ -368,7 +370,8 @@ class TestAgentDHHMACCHAP(AgentTestBase):
 class TestAdoptedSPDK(AgentTestBase):
     """adopt=True: SPDK runs under someone else (here the base class'
     supervisor plays systemd's Restart=always); the agent only watches it
-    and replays when it comes back."""
+    and replays when it comes back.
+    """
 
     def test_replays_into_an_spdk_restarted_by_someone_else(self):
         systemd = self.keeper
@@ -408,7 +411,8 @@ def _pids_of(rpc_socket):
 class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                  scenarios.CinderTestCase):
     """``spdk-vhost-target run`` as operators start it: a process with a
-    config file, serving RPC until SIGTERM, then stopping its SPDK."""
+    config file, serving RPC until SIGTERM, then stopping its SPDK.
+    """
 
     def target_port(self):
         return 4532

@@ -17,7 +17,8 @@ class TestWithoutSPDK(base.TestCase):
 
     def _run_hiding_spdk(self, command):
         """Run ``command`` in a mount namespace where the conventional SPDK
-        directories are empty, so this works on hosts that have SPDK."""
+        directories are empty, so this works on hosts that have SPDK.
+        """
         if os.geteuid() != 0 or shutil.which('unshare') is None:
             self.skipTest('needs root and unshare to hide SPDK')
         hide = ' '.join('mount -t tmpfs none %s;' % d

@@ -111,7 +111,8 @@ class DriverTestBase:
 
     def exported_vhost_volume(self):
         """A volume of a vhost-attach type, exported to HOST_NQN; returns
-        (volume, spdk_vhost connection_info)."""
+        (volume, spdk_vhost connection_info).
+        """
         vtype = self.make_type('vhost-%s' % uuid.uuid4(),
                                {'spdk:vhost_attach': '<is> True'})
         volume = self.create_volume(volume_type=vtype)
@@ -278,7 +279,8 @@ class DriverScenarios(DriverTestBase):
     def test_vhost_acl_names_the_agents_nqn(self):
         """The compute node's SPDK connects for vhost attachments: the ACL
         takes the NQN its agent reported, not the kernel initiator's (which
-        a node without nvme-cli does not even have)."""
+        a node without nvme-cli does not even have).
+        """
         vtype = self.make_type('vhost', {'spdk:vhost_attach': '<is> True'})
         volume = self.create_volume(volume_type=vtype)
         plain = self.create_volume()

@@ -9,7 +9,8 @@ import stat
 class AgentContract:
     """Subclasses set ``self.agent`` and implement ``served_volume()``,
     returning (volume_id, connection_info) of a volume the agent can
-    attach."""
+    attach.
+    """
 
     def served_volume(self):
         raise NotImplementedError

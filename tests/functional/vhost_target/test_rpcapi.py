@@ -13,7 +13,8 @@ from vhost_target import rpcapi
 
 class RecordingAgent:
     """Stands in for VhostAgent (which the SPDK tier runs for real): this
-    test is about the transport, the API version and error passing."""
+    test is about the transport, the API version and error passing.
+    """
 
     def __init__(self):
         self.calls = []

@@ -13,7 +13,8 @@ from tests import base
 
 class RecordingClient:
     """Stands in for SPDK's keyring RPCs (the real ones are pinned by
-    tests/spdk/test_contract.py)."""
+    tests/spdk/test_contract.py).
+    """
 
     def __init__(self):
         self.calls = []

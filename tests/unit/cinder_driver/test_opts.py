@@ -17,8 +17,9 @@ class TestOptions(base.TestCase):
         (group, listed), = opts.list_opts()
         self.assertEqual({o.name for o in spdk.spdk_opts},
                          {o.name for o in listed})
-        self.assertTrue({o.name for o in spdk.spdk_opts} <=
-                        {o.name for o in spdk.SPDKDriver.get_driver_options()})
+        self.assertLessEqual(
+            {o.name for o in spdk.spdk_opts},
+            {o.name for o in spdk.SPDKDriver.get_driver_options()})
 
     def test_committed_samples_are_current(self):
         out = self.useFixture(fixtures.TempDir()).path

@@ -48,7 +48,8 @@ def connection_info(**data):
 
 class RecordingAgent:
     """Stands in for the agent's RPC client (the agent itself runs for
-    real in the SPDK tier)."""
+    real in the SPDK tier).
+    """
 
     def __init__(self):
         self.calls = []

@@ -26,7 +26,8 @@ def make_conf(test, **overrides):
 
 def write_tree(root, files):
     """Write {relative path: content} under root, sysfs style (a newline
-    after each value), for cases no captured tree shows."""
+    after each value), for cases no captured tree shows.
+    """
     for path, text in files.items():
         path = os.path.join(root, path)
         os.makedirs(os.path.dirname(path), exist_ok=True)

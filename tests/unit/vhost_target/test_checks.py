@@ -327,7 +327,8 @@ _SYS = '/sys/devices/system'
                      'no sysfs on this host')
 class TestRealHost(base.TestCase):
     """run_checks against this machine's own /sys, as the agent runs it,
-    with a config pointing at things that do not exist."""
+    with a config pointing at things that do not exist.
+    """
 
     def test_findings_match_the_host(self):
         scratch = self.useFixture(fixtures.TempDir()).path
