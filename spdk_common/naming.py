@@ -5,6 +5,7 @@ compute node agree on them without asking each other.
 """
 
 import re
+import unicodedata
 import uuid
 
 from spdk_common import exception
@@ -15,7 +16,7 @@ _NQN_DATE_DOMAIN = re.compile(
     r'^nqn\.(\d{4})-(0[1-9]|1[0-2])\.'
     r'[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?'
     r'(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*'
-    r'(:.+)?$')
+    r'(:.+)?')
 _UUID_NQN_PREFIX = 'nqn.2014-08.org.nvmexpress:uuid:'
 DISCOVERY_NQN = 'nqn.2014-08.org.nvmexpress.discovery'
 
@@ -23,10 +24,30 @@ DISCOVERY_NQN = 'nqn.2014-08.org.nvmexpress.discovery'
 LVOL_NAME_MAX = 63
 
 
+def _bad_character(text):
+    """The first control, format or white-space character, or None.
+
+    NQNs are UTF-8 strings without such characters in practice; SPDK
+    stores and compares them byte for byte and nvme-cli and the kernel
+    split and trim them, so an NQN with a newline or a space could reach
+    the subsystem ACL in a form no host ever presents (or one it does
+    after trimming).
+    """
+    for char in text:
+        if char.isspace() or unicodedata.category(char)[0] in ('C', 'Z'):
+            return char
+    return None
+
+
 def validate_nqn(nqn):
     """Raise InvalidNQN unless ``nqn`` is a well-formed host/subsystem NQN."""
     if not isinstance(nqn, str) or not nqn:
         raise exception.InvalidNQN(nqn=nqn, reason='it is empty')
+    bad = _bad_character(nqn)
+    if bad is not None:
+        raise exception.InvalidNQN(
+            nqn=nqn, reason='it contains the control or white-space '
+                            'character %r' % bad)
     if len(nqn.encode('utf-8')) > NQN_MAX_BYTES:
         raise exception.InvalidNQN(
             nqn=nqn, reason='it is longer than %d bytes' % NQN_MAX_BYTES)
@@ -44,7 +65,8 @@ def validate_nqn(nqn):
             raise exception.InvalidNQN(
                 nqn=nqn, reason='the UUID must be in 8-4-4-4-12 form')
         return nqn
-    if not _NQN_DATE_DOMAIN.match(nqn):
+    # fullmatch: '$' would also match before a final newline.
+    if not _NQN_DATE_DOMAIN.fullmatch(nqn):
         raise exception.InvalidNQN(
             nqn=nqn, reason="it is neither 'nqn.yyyy-mm.reverse.domain[:...]'"
                             " nor 'nqn.2014-08.org.nvmexpress:uuid:<uuid>'")

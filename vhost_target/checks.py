@@ -38,7 +38,7 @@ WARNING = 'warning'
 _NOVA_CPU_OPTIONS = (('compute', 'cpu_dedicated_set'),
                      ('compute', 'cpu_shared_set'),
                      ('DEFAULT', 'vcpu_pin_set'))
-_NOVA_CPU_RULE = re.compile(r'^(\^)?\s*(\d+)\s*(?:-\s*(\d+))?$')
+_NOVA_CPU_RULE = re.compile(r'^(\^)?\s*(\d+)\s*(?:-\s*(\d+))?\Z')
 
 
 @dataclasses.dataclass(frozen=True)

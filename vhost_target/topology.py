@@ -23,12 +23,12 @@ _CPU_ONLINE = 'sys/devices/system/cpu/online'
 _GLOBAL_HUGEPAGES = 'sys/kernel/mm/hugepages'
 _CMDLINE = 'proc/cmdline'
 
-_NODE_NAME = re.compile(r'^node(\d+)$')
-_HUGEPAGES_NAME = re.compile(r'^hugepages-(\d+)kB$')
+_NODE_NAME = re.compile(r'^node(\d+)\Z')
+_HUGEPAGES_NAME = re.compile(r'^hugepages-(\d+)kB\Z')
 # One cpulist element: "N", "N-M", or the kernel's grouped form
 # "N-M:used/group" (e.g. "0-15:2/4" = 0,1,4,5,8,9,12,13).
 _CPULIST_ITEM = re.compile(
-    r'^(\d+)(?:-(\d+)(?::(\d+)(?:/(\d+))?)?)?$')
+    r'^(\d+)(?:-(\d+)(?::(\d+)(?:/(\d+))?)?)?\Z')
 
 
 class TopologyError(Exception):

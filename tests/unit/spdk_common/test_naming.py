@@ -20,6 +20,27 @@ class TestNQN(base.TestCase):
                     'nqn.2014-08.org.x:' + 'a' * 300):
             self.assertRaises(exception.InvalidNQN, naming.validate_nqn, nqn)
 
+    def test_newline_and_control_characters_are_refused(self):
+        # '$' in a regex matches before a final newline: such an NQN used
+        # to pass and reach the subsystem ACL.
+        good = ('nqn.2014-08.org.nvmexpress:uuid:%s' % uuid.uuid4(),
+                'nqn.2010-10.org.openstack:volume-1')
+        for nqn in good:
+            for bad in (nqn + '\n', nqn + '\r\n', '\n' + nqn, nqn + ' ',
+                        nqn.replace(':', ': ', 1), nqn + '\x00',
+                        nqn.replace('-', '\t', 1), nqn + '\u2028',
+                        nqn + '\u200b', nqn + '\x7f'):
+                exc = self.assertRaises(exception.InvalidNQN,
+                                        naming.validate_nqn, bad)
+                self.assertIn(repr(bad), str(exc))
+        exc = self.assertRaises(exception.InvalidNQN, naming.validate_nqn,
+                                good[1] + '\n')
+        self.assertIn("character '\\n'", str(exc))
+
+    def test_utf8_user_part_is_fine(self):
+        nqn = 'nqn.2010-10.org.openstack:volume-\u00e9t\u00e9'
+        self.assertEqual(nqn, naming.validate_nqn(nqn))
+
     def test_volume_nqn(self):
         self.assertEqual('nqn.2010-10.org.openstack:volume-abc',
                          naming.volume_nqn('nqn.2010-10.org.openstack',
