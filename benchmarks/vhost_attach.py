@@ -63,7 +63,8 @@ def export(storage, lvstore, name):
     return {'driver_volume_type': 'spdk_vhost',
             'data': {'target_nqn': nqn, 'host_nqn': HOST_NQN,
                      'portals': [('127.0.0.1', PORT, 'tcp')],
-                     'vol_uuid': name}}
+                     # The agent takes Cinder's volume ids (UUIDs) only.
+                     'vol_uuid': str(uuid.uuid5(uuid.NAMESPACE_URL, name))}}
 
 
 def agent_conf(top, socket_group):
@@ -137,9 +138,10 @@ def main():
             for i in range(args.samples):
                 info = export(storage, lvs, 'bench-%d' % i)
                 start = time.perf_counter()
-                agent.attach_volume('a%d' % i, info, numa_nodes=[0])
+                volume_id = info['data']['vol_uuid']
+                agent.attach_volume(volume_id, info, numa_nodes=[0])
                 agent_ms.append((time.perf_counter() - start) * 1000)
-                agent.detach_volume('a%d' % i)
+                agent.detach_volume(volume_id)
                 start = time.perf_counter()
                 raw_attach(client, 'r%d' % i, info, plan.reactor_cpus[0])
                 raw_ms.append((time.perf_counter() - start) * 1000)
@@ -151,8 +153,9 @@ def main():
 
             infos = [export(storage, lvs, 'crash-%d' % i)
                      for i in range(args.volumes)]
-            paths = [agent.attach_volume('c%d' % i, info, numa_nodes=[0])
-                     for i, info in enumerate(infos)]
+            paths = [agent.attach_volume(info['data']['vol_uuid'], info,
+                                         numa_nodes=[0])
+                     for info in infos]
             console = None
             if with_guest:
                 guest = fixtures.Fixture()

@@ -5,11 +5,12 @@ side (front-end specs, on the NVMe bdev that serves vhost-user: libvirt's
 iotune does not reach vhost-user disks).
 """
 
-import math
+import re
 
 from spdk_common import exception
 
 MIB = 1024 * 1024
+UINT64_MAX = 2 ** 64 - 1
 
 # Cinder spec key -> (SPDK parameter, divisor, SPDK granularity)
 SPEC_TO_SPDK = {
@@ -19,9 +20,60 @@ SPEC_TO_SPDK = {
     'write_bytes_sec': ('w_mbytes_per_sec', MIB, 1),
 }
 
+LIMIT_KEYS = ('rw_ios_per_sec', 'rw_mbytes_per_sec', 'r_mbytes_per_sec',
+              'w_mbytes_per_sec')
+# SPDK's steps (lib/bdev/bdev.c SPDK_BDEV_QOS_MIN_IOS_PER_SEC; bandwidth in
+# whole MiB/s) and its largest values: UINT64_MAX itself means "leave
+# unchanged" to bdev_set_qos_limit, bandwidth beyond
+# SPDK_BDEV_QOS_MAX_MBYTES_PER_SEC is silently cut to it, and IOPS are
+# rounded up to the step, which must not wrap.
+LIMIT_STEP = {'rw_ios_per_sec': 1000, 'rw_mbytes_per_sec': 1,
+              'r_mbytes_per_sec': 1, 'w_mbytes_per_sec': 1}
+LIMIT_MAX = {'rw_ios_per_sec': UINT64_MAX // 1000 * 1000,
+             'rw_mbytes_per_sec': UINT64_MAX // MIB,
+             'r_mbytes_per_sec': UINT64_MAX // MIB,
+             'w_mbytes_per_sec': UINT64_MAX // MIB}
+# Cinder's spec values are strings; only plain decimal digits are numbers
+# here (int() would also take '1_000', ' 12' or non-ASCII digits).
+_DIGITS = re.compile(r'[0-9]+')
+
 
 class InvalidQoS(exception.SPDKException):
     message = '%(reason)s'
+
+
+def _refuse(key, value, reason):
+    raise InvalidQoS(key=key, value=value, why=reason,
+                     reason='QoS %s=%r %s' % (key, value, reason))
+
+
+def _integer(key, value):
+    """A non-negative whole number from an int or a decimal string.
+
+    bool is an int subclass and a float truncates silently in int(): both
+    are refused rather than turned into a limit nobody asked for.
+    """
+    if isinstance(value, bool):
+        _refuse(key, value, 'is not an integer')
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        number = int(value.strip())
+    elif isinstance(value, str) and value.strip().startswith('-'):
+        _refuse(key, value, 'is negative')
+    else:
+        _refuse(key, value, 'is not an integer')
+    if number < 0:
+        _refuse(key, value, 'is negative')
+    return number
+
+
+def _unknown(keys, known):
+    unsupported = sorted(map(str, set(keys) - set(known)))
+    if unsupported:
+        raise InvalidQoS(reason='QoS keys %s are not supported by SPDK; it '
+                         'enforces %s' % (', '.join(unsupported),
+                                          ', '.join(sorted(known))))
 
 
 def limits_from_specs(specs):
@@ -30,28 +82,46 @@ def limits_from_specs(specs):
     SPDK limits in whole thousands of IOPS and whole MiB/s; values are
     rounded up to that granularity (as SPDK itself would).
     """
-    unsupported = sorted(set(specs) - set(SPEC_TO_SPDK))
-    if unsupported:
-        raise InvalidQoS(reason='QoS keys %s are not supported by SPDK; it '
-                         'enforces %s' % (', '.join(unsupported),
-                                          ', '.join(sorted(SPEC_TO_SPDK))))
+    if not isinstance(specs, dict):
+        raise InvalidQoS(reason='QoS specs %r are not a dict' % (specs,))
+    _unknown(specs, SPEC_TO_SPDK)
     limits = {}
     for key, value in specs.items():
         spdk, divisor, granularity = SPEC_TO_SPDK[key]
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise InvalidQoS(reason='QoS %s=%r is not an integer'
-                             % (key, value))
-        if number < 0:
-            raise InvalidQoS(reason='QoS %s=%r is negative' % (key, value))
-        scaled = math.ceil(number / divisor)
-        limits[spdk] = int(math.ceil(scaled / granularity) * granularity)
+        number = _integer(key, value)
+        # Integer ceilings: float division loses digits of large values.
+        scaled = -(-number // divisor)
+        limit = -(-scaled // granularity) * granularity
+        if limit > LIMIT_MAX[spdk]:
+            _refuse(key, value, 'is beyond what SPDK can enforce')
+        limits[spdk] = limit
     return limits
 
 
-LIMIT_KEYS = ('rw_ios_per_sec', 'rw_mbytes_per_sec', 'r_mbytes_per_sec',
-              'w_mbytes_per_sec')
+def validate_limits(limits):
+    """Check SPDK limits (``bdev_set_qos_limit`` keys) before SPDK does.
+
+    SPDK's own answer to a bad key or value is "spdk_json_decode_object
+    failed", naming neither; values must be whole steps, which SPDK
+    would otherwise round up behind the caller's back.
+    """
+    if not isinstance(limits, dict):
+        raise InvalidQoS(reason='QoS limits %r are not a dict' % (limits,))
+    _unknown(limits, LIMIT_KEYS)
+    checked = {}
+    for key, value in limits.items():
+        if isinstance(value, str):
+            # SPDK decodes JSON numbers only.
+            _refuse(key, value, 'is not an integer')
+        number = _integer(key, value)
+        if number > LIMIT_MAX[key]:
+            _refuse(key, value, 'is beyond what SPDK can enforce (at most '
+                    '%d)' % LIMIT_MAX[key])
+        if number % LIMIT_STEP[key]:
+            _refuse(key, value, 'is not a multiple of %d, SPDK\'s step'
+                    % LIMIT_STEP[key])
+        checked[key] = number
+    return checked
 
 
 def full_limits(limits, bdev):

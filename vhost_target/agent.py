@@ -11,9 +11,9 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from spdk_common import exception as spdk_exc
-from spdk_common import naming
 from vhost_target import planner
 from vhost_target import state as agent_state
+from vhost_target import validation
 
 LOG = logging.getLogger(__name__)
 
@@ -26,6 +26,17 @@ class InvalidAttachRequest(spdk_exc.SPDKException):
     message = 'Invalid attach request for volume %(volume)s: %(reason)s'
 
 
+class InvalidRequest(InvalidAttachRequest):
+    """One field of an RPC request is wrong (any call, not only attach).
+
+    A subclass of InvalidAttachRequest so that callers that catch that keep
+    working; defined here, in a module the RPC transport lists in
+    ``allowed_remote_exmods``, so callers get this class back.
+    """
+
+    message = 'Invalid %(method)s request: %(field)s %(value)s %(reason)s.'
+
+
 class UnknownVolume(spdk_exc.SPDKException):
     message = 'Volume %(volume)s is not attached on this host.'
 
@@ -34,37 +45,42 @@ def _lock(volume_id):
     return lockutils.lock('spdk-vhost-%s' % volume_id)
 
 
-def parse_connection_info(volume_id, connection_info):
-    """Validate Cinder's spdk_vhost connection_info; return its parts."""
-    if not isinstance(connection_info, dict):
-        raise InvalidAttachRequest(volume=volume_id,
-                                   reason='connection_info is not a dict')
-    kind = connection_info.get('driver_volume_type')
-    if kind != 'spdk_vhost':
-        raise InvalidAttachRequest(
-            volume=volume_id,
-            reason='driver_volume_type is %r, not spdk_vhost' % kind)
-    data = connection_info.get('data')
-    if not isinstance(data, dict):
-        raise InvalidAttachRequest(volume=volume_id,
-                                   reason='connection_info has no data')
-    for field in ('target_nqn', 'host_nqn'):
-        try:
-            naming.validate_nqn(data.get(field))
-        except spdk_exc.InvalidNQN as exc:
-            raise InvalidAttachRequest(volume=volume_id,
-                                       reason='%s: %s' % (field, exc))
-    portals = data.get('portals')
-    valid = isinstance(portals, (list, tuple)) and portals and all(
-        isinstance(p, (list, tuple)) and len(p) == 3 and str(p[1]).isdigit()
-        and str(p[2]).lower() == 'tcp' for p in portals)
-    if not valid:
-        raise InvalidAttachRequest(
-            volume=volume_id,
-            reason='portals must be a list of (address, port, "tcp"), not '
-                   '%r' % (portals,))
-    return (data['target_nqn'], [tuple(map(str, p)) for p in portals],
-            data['host_nqn'], data.get('dhchap_secret'))
+def checked(method, check, *args):
+    """``check(*args)``, its validation.Invalid turned into the RPC error."""
+    try:
+        return check(*args)
+    except validation.Invalid as exc:
+        raise InvalidRequest(method=method, field=exc.field, value=exc.value,
+                             reason=exc.reason)
+
+
+def refuse_unknown_arguments(method, arguments):
+    """Arguments the API version does not define are an error, not ignored.
+
+    Only the names and types are shown: an unexpected argument may carry a
+    secret.
+    """
+    if arguments:
+        name = sorted(arguments, key=str)[0]
+        raise InvalidRequest(
+            method=method, field='argument %s' % validation.shown(name),
+            value='(a %s)' % type(arguments[name]).__name__,
+            reason='is not an argument of %s in API version 1.0' % method)
+
+
+# What a repeated attach of one volume may not change without a detach:
+# the NVMe connection already serving the guest.
+_CONNECTION_FIELDS = (('target_nqn', 'connection_info.data.target_nqn'),
+                      ('portals', 'connection_info.data.portals'),
+                      ('host_nqn', 'connection_info.data.host_nqn'),
+                      ('dhchap_secret', 'connection_info.data.dhchap_secret'))
+
+
+def _normalized_portals(portals):
+    try:
+        return validation.portals(portals)
+    except validation.Invalid:
+        return list(portals)
 
 
 class VhostAgent:
@@ -89,18 +105,20 @@ class VhostAgent:
 
     def attach_volume(self, volume_id, connection_info, numa_nodes=None,
                       qos=None):
-        target_nqn, portals, host_nqn, secret = parse_connection_info(
-            volume_id, connection_info)
-        numa_nodes = sorted(set(numa_nodes or []))
+        request = checked('attach_volume', validation.attach, volume_id,
+                          connection_info, numa_nodes, qos)
+        volume_id, numa_nodes = request.volume_id, request.numa_nodes
         unknown = [n for n in numa_nodes if n not in self._topology.nodes]
         if unknown:
-            raise InvalidAttachRequest(
-                volume=volume_id,
-                reason='NUMA node(s) %s do not exist on this host (it has '
-                       '%s)' % (unknown, sorted(self._topology.nodes)))
+            raise InvalidRequest(
+                method='attach_volume', field='numa_nodes',
+                value=validation.shown(unknown),
+                reason='names NUMA node(s) this host does not have (it has '
+                       '%s)' % sorted(self._topology.nodes))
         with _lock(volume_id):
             existing = self._desired.get(volume_id)
             if existing is not None:
+                self._check_same_connection(existing, request)
                 cpu = existing.cpu
             else:
                 cpu, fallback = planner.least_loaded_core(
@@ -111,11 +129,15 @@ class VhostAgent:
                                 {'nodes': numa_nodes, 'id': volume_id,
                                  'cpu': cpu})
             attachment = agent_state.Attachment(
-                volume_id=volume_id, target_nqn=target_nqn, portals=portals,
-                host_nqn=host_nqn, cpu=cpu, numa_nodes=numa_nodes,
-                dhchap_secret=secret, qos=qos)
+                volume_id=volume_id, target_nqn=request.target_nqn,
+                portals=request.portals, host_nqn=request.host_nqn, cpu=cpu,
+                numa_nodes=numa_nodes, dhchap_secret=request.dhchap_secret,
+                qos=request.qos)
             try:
                 path = self._vhost.attach(attachment)
+                if existing is not None and existing.qos and not request.qos:
+                    # attach() sets only limits it is given; lift the old.
+                    self._vhost.set_qos(volume_id, {})
             except spdk_exc.SPDKException as exc:
                 self._notify('attach.error', {'volume_id': volume_id,
                                               'reason': str(exc)},
@@ -128,7 +150,31 @@ class VhostAgent:
                                     'socket': path, 'cpu': cpu})
         return path
 
+    @staticmethod
+    def _check_same_connection(existing, request):
+        """A repeated attach (hard reboot, retry) must ask for the same
+        connection: SPDK keeps serving the existing one, so taking other
+        parameters would record a connection that does not exist.
+        """
+        for attr, field in _CONNECTION_FIELDS:
+            old, new = getattr(existing, attr), getattr(request, attr)
+            if attr == 'portals':
+                old = _normalized_portals(old)
+            if old != new:
+                secret = attr == 'dhchap_secret'
+                raise InvalidRequest(
+                    method='attach_volume', field=field,
+                    value=validation.shown(new, secret=secret),
+                    reason='differs from the attachment of volume %s this '
+                           'host serves now%s; detach the volume first' % (
+                               existing.volume_id,
+                               '' if secret else ' (%s)' % (
+                                   validation.shown(old), )))
+
     def detach_volume(self, volume_id):
+        # A volume this host does not know is fine (detach is idempotent),
+        # but its id must still be one, since it names what is removed.
+        volume_id = checked('detach_volume', validation.volume_id, volume_id)
         with _lock(volume_id):
             self._vhost.detach(volume_id)
             self._desired.remove(volume_id)
@@ -142,10 +188,14 @@ class VhostAgent:
         new size from the namespace-change notice and vhost-blk passes it to
         the guest.
         """
+        volume_id = checked('extend_volume', validation.volume_id,
+                            volume_id)
         self._require(volume_id)
         return self._vhost.size_bytes(volume_id)
 
     def set_qos(self, volume_id, qos):
+        volume_id = checked('set_qos', validation.volume_id, volume_id)
+        qos = checked('set_qos', validation.qos, qos)
         with _lock(volume_id):
             attachment = self._require(volume_id)
             self._vhost.set_qos(volume_id, qos or {})

@@ -14,6 +14,8 @@ Version history:
 
 import oslo_messaging as messaging
 
+from vhost_target import agent as vhost_agent
+
 TOPIC = 'spdk-vhost-target'
 EXCHANGE = TOPIC
 API_VERSION = '1.0'
@@ -27,26 +29,38 @@ def get_transport(conf):
 
 
 class VhostTargetEndpoint:
+    """The RPC surface; the agent validates every argument it receives.
+
+    Arguments default to None and unknown ones are caught here, so that a
+    missing or misspelt argument is the agent's InvalidRequest naming it,
+    not a TypeError from the dispatcher.
+    """
+
     target = messaging.Target(version=API_VERSION)
 
     def __init__(self, agent):
         self._agent = agent
 
-    def attach_volume(self, context, volume_id, connection_info,
-                      numa_nodes=None, qos=None):
+    def attach_volume(self, context, volume_id=None, connection_info=None,
+                      numa_nodes=None, qos=None, **unknown):
+        vhost_agent.refuse_unknown_arguments('attach_volume', unknown)
         return self._agent.attach_volume(volume_id, connection_info,
                                          numa_nodes=numa_nodes, qos=qos)
 
-    def detach_volume(self, context, volume_id):
+    def detach_volume(self, context, volume_id=None, **unknown):
+        vhost_agent.refuse_unknown_arguments('detach_volume', unknown)
         self._agent.detach_volume(volume_id)
 
-    def extend_volume(self, context, volume_id):
+    def extend_volume(self, context, volume_id=None, **unknown):
+        vhost_agent.refuse_unknown_arguments('extend_volume', unknown)
         return self._agent.extend_volume(volume_id)
 
-    def set_qos(self, context, volume_id, qos):
+    def set_qos(self, context, volume_id=None, qos=None, **unknown):
+        vhost_agent.refuse_unknown_arguments('set_qos', unknown)
         self._agent.set_qos(volume_id, qos)
 
-    def get_status(self, context):
+    def get_status(self, context, **unknown):
+        vhost_agent.refuse_unknown_arguments('get_status', unknown)
         return self._agent.get_status()
 
 

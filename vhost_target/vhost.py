@@ -8,8 +8,10 @@ whose socket QEMU opens. SPDK creates that socket with its own umask, so
 the owner group and mode are set here.
 """
 
+import errno
 import grp
 import os
+import socket
 
 from oslo_log import log as logging
 
@@ -26,6 +28,16 @@ def vhost_controller_name(volume_id):
 
 class AttachError(spdk_exc.SPDKException):
     message = 'Could not attach volume %(volume)s: %(reason)s'
+
+
+# bdev_nvme_attach_controller's answers when the connect itself failed
+# (module/bdev/nvme/bdev_nvme.c, v25.09): -EIO when the probe ended without
+# a controller (TCP or NVMe connect refused, authentication failed), -ENODEV
+# when it could not even start. Neither tells which; see _why_refused().
+_CONNECT_FAILED = (-errno.EIO, -errno.ENODEV)
+# How long the agent's own TCP probe of a portal may take, after SPDK's
+# connect already failed.
+PROBE_TIMEOUT = 2.0
 
 
 class VhostTarget:
@@ -45,8 +57,10 @@ class VhostTarget:
     def attach(self, attachment):
         """Create (or complete) one attachment; return its socket path.
 
-        ``attachment`` is a state.Attachment. Whatever this call made is
-        removed again if a later step fails.
+        ``attachment`` is a state.Attachment whose fields the agent has
+        validated. Whatever this call made (key file, keyring entry, NVMe
+        controller, vhost controller and with it the socket) is removed
+        again if a later step fails, the socket's owner and mode included.
         """
         made = []
         try:
@@ -55,15 +69,20 @@ class VhostTarget:
             self._create_controller(attachment, bdev, made)
             if attachment.qos:
                 self.set_qos(attachment.volume_id, attachment.qos)
-        except Exception:
+            return self.secure_socket(attachment.volume_id)
+        except Exception as exc:
             for undo in reversed(made):
                 try:
                     undo()
-                except spdk_exc.SPDKException as exc:
+                except (spdk_exc.SPDKException, OSError) as undo_exc:
                     LOG.error('Undoing a failed attach of %(id)s: %(err)s',
-                              {'id': attachment.volume_id, 'err': exc})
+                              {'id': attachment.volume_id, 'err': undo_exc})
+            if isinstance(exc, OSError):
+                # A local file or socket problem; the caller gets the
+                # agent's error, not a bare OSError.
+                raise AttachError(volume=attachment.volume_id,
+                                  reason=str(exc)) from exc
             raise
-        return self.secure_socket(attachment.volume_id)
 
     def _load_key(self, attachment, made):
         if not attachment.dhchap_secret:
@@ -71,6 +90,7 @@ class VhostTarget:
         name = 'dhchap-%s' % attachment.volume_id
         os.makedirs(self._key_dir, mode=0o700, exist_ok=True)
         path = os.path.join(self._key_dir, name)
+        made.append(lambda: self._remove_key_file(name))
         fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                      0o600)
         with os.fdopen(fd, 'w') as f:
@@ -80,7 +100,9 @@ class VhostTarget:
             self._client.call('keyring_file_add_key',
                               {'name': name, 'path': path})
         except spdk_exc.SPDKExists:
-            return name   # loaded by an earlier attempt
+            # Loaded by an earlier attempt, which also owns the file.
+            made.pop()
+            return name
         made.append(lambda: self._remove_key(name))
         return name
 
@@ -89,10 +111,15 @@ class VhostTarget:
             self._client.call('keyring_file_remove_key', {'name': name})
         except spdk_exc.SPDKRPCError:
             pass
-        try:
-            os.unlink(os.path.join(self._key_dir, name))
-        except FileNotFoundError:
-            pass
+        self._remove_key_file(name)
+
+    def _remove_key_file(self, name):
+        for path in (os.path.join(self._key_dir, name),
+                     os.path.join(self._key_dir, name + '.tmp')):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def _connect(self, attachment, key, made):
         """Connect the NVMe controller; return its namespace bdev.
@@ -103,7 +130,7 @@ class VhostTarget:
         from the error.
         """
         name = naming.nvme_controller_name(attachment.volume_id)
-        last_error = None
+        failures = []
         for address, port, _transport in attachment.portals:
             params = {
                 'name': name, 'trtype': 'tcp',
@@ -124,7 +151,7 @@ class VhostTarget:
             except spdk_exc.SPDKRPCError as exc:
                 if self._nvme_controller_exists(name):
                     return '%sn1' % name
-                last_error = exc
+                failures.append((address, port, exc))
                 continue
             made.append(lambda: self._disconnect(name))
             if not bdevs:
@@ -132,12 +159,46 @@ class VhostTarget:
                                   reason='the subsystem %s has no namespace'
                                   % attachment.target_nqn)
             return bdevs[0]
-        raise AttachError(
-            volume=attachment.volume_id,
-            reason='the storage target refused %s as host %s (%s); is the '
-                   'host NQN allowed on the subsystem?' % (
-                       attachment.target_nqn, attachment.host_nqn,
-                       last_error))
+        raise AttachError(volume=attachment.volume_id,
+                          reason='; '.join(self._why_refused(attachment, *f)
+                                           for f in failures))
+
+    def _why_refused(self, attachment, address, port, exc):
+        """Why SPDK could not connect to one portal, as far as is knowable.
+
+        SPDK answers every failed connect with the same error, so the agent
+        tries a TCP connection to the portal itself: if that fails too, the
+        network or the target's listener is the cause, not the NVMe-level
+        checks (subsystem, host ACL, DH-HMAC-CHAP) behind it.
+        """
+        portal = '[%s]:%s' % (address, port) if ':' in address else (
+            '%s:%s' % (address, port))
+        if exc.code not in _CONNECT_FAILED:
+            return 'SPDK refused to connect to %s: %s' % (portal, exc)
+        try:
+            probe = socket.create_connection((address, int(port)),
+                                             timeout=PROBE_TIMEOUT)
+        except socket.timeout:
+            return ('no answer from %s within %ss (a firewall, a wrong '
+                    'address, or the target is down); SPDK: %s'
+                    % (portal, PROBE_TIMEOUT, exc.error))
+        except OSError as net_exc:
+            return ('could not reach the storage target at %s: %s (is an '
+                    'NVMe/TCP listener there?); SPDK: %s'
+                    % (portal, net_exc.strerror or net_exc, exc.error))
+        probe.close()
+        causes = ['the subsystem %s does not exist there'
+                  % attachment.target_nqn,
+                  'host %s is not allowed on it' % attachment.host_nqn]
+        if attachment.dhchap_secret:
+            causes.append('DH-HMAC-CHAP authentication failed (a wrong or '
+                          'outdated secret)')
+        else:
+            causes.append('it requires DH-HMAC-CHAP and the request carried '
+                          'no secret')
+        return ('the storage target at %s accepts TCP connections but '
+                'refused the NVMe connect (SPDK: %s): %s, or %s'
+                % (portal, exc.error, ', '.join(causes[:-1]), causes[-1]))
 
     def _nvme_controller_exists(self, name):
         # Asking for one missing name is an EINVAL error in SPDK; the full
@@ -162,7 +223,7 @@ class VhostTarget:
             if self._vhost_controller(ctrlr) is None:
                 raise
             return
-        made.append(lambda: self._delete_controller(ctrlr))
+        made.append(lambda: self._undo_controller(attachment.volume_id))
 
     def _vhost_controller(self, ctrlr):
         try:
@@ -171,6 +232,12 @@ class VhostTarget:
         except spdk_exc.SPDKRPCError:
             return None
         return found[0] if found else None
+
+    def _undo_controller(self, volume_id):
+        self._delete_controller(vhost_controller_name(volume_id))
+        # SPDK unlinks the socket with the controller; one left behind
+        # (SPDK died meanwhile) would only confuse the next attach.
+        self._remove_socket(volume_id)
 
     def _delete_controller(self, ctrlr):
         try:
@@ -181,7 +248,12 @@ class VhostTarget:
 
     def secure_socket(self, volume_id):
         path = self.socket_path(volume_id)
-        gid = grp.getgrnam(self._conf.socket_group).gr_gid
+        try:
+            gid = grp.getgrnam(self._conf.socket_group).gr_gid
+        except KeyError:
+            raise AttachError(volume=volume_id,
+                              reason='socket_group %r does not exist on '
+                                     'this host' % self._conf.socket_group)
         os.chown(path, -1, gid)
         os.chmod(path, int(self._conf.socket_mode, 8))
         return path
@@ -193,6 +265,9 @@ class VhostTarget:
         self._delete_controller(vhost_controller_name(volume_id))
         self._disconnect(naming.nvme_controller_name(volume_id))
         self._remove_key('dhchap-%s' % volume_id)
+        self._remove_socket(volume_id)
+
+    def _remove_socket(self, volume_id):
         try:
             os.unlink(self.socket_path(volume_id))
         except FileNotFoundError:

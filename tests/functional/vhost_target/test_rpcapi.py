@@ -2,13 +2,18 @@
 
 import threading
 
+import fixtures
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 
 from tests import base
 from tests.fixtures import rabbitmq
+from tests.unit import vhost_target as unit_helpers
+from tests.unit.vhost_target import test_agent as unit_agent
 from vhost_target import agent as vhost_agent
+from vhost_target import planner
 from vhost_target import rpcapi
+from vhost_target import state
 
 
 class RecordingAgent:
@@ -109,3 +114,72 @@ class TestRPCAPI(base.TestCase):
             t.join()
         self.assertEqual({n: '/sockets/vhost-v%d' % n for n in range(8)},
                          results)
+
+
+class TestBadRequestsOverRabbitMQ(base.TestCase):
+    """The real VhostAgent (its SPDK side recorded) behind the real RPC
+    server: bad requests come back to the caller as InvalidRequest, with
+    the field and value named, and reach nothing behind the agent.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.broker = rabbitmq.RabbitMQ()
+        cls.broker.setUp()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.cleanUp()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
+        rpcapi.get_transport(conf).cleanup()  # registers its options
+        conf.set_override('transport_url', self.broker.url)
+        transport = rpcapi.get_transport(conf)
+        self.addCleanup(transport.cleanup)
+        topo = unit_helpers.read_fixture_topology('two_nodes')
+        plan = planner.plan(unit_helpers.make_conf(self), topo)
+        self.desired = state.DesiredState(
+            self.useFixture(fixtures.TempDir()).path)
+        self.desired.load()
+        self.vhost = unit_agent.RecordingVhost()
+        agent = vhost_agent.VhostAgent(self.vhost, self.desired, plan, topo)
+        server = rpcapi.get_server(transport, 'compute2', agent)
+        server.start()
+        self.addCleanup(server.wait)
+        self.addCleanup(server.stop)
+        self.client = rpcapi.VhostTargetClient(transport, 'compute2',
+                                               timeout=20)
+
+    def test_bad_requests_arrive_as_invalid_request(self):
+        volume = unit_agent.V
+        cases = [
+            (lambda: self.client.attach_volume('../../etc/passwd',
+                                               unit_agent.info()),
+             "volume_id '../../etc/passwd'"),
+            (lambda: self.client.attach_volume(volume, unit_agent.info(
+                portals=[['not-an-ip', 4420, 'tcp']])),
+             "address 'not-an-ip' is not an IPv4 or IPv6 address"),
+            (lambda: self.client.attach_volume(volume, unit_agent.info(),
+                                               qos={'bogus': 1}),
+             'bogus'),
+            (lambda: self.client.set_qos(volume, {'rw_ios_per_sec': 1}),
+             'multiple of 1000'),
+            (lambda: self.client.detach_volume(None), 'volume_id None'),
+            (lambda: self.client.extend_volume(['x']), "volume_id ['x']"),
+            (lambda: self.client._call('detach_volume', volume_id=volume,
+                                       force=True),
+             "argument 'force'"),
+            (lambda: self.client._call('attach_volume', volume_id=volume),
+             'connection_info None is not a dict'),
+        ]
+        for call, words in cases:
+            exc = self.assertRaises(vhost_agent.InvalidRequest, call)
+            self.assertIn(words, str(exc))
+        self.assertEqual([], self.vhost.calls)
+        self.assertEqual([], self.desired.all())
+        self.assertRaises(vhost_agent.UnknownVolume,
+                          self.client.extend_volume, volume)

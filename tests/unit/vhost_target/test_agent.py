@@ -1,18 +1,28 @@
 """VhostAgent's own logic: validation, CPU choice, state, notifications."""
 
+import uuid
+
 import fixtures
 from oslo_config import cfg
 import oslo_messaging as messaging
 from oslo_messaging.notify import _impl_test
 
+from cinder_driver import dhchap
 from tests import base
 from tests.unit import vhost_target as helpers
 from vhost_target import agent as vhost_agent
 from vhost_target import planner
+from vhost_target import rpcapi
 from vhost_target import state
 from vhost_target import vhost
 
 HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
+# Volume ids as Cinder makes them; the agent takes no other kind.
+V = '5e1b7a52-8f7c-4a45-9f0e-0c7b0a1d2e3f'
+A = '6e1b7a52-8f7c-4a45-9f0e-0c7b0a1d2e3f'
+B = '7e1b7a52-8f7c-4a45-9f0e-0c7b0a1d2e3f'
+SECRET = dhchap.make_secret()
+SECRET2 = dhchap.make_secret()
 
 
 def info(**data):
@@ -27,22 +37,25 @@ class RecordingVhost:
 
     def __init__(self):
         self.attached = {}
+        self.calls = []
         self.fail = None
 
     def attach(self, attachment):
+        self.calls.append(('attach', attachment.volume_id))
         if self.fail:
             raise self.fail
         self.attached[attachment.volume_id] = attachment
         return self.socket_path(attachment.volume_id)
 
     def detach(self, volume_id):
+        self.calls.append(('detach', volume_id))
         self.attached.pop(volume_id, None)
 
     def socket_path(self, volume_id):
         return '/sockets/' + vhost.vhost_controller_name(volume_id)
 
     def set_qos(self, volume_id, qos):
-        self.attached[volume_id].qos = qos
+        self.calls.append(('set_qos', volume_id, qos))
 
     def size_bytes(self, volume_id):
         return 1024 ** 3
@@ -78,8 +91,9 @@ class TestAgent(base.TestCase):
     def test_attach_spreads_over_the_instance_node_reactors(self):
         cpus = []
         for n in range(4):
-            self.agent.attach_volume('v%d' % n, info(), numa_nodes=[1])
-            cpus.append(self.desired.get('v%d' % n).cpu)
+            volume_id = str(uuid.UUID(int=n))
+            self.agent.attach_volume(volume_id, info(), numa_nodes=[1])
+            cpus.append(self.desired.get(volume_id).cpu)
         node1 = self.plan.reactors_by_node[1]
         self.assertEqual(sorted(node1 * 2), sorted(cpus))
         self.assertEqual(('spdk_vhost_target.attach.end', 'INFO'),
@@ -88,64 +102,168 @@ class TestAgent(base.TestCase):
                          _impl_test.NOTIFICATIONS[0][1]['payload']['version'])
 
     def test_reattach_keeps_the_cpu_and_state_survives_a_restart(self):
-        self.agent.attach_volume('v', info(), numa_nodes=[0])
-        cpu = self.desired.get('v').cpu
-        self.agent.attach_volume('v', info(), numa_nodes=[1])
-        self.assertEqual(cpu, self.desired.get('v').cpu)
+        self.agent.attach_volume(V, info(), numa_nodes=[0])
+        cpu = self.desired.get(V).cpu
+        self.agent.attach_volume(V, info(), numa_nodes=[1])
+        self.assertEqual(cpu, self.desired.get(V).cpu)
         again = state.DesiredState(self.state_dir)
-        self.assertEqual(['v'], [a.volume_id for a in again.load()])
+        self.assertEqual([V], [a.volume_id for a in again.load()])
         self.assertEqual([('10.0.0.1', '4420', 'tcp')],
-                         again.get('v').portals)
+                         again.get(V).portals)
+
+    def assert_nothing_changed(self):
+        self.assertEqual({}, self.vhost.attached)
+        self.assertEqual([], self.desired.all())
+        self.assertEqual([], self.vhost.calls)
 
     def test_invalid_requests(self):
         cases = [
-            (info(portals=[]), 'portals'),
-            (info(portals=[['a', 'port', 'tcp']]), 'portals'),
-            (info(portals=[['a', '1', 'rdma']]), 'portals'),
-            (info(host_nqn='bad'), 'host_nqn'),
-            (dict(info(), driver_volume_type='nvmeof'), 'nvmeof'),
-            ({'driver_volume_type': 'spdk_vhost'}, 'no data'),
+            (V, info(portals=[]), None, None, 'portals [] is empty'),
+            (V, info(portals=[['a', 'port', 'tcp']]), None, None,
+             "portals[0] address 'a' is not an IPv4 or IPv6 address"),
+            (V, info(portals=[['10.0.0.1', '1', 'rdma']]), None, None,
+             "transport 'rdma' is not tcp"),
+            (V, info(host_nqn='bad'), None, None, "host_nqn 'bad'"),
+            (V, dict(info(), driver_volume_type='nvmeof'), None, None,
+             "driver_volume_type 'nvmeof' is not spdk_vhost"),
+            (V, {'driver_volume_type': 'spdk_vhost'}, None, None,
+             'connection_info.data None is not a dict'),
+            (V + '\n', info(), None, None, 'volume_id'),
+            ('a' * 300, info(), None, None, "volume_id 'aaaa"),
+            ('../../etc/passwd', info(), None, None, 'volume_id'),
+            ('a/b', info(), None, None, "volume_id 'a/b' is not a Cinder"),
+            (None, info(), None, None, 'volume_id None is not a string'),
+            (V, info(), [5], None, 'numa_nodes [5] names NUMA node(s) this '
+             'host does not have'),
+            (V, info(), [True], None, 'numa_nodes[0] True'),
+            (V, info(), {'0': 0}, None, 'numa_nodes'),
+            (V, info(), None, {'bogus': 1}, 'bogus'),
+            (V, info(), None, {'rw_ios_per_sec': -1000},
+             'qos.rw_ios_per_sec -1000 is negative'),
+            (V, info(), None, [1], 'qos [1] is not a dict'),
         ]
-        for connection_info, words in cases:
-            exc = self.assertRaises(vhost_agent.InvalidAttachRequest,
-                                    self.agent.attach_volume, 'v',
-                                    connection_info)
+        for volume_id, connection_info, nodes, qos, words in cases:
+            exc = self.assertRaises(vhost_agent.InvalidRequest,
+                                    self.agent.attach_volume, volume_id,
+                                    connection_info, numa_nodes=nodes,
+                                    qos=qos)
             self.assertIn(words, str(exc))
-        self.assertRaises(vhost_agent.InvalidAttachRequest,
-                          self.agent.attach_volume, 'v', info(),
-                          numa_nodes=[5])
-        self.assertEqual({}, self.vhost.attached)
+            self.assertTrue(str(exc).startswith(
+                'Invalid attach_volume request: '), str(exc))
+            # nova-compute may still catch the older, wider class.
+            self.assertIsInstance(exc, vhost_agent.InvalidAttachRequest)
+        self.assert_nothing_changed()
+        self.assertEqual([], self.events())
+
+    def test_other_calls_validate_the_volume_id(self):
+        for bad in ('../x', V.upper(), None, 5, V + '\n'):
+            for method, call, args in (
+                    ('detach_volume', self.agent.detach_volume, ()),
+                    ('extend_volume', self.agent.extend_volume, ()),
+                    ('set_qos', self.agent.set_qos, ({}, ))):
+                exc = self.assertRaises(vhost_agent.InvalidRequest, call,
+                                        bad, *args)
+                self.assertIn('Invalid %s request: volume_id' % method,
+                              str(exc))
+        self.assert_nothing_changed()
+
+    def test_set_qos_validates_the_limits_and_keeps_the_old(self):
+        self.agent.attach_volume(V, info(), qos={'rw_ios_per_sec': 1000})
+        self.vhost.calls.clear()
+        for qos in ({'bogus': 1}, {'rw_ios_per_sec': 1.5},
+                    {'rw_ios_per_sec': 2 ** 70}, 'x'):
+            self.assertRaises(vhost_agent.InvalidRequest, self.agent.set_qos,
+                              V, qos)
+        self.assertEqual([], self.vhost.calls)
+        self.assertEqual({'rw_ios_per_sec': 1000},
+                         state.DesiredState(self.state_dir).load()[0].qos)
+
+    def test_reattach_must_ask_for_the_same_connection(self):
+        self.agent.attach_volume(V, info(dhchap_secret=SECRET))
+        self.vhost.calls.clear()
+        other = 'nqn.2010-10.org.openstack:volume-2'
+        for changed, field in (
+                (info(target_nqn=other, dhchap_secret=SECRET), 'target_nqn'),
+                (info(portals=[['10.0.0.2', 4420, 'tcp']],
+                      dhchap_secret=SECRET), 'portals'),
+                (info(host_nqn='nqn.2014-08.org.example:other',
+                      dhchap_secret=SECRET), 'host_nqn'),
+                (info(), 'dhchap_secret'),
+                (info(dhchap_secret=SECRET2), 'dhchap_secret')):
+            exc = self.assertRaises(vhost_agent.InvalidRequest,
+                                    self.agent.attach_volume, V, changed)
+            self.assertIn('connection_info.data.%s' % field, str(exc))
+            self.assertIn('detach the volume first', str(exc))
+            self.assertNotIn(SECRET, str(exc))
+            self.assertNotIn(SECRET2, str(exc))
+        self.assertEqual([], self.vhost.calls)
+        self.assertEqual(SECRET, self.desired.get(V).dhchap_secret)
+        # The same connection spelt another way (port as a number, upper
+        # case transport) is the same.
+        self.agent.attach_volume(V, info(
+            portals=[['10.0.0.1', 4420, 'TCP']], dhchap_secret=SECRET))
+
+    def test_reattach_without_qos_lifts_the_limits(self):
+        self.agent.attach_volume(V, info(), qos={'rw_ios_per_sec': 1000})
+        self.agent.attach_volume(V, info())
+        self.assertEqual(('set_qos', V, {}), self.vhost.calls[-1])
+        self.assertIsNone(self.desired.get(V).qos)
+
+    def test_detach_of_an_unknown_volume_is_fine(self):
+        self.agent.detach_volume(V)
         self.assertEqual([], self.desired.all())
 
+    def test_the_endpoint_refuses_unknown_and_missing_arguments(self):
+        endpoint = rpcapi.VhostTargetEndpoint(self.agent)
+        exc = self.assertRaises(
+            vhost_agent.InvalidRequest, endpoint.attach_volume, {}, V,
+            info(), dhchap_secret=SECRET)
+        self.assertIn("argument 'dhchap_secret' (a str) is not an argument "
+                      "of attach_volume", str(exc))
+        self.assertNotIn(SECRET, str(exc))
+        for call in (endpoint.detach_volume, endpoint.extend_volume,
+                     endpoint.get_status):
+            self.assertRaises(vhost_agent.InvalidRequest, call, {},
+                              force=True)
+        self.assertRaises(vhost_agent.InvalidRequest, endpoint.set_qos, {},
+                          V, {}, extra=1)
+        exc = self.assertRaises(vhost_agent.InvalidRequest,
+                                endpoint.attach_volume, {}, V)
+        self.assertIn('connection_info None is not a dict', str(exc))
+        exc = self.assertRaises(vhost_agent.InvalidRequest,
+                                endpoint.detach_volume, {})
+        self.assertIn('volume_id None', str(exc))
+        self.assert_nothing_changed()
+
     def test_failed_attach_is_not_remembered_and_is_notified(self):
-        self.vhost.fail = vhost.AttachError(volume='v', reason='refused')
-        self.assertRaises(vhost.AttachError, self.agent.attach_volume, 'v',
+        self.vhost.fail = vhost.AttachError(volume=V, reason='refused')
+        self.assertRaises(vhost.AttachError, self.agent.attach_volume, V,
                           info())
         self.assertEqual([], self.desired.all())
         self.assertEqual([('spdk_vhost_target.attach.error', 'ERROR')],
                          self.events())
 
     def test_detach_qos_status_and_unknown_volumes(self):
-        self.agent.attach_volume('v', info(), qos={'rw_ios_per_sec': 1000})
-        self.agent.set_qos('v', {'rw_ios_per_sec': 2000})
+        self.agent.attach_volume(V, info(), qos={'rw_ios_per_sec': 1000})
+        self.agent.set_qos(V, {'rw_ios_per_sec': 2000})
         self.assertEqual({'rw_ios_per_sec': 2000}, state.DesiredState(
             self.state_dir).load()[0].qos)
         status = self.agent.get_status()
-        self.assertEqual(['v'], [a['volume_id']
-                                 for a in status['attachments']])
-        self.agent.detach_volume('v')
+        self.assertEqual([V], [a['volume_id']
+                               for a in status['attachments']])
+        self.agent.detach_volume(V)
         self.assertEqual([], self.desired.all())
         for call in (self.agent.extend_volume, ):
-            self.assertRaises(vhost_agent.UnknownVolume, call, 'v')
-        self.assertRaises(vhost_agent.UnknownVolume, self.agent.set_qos, 'v',
+            self.assertRaises(vhost_agent.UnknownVolume, call, V)
+        self.assertRaises(vhost_agent.UnknownVolume, self.agent.set_qos, V,
                           {})
 
     def test_replay_reports_each_volume(self):
-        self.agent.attach_volume('a', info())
-        self.agent.attach_volume('b', info())
+        self.agent.attach_volume(A, info())
+        self.agent.attach_volume(B, info())
         self.vhost.attached.clear()
-        self.assertEqual((['a', 'b'], []), self.agent.replay())
-        self.vhost.fail = vhost.AttachError(volume='a', reason='gone')
-        self.assertEqual(([], ['a', 'b']), self.agent.replay())
+        self.assertEqual(([A, B], []), self.agent.replay())
+        self.vhost.fail = vhost.AttachError(volume=A, reason='gone')
+        self.assertEqual(([], [A, B]), self.agent.replay())
         self.assertEqual(('spdk_vhost_target.recovery.end', 'ERROR'),
                          self.events()[-1])
