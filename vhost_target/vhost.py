@@ -183,9 +183,13 @@ class VhostTarget:
                     'address, or the target is down); SPDK: %s'
                     % (portal, PROBE_TIMEOUT, exc.error))
         except OSError as net_exc:
+            # strerror() of the errno: eventlet's green sockets put the
+            # errno's name ("ECONNREFUSED") where strerror would be.
+            why = (os.strerror(net_exc.errno) if net_exc.errno
+                   else str(net_exc))
             return ('could not reach the storage target at %s: %s (is an '
                     'NVMe/TCP listener there?); SPDK: %s'
-                    % (portal, net_exc.strerror or net_exc, exc.error))
+                    % (portal, why, exc.error))
         probe.close()
         causes = ['the subsystem %s does not exist there'
                   % attachment.target_nqn,

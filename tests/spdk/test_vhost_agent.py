@@ -1,21 +1,27 @@
 """SPDK tier: the compute-node agent with a real SPDK vhost it supervises,
 attaching volumes that the Cinder driver exports from a real nvmf_tgt."""
 
+import base64
 import grp
+import json
 import os
 import pwd
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
+import uuid
+import zlib
 
 import fixtures
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import oslo_messaging as messaging
 
+from cinder_driver import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc
@@ -202,7 +208,7 @@ class TestVhostAgent(AgentTestBase):
                                 numa_nodes=[7])
         self.assertIn('NUMA node', str(exc))
         self.assertRaises(vhost_agent.UnknownVolume,
-                          self.agent.extend_volume, 'nope')
+                          self.agent.extend_volume, str(uuid.uuid4()))
         self.assertEqual(([], []), self.spdk_objects())
 
     def test_kill_9_of_spdk_is_replayed(self):
@@ -234,6 +240,260 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual(1, len(self.spdk_objects()[0]))
 
 
+def closed_port():
+    """A local TCP port nothing listens on: connects to it are refused."""
+    probe = socket.socket()
+    probe.bind(('127.0.0.1', 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+class LeftoversMixin:
+    def leftovers(self):
+        """Everything an attach may create, as SPDK and the disk show it."""
+        call = self.vhost_client.call
+        keys_dir = os.path.join(self.group.state_dir, 'keys')
+        state_file = os.path.join(self.group.state_dir, 'attachments.json')
+        try:
+            with open(state_file) as f:
+                state_text = json.load(f)
+        except FileNotFoundError:
+            state_text = None
+        return {
+            'nvme': sorted(c['name'] for c in
+                           call('bdev_nvme_get_controllers')),
+            'vhost': sorted((c['ctrlr'], c['cpumask']) for c in
+                            call('vhost_get_controllers')),
+            'keyring': sorted(k['name'] for k in call('keyring_get_keys')),
+            'bdevs': sorted((b['name'], json.dumps(
+                b.get('assigned_rate_limits'), sort_keys=True))
+                for b in call('bdev_get_bdevs')),
+            'sockets': sorted(os.listdir(self.group.socket_dir)),
+            'key files': (sorted(os.listdir(keys_dir))
+                          if os.path.isdir(keys_dir) else []),
+            'state': state_text,
+        }
+
+    def assert_refused_leaving_nothing(self, label, cls, words, call):
+        before = self.leftovers()
+        try:
+            call()
+        except cls as exc:
+            self.assertIn(words, str(exc), label)
+            error = str(exc)
+        else:
+            self.fail('%s: no %s' % (label, cls.__name__))
+        self.assertEqual(before, self.leftovers(), label)
+        return error
+
+
+class TestBadRequests(LeftoversMixin, AgentTestBase):
+    """Requests an attacker (or a bug) could put on the RPC bus: each is
+    refused with an error naming its cause, and SPDK (NVMe controllers,
+    vhost controllers, keyring, QoS), the socket and key directories and
+    the state file are exactly as before.
+    """
+
+    def test_bad_requests_leave_everything_as_before(self):
+        volume_a, info_a = self.exported_vhost_volume()
+        va = volume_a.id
+        self.agent.attach_volume(va, info_a, numa_nodes=[0],
+                                 qos={'rw_ios_per_sec': 1000})
+        volume_b, info_b = self.exported_vhost_volume()
+        vb = volume_b.id
+        attach = self.agent.attach_volume
+
+        def data(**changes):
+            return dict(info_b, data=dict(info_b['data'], **changes))
+        good = dhchap.make_secret()
+        raw = base64.b64decode(good.split(':')[2])
+        bad_crc = 'DHHC-1:00:%s:' % base64.b64encode(
+            raw[:-4] + (zlib.crc32(raw[:-4]) ^ 1).to_bytes(4, 'little')
+        ).decode()
+        invalid = vhost_agent.InvalidRequest
+        cases = [
+            ('newline in volume_id', invalid, 'volume_id',
+             lambda: attach(vb + '\n', info_b)),
+            ('300-character volume_id', invalid, 'volume_id',
+             lambda: attach('a' * 300, info_b)),
+            ('path volume_id', invalid, "volume_id '../../etc/passwd'",
+             lambda: attach('../../etc/passwd', info_b)),
+            ('slash volume_id', invalid, "volume_id 'a/b'",
+             lambda: attach('a/b', info_b)),
+            ('upper-case volume_id', invalid, 'lower-case UUID',
+             lambda: attach(vb.upper(), info_b)),
+            ('volume_id None', invalid, 'volume_id None',
+             lambda: attach(None, info_b)),
+            ('portal not an IP', invalid, "'not-an-ip' is not an IPv4",
+             lambda: attach(vb, data(portals=[['not-an-ip', 4420, 'tcp']]))),
+            ('port 70000', invalid, 'port 70000 is not a port number',
+             lambda: attach(vb, data(portals=[['127.0.0.1', 70000, 'tcp']]))),
+            ('rdma', invalid, "'rdma' is not tcp",
+             lambda: attach(vb, data(portals=[['127.0.0.1', 1, 'rdma']]))),
+            ('portals dict', invalid, 'portals', lambda: attach(
+                vb, data(portals={'address': '127.0.0.1'}))),
+            ('NQN with newline', invalid, 'target_nqn', lambda: attach(
+                vb, data(target_nqn=info_b['data']['target_nqn'] + '\n'))),
+            ('host NQN int', invalid, 'host_nqn 42',
+             lambda: attach(vb, data(host_nqn=42))),
+            ('secret format', invalid, 'DHHC-1:0[0-3]',
+             lambda: attach(vb, data(dhchap_secret='hunter2'))),
+            ('secret CRC', invalid, 'CRC-32',
+             lambda: attach(vb, data(dhchap_secret=bad_crc))),
+            ('secret type', invalid, 'dhchap_secret',
+             lambda: attach(vb, data(dhchap_secret=['x']))),
+            ('NUMA bool', invalid, 'numa_nodes[0] True',
+             lambda: attach(vb, info_b, numa_nodes=[True])),
+            ('NUMA unknown', invalid, 'does not have',
+             lambda: attach(vb, info_b, numa_nodes=[7])),
+            ('NUMA dict', invalid, 'numa_nodes',
+             lambda: attach(vb, info_b, numa_nodes={'0': 0})),
+            ('QoS unknown key', invalid, 'bogus',
+             lambda: attach(vb, info_b, qos={'bogus': 1})),
+            ('QoS negative', invalid, 'qos.rw_ios_per_sec -1000',
+             lambda: attach(vb, info_b, qos={'rw_ios_per_sec': -1000})),
+            ('QoS huge', invalid, 'beyond',
+             lambda: attach(vb, info_b, qos={'rw_mbytes_per_sec': 2 ** 64})),
+            ('QoS not a dict', invalid, 'qos',
+             lambda: attach(vb, info_b, qos='fast')),
+            ('connection_info None', invalid, 'connection_info None',
+             lambda: attach(vb, None)),
+            ('data a list', invalid, 'connection_info.data',
+             lambda: attach(vb, dict(info_b, data=[]))),
+            ("another volume's connection_info", invalid, 'vol_uuid',
+             lambda: attach(vb, info_a)),
+            ('re-attach to another portal', invalid,
+             'detach the volume first', lambda: attach(va, dict(
+                 info_a, data=dict(info_a['data'], portals=[
+                     ['127.0.0.2', self.target_port(), 'tcp']])))),
+            ('set_qos unknown key', invalid, 'bogus',
+             lambda: self.agent.set_qos(va, {'bogus': 1})),
+            ('set_qos float', invalid, 'not an integer',
+             lambda: self.agent.set_qos(va, {'rw_ios_per_sec': 1.5})),
+            ('set_qos bad id', invalid, 'volume_id',
+             lambda: self.agent.set_qos('../x', {})),
+            ('extend bad id', invalid, 'volume_id',
+             lambda: self.agent.extend_volume('a/b')),
+            ('extend unknown', vhost_agent.UnknownVolume, 'not attached',
+             lambda: self.agent.extend_volume(str(uuid.uuid4()))),
+            ('detach bad id', invalid, 'volume_id',
+             lambda: self.agent.detach_volume('../../etc/passwd')),
+            # These reach SPDK, which must be left as it was.
+            ('nothing listening', vhost.AttachError, 'Connection refused',
+             lambda: attach(vb, data(portals=[
+                 ['127.0.0.1', closed_port(), 'tcp']]))),
+            ('host not on the ACL', vhost.AttachError,
+             'host %s is not allowed on it' % scenarios.OTHER_NQN,
+             lambda: attach(vb, data(host_nqn=scenarios.OTHER_NQN))),
+            ('unknown subsystem', vhost.AttachError, 'does not exist there',
+             lambda: attach(vb, data(
+                 target_nqn='nqn.2010-10.org.openstack:volume-%s'
+                 % uuid.uuid4()))),
+        ]
+        for label, cls, words, call in cases:
+            error = self.assert_refused_leaving_nothing(label, cls, words,
+                                                        call)
+            if label == 'nothing listening':
+                self.assertNotIn('allowed', error)
+                self.assertNotIn('DH-HMAC-CHAP', error)
+        # The socket's group and mode are set inside attach's rollback.
+        self.conf.set_override('socket_group', 'no-such-group-here',
+                               group=config.GROUP)
+        self.assert_refused_leaving_nothing(
+            'socket group', vhost.AttachError, 'no-such-group-here',
+            lambda: attach(vb, info_b))
+        self.conf.clear_override('socket_group', group=config.GROUP)
+        # Detaching a volume this host never had is no error, and changes
+        # nothing.
+        before = self.leftovers()
+        self.agent.detach_volume(str(uuid.uuid4()))
+        self.assertEqual(before, self.leftovers())
+        # Nothing stale stands in the way of the good requests.
+        self.agent.attach_volume(vb, info_b)
+        self.assertEqual(1024 ** 3, self.agent.extend_volume(va))
+        self.agent.detach_volume(va)
+        self.agent.detach_volume(vb)
+        self.assertEqual(([], []), self.spdk_objects())
+
+
+class TestSPDKReplies(AgentTestBase):
+    """SPDK v25.09 vhost's replies that VhostTarget (and the unit tier's
+    double, tests/unit/vhost_target/test_vhost.py) rely on.
+    """
+
+    def assert_error(self, code, text, method, params):
+        exc = self.assertRaises(spdk_exc.SPDKRPCError,
+                                self.vhost_client.call, method, params)
+        self.assertEqual((code, text), (exc.code, exc.error), method)
+
+    def test_replies(self):
+        volume, info = self.exported_vhost_volume()
+        data = info['data']
+        params = {'name': volume.id, 'trtype': 'tcp', 'adrfam': 'ipv4',
+                  'traddr': '127.0.0.1', 'trsvcid': str(self.target_port()),
+                  'subnqn': data['target_nqn'], 'hostnqn': data['host_nqn']}
+        eio = 'Input/output error'
+        # Every failed connect is the same -EIO: refused TCP connection,
+        # unknown subsystem, host not on the ACL (and, in
+        # TestAgentDHHMACCHAP, failed authentication).
+        self.assert_error(-5, eio, 'bdev_nvme_attach_controller', dict(
+            params, trsvcid=str(closed_port())))
+        self.assert_error(-5, eio, 'bdev_nvme_attach_controller', dict(
+            params, subnqn='nqn.2016-06.io.spdk:nope'))
+        self.assert_error(-5, eio, 'bdev_nvme_attach_controller', dict(
+            params, hostnqn=scenarios.OTHER_NQN))
+        # What the agent's validation keeps from SPDK: -ENODEV for them.
+        self.assert_error(-19, 'No such device',
+                          'bdev_nvme_attach_controller',
+                          dict(params, traddr='not-an-ip'))
+        self.assert_error(-19, 'No such device',
+                          'bdev_nvme_attach_controller',
+                          dict(params, trsvcid='70000'))
+        self.assert_error(-126, 'Required key not available',
+                          'bdev_nvme_attach_controller',
+                          dict(params, dhchap_key='no-such-key'))
+        self.assertEqual([], self.vhost_client.call(
+            'bdev_nvme_get_controllers'))
+        # Missing and existing objects.
+        self.assert_error(-19, 'No such device',
+                          'bdev_nvme_detach_controller', {'name': 'nope'})
+        self.assert_error(-32603, 'No such device', 'vhost_get_controllers',
+                          {'name': 'nope'})
+        self.assert_error(-32602, 'No such device', 'vhost_delete_controller',
+                          {'ctrlr': 'nope'})
+        self.assert_error(-126, 'Required key not available',
+                          'keyring_file_remove_key', {'name': 'nope'})
+        key_file = os.path.join(self.top, 'key')
+        with open(key_file, 'w') as f:
+            f.write(dhchap.make_secret())
+        os.chmod(key_file, 0o600)
+        self.vhost_client.call('keyring_file_add_key',
+                               {'name': 'k', 'path': key_file})
+        self.assert_error(-17, 'File exists', 'keyring_file_add_key',
+                          {'name': 'k', 'path': key_file})
+        self.vhost_client.call('keyring_file_remove_key', {'name': 'k'})
+        self.assertEqual([volume.id + 'n1'], self.vhost_client.call(
+            'bdev_nvme_attach_controller', params))
+        # The same name again: -EALREADY (the agent then finds it listed).
+        self.assert_error(
+            -114, 'A controller named %s already exists with the specified '
+            'network path' % volume.id, 'bdev_nvme_attach_controller',
+            params)
+        ctrlr = {'ctrlr': 'vhost-' + volume.id, 'dev_name': volume.id + 'n1'}
+        self.vhost_client.call('vhost_create_blk_controller', ctrlr)
+        socket_path = os.path.join(self.group.socket_dir, ctrlr['ctrlr'])
+        self.assertTrue(stat.S_ISSOCK(os.stat(socket_path).st_mode))
+        self.assert_error(-32602, 'File exists',
+                          'vhost_create_blk_controller', ctrlr)
+        # Deleting the controller unlinks its socket.
+        self.vhost_client.call('vhost_delete_controller',
+                               {'ctrlr': ctrlr['ctrlr']})
+        self.assertFalse(os.path.exists(socket_path))
+        self.vhost_client.call('bdev_nvme_detach_controller',
+                               {'name': volume.id})
+
+
 class TestAgentContract(agent_contract.AgentContract, AgentTestBase):
     """The contract the functional tier's stand-in also keeps."""
 
@@ -255,8 +515,9 @@ class TestAgentOverRabbitMQ(AgentTestBase):
         self.assertEqual([volume.id],
                          [a['volume_id'] for a in status['attachments']])
         self.assertEqual(1, status['spdk']['vhost_controllers'])
-        info['data']['host_nqn'] = scenarios.OTHER_NQN
-        self.assertRaises(vhost.AttachError, client.attach_volume, 'other',
+        other = str(uuid.uuid4())
+        info['data'].update(host_nqn=scenarios.OTHER_NQN, vol_uuid=other)
+        self.assertRaises(vhost.AttachError, client.attach_volume, other,
                           info)
         client.detach_volume(volume.id)
         self.assertEqual(([], []), self.spdk_objects())
@@ -333,7 +594,7 @@ class TestGuestSurvivesSPDKCrash(AgentTestBase):
         self.assertEqual(written, read)
 
 
-class TestAgentDHHMACCHAP(AgentTestBase):
+class TestAgentDHHMACCHAP(LeftoversMixin, AgentTestBase):
     """The storage side requires a key; the agent connects with it."""
 
     def target_port(self):
@@ -365,6 +626,28 @@ class TestAgentDHHMACCHAP(AgentTestBase):
         self.agent.detach_volume(volume.id)
         self.assertFalse(os.path.exists(key_file))
         self.assertEqual([], self.vhost_client.call('keyring_get_keys'))
+
+    def test_wrong_or_missing_secret_is_named(self):
+        volume, info = self.exported_vhost_volume()
+        wrong = dhchap.make_secret()
+        error = self.assert_refused_leaving_nothing(
+            'wrong secret', vhost.AttachError,
+            'DH-HMAC-CHAP authentication failed',
+            lambda: self.agent.attach_volume(volume.id, dict(
+                info, data=dict(info['data'], dhchap_secret=wrong))))
+        # SPDK's whole answer to a failed authentication.
+        self.assertIn('SPDK: Input/output error', error)
+        self.assertNotIn(wrong, error)
+        self.assert_refused_leaving_nothing(
+            'no secret', vhost.AttachError,
+            'requires DH-HMAC-CHAP and the request carried no secret',
+            lambda: self.agent.attach_volume(volume.id, dict(
+                info, data=dict(info['data'], dhchap_secret=None))))
+        self.assert_refused_leaving_nothing(
+            'malformed secret', vhost_agent.InvalidRequest,
+            'dhchap_secret (withheld',
+            lambda: self.agent.attach_volume(volume.id, dict(
+                info, data=dict(info['data'], dhchap_secret=wrong[:-2]))))
 
 
 class TestAdoptedSPDK(AgentTestBase):

@@ -1,10 +1,10 @@
 """VhostTarget against a scripted SPDK vhost: rollback and error causes.
 
-The double answers as SPDK v25.09's vhost does; the answers it gives for
-failed connects (-5 for a refused TCP connection, an unknown subsystem, a
-host not on the ACL or failed authentication; -126 for a key missing from
-the keyring) are pinned against real SPDK by
-tests/spdk/test_vhost_agent.py TestConnectFailures.
+The double answers as SPDK v25.09's vhost does; every reply it gives (-5
+for a refused TCP connection, an unknown subsystem, a host not on the ACL
+or failed authentication; -126 for a key missing from the keyring; the
+codes of missing and existing objects) is pinned against real SPDK by
+tests/spdk/test_vhost_agent.py TestSPDKReplies.
 """
 
 import errno
@@ -27,9 +27,12 @@ HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
 TARGET = 'nqn.2010-10.org.openstack:volume-%s' % V
 
 
-def _error(method, code):
-    return spdk_exc.from_rpc_error(method, {'code': code,
-                                            'message': os.strerror(-code)})
+def _error(method, code, errno_code=None):
+    """SPDK's error reply: ``code``, and the strerror() of ``errno_code``
+    (some RPCs send a JSON-RPC code with an errno's text).
+    """
+    text = os.strerror(-(errno_code or code))
+    return spdk_exc.from_rpc_error(method, {'code': code, 'message': text})
 
 
 class ScriptedVhost:
@@ -64,12 +67,15 @@ class ScriptedVhost:
 
     def _keyring_file_remove_key(self, params):
         if self.keys.pop(params['name'], None) is None:
-            raise _error('keyring_file_remove_key', -errno.ENODEV)
+            raise _error('keyring_file_remove_key', -errno.ENOKEY)
 
     def _bdev_nvme_attach_controller(self, params):
         name = params['name']
         if name in self.nvme:
-            raise _error('bdev_nvme_attach_controller', -errno.EEXIST)
+            raise spdk_exc.from_rpc_error('bdev_nvme_attach_controller', {
+                'code': -errno.EALREADY,
+                'message': 'A controller named %s already exists with the '
+                           'specified network path' % name})
         if params.get('dhchap_key') and params['dhchap_key'] not in self.keys:
             raise _error('bdev_nvme_attach_controller', -errno.ENOKEY)
         code = self.connect.get((params['traddr'], params['trsvcid']))
@@ -88,7 +94,8 @@ class ScriptedVhost:
     def _vhost_create_blk_controller(self, params):
         ctrlr = params['ctrlr']
         if ctrlr in self.vhost:
-            raise _error('vhost_create_blk_controller', -errno.EEXIST)
+            raise _error('vhost_create_blk_controller', -32602,
+                         -errno.EEXIST)
         self.vhost[ctrlr] = params
         if not self.no_socket:
             listener = socket.socket(socket.AF_UNIX)
@@ -98,13 +105,13 @@ class ScriptedVhost:
     def _vhost_get_controllers(self, params):
         if 'name' in params:
             if params['name'] not in self.vhost:
-                raise _error('vhost_get_controllers', -errno.ENODEV)
+                raise _error('vhost_get_controllers', -32603, -errno.ENODEV)
             return [{'ctrlr': params['name']}]
         return [{'ctrlr': c} for c in self.vhost]
 
     def _vhost_delete_controller(self, params):
         if self.vhost.pop(params['ctrlr'], None) is None:
-            raise _error('vhost_delete_controller', -errno.ENODEV)
+            raise _error('vhost_delete_controller', -32602, -errno.ENODEV)
         try:   # SPDK unregisters (unlinks) the socket with the controller
             os.unlink(os.path.join(self.socket_dir, params['ctrlr']))
         except FileNotFoundError:
