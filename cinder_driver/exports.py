@@ -14,6 +14,7 @@ volumes, and replayed with the export.
 """
 
 import concurrent.futures
+import contextlib
 import threading
 
 from oslo_concurrency import lockutils
@@ -250,6 +251,51 @@ class NVMeoFExports:
                 self._keys.remove(key)
             LOG.info('Host %(host)s may no longer connect to %(nqn)s',
                      {'host': host_nqn, 'nqn': export.nqn})
+
+    # -- temporary exports ------------------------------------------------
+
+    @contextlib.contextmanager
+    def temporary_export(self, name, bdev, host_nqn):
+        """Export ``bdev`` to one host for the duration of a ``with``.
+
+        The subsystem ``<prefix>:<name>`` gets the bdev as its only
+        namespace, a listener on the first target address and ``host_nqn``
+        alone on its ACL (never allow_any_host). It is deleted on leaving,
+        whatever happened; yields (subsystem NQN, address, port). A
+        subsystem of that name left by a crashed earlier run is replaced.
+        """
+        nqn = naming.validate_nqn('%s:%s' % (self._nqn_prefix, name))
+        naming.validate_nqn(host_nqn)
+        address, port, _transport = self.portals()[0]
+        self.ensure_transport()
+        params = {'nqn': nqn, 'allow_any_host': False, 'max_namespaces': 1,
+                  'model_number': MODEL_NUMBER}
+        try:
+            self._client.call('nvmf_create_subsystem', params)
+        except spdk_exc.SPDKRPCError:
+            if self._subsystem(nqn) is None:
+                raise
+            LOG.warning('Replacing the leftover temporary export %s', nqn)
+            self._delete_subsystem(nqn)
+            self._client.call('nvmf_create_subsystem', params)
+        failed = True
+        try:
+            self._client.call('nvmf_subsystem_add_ns', {
+                'nqn': nqn, 'namespace': {'bdev_name': bdev}})
+            self._add_listener(nqn, address, port)
+            self._client.call('nvmf_subsystem_add_host',
+                              {'nqn': nqn, 'host': host_nqn})
+            yield nqn, address, port
+            failed = False
+        finally:
+            try:
+                self._delete_subsystem(nqn)
+            except spdk_exc.SPDKException as exc:
+                if not failed:
+                    raise
+                # Keep the error that got us here.
+                LOG.error('Could not remove the temporary export %(nqn)s: '
+                          '%(err)s', {'nqn': nqn, 'err': exc})
 
     # -- restart recovery ---------------------------------------------------
 

@@ -128,6 +128,11 @@ class Lvols:
                 totals[lvstore] = totals.get(lvstore, 0) + size
         return totals
 
+    def size(self, alias):
+        """Bytes of a (non-snapshot) lvol as last seen, or None."""
+        with self._lock:
+            return self._sizes.get(alias)
+
     def _track(self, alias, size):
         with self._lock:
             self._sizes[alias] = size

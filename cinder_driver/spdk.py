@@ -7,9 +7,11 @@ NQN ACL per attachment. See doc/source/driver.rst for the extra specs.
 """
 
 import os
+import re
 
 from oslo_config import cfg
 from oslo_log import log as logging
+from oslo_utils import netutils
 from oslo_utils import strutils
 from oslo_utils import units
 
@@ -19,6 +21,7 @@ from cinder.i18n import _
 from cinder import interface
 from cinder.volume import configuration
 from cinder.volume import driver
+from cinder.volume import volume_types
 from cinder.volume import volume_utils
 
 from cinder_driver import dhchap
@@ -85,6 +88,15 @@ spdk_opts = [
                     'uses SPDK itself (no kernel NVMe initiator needed), '
                     '"os-brick" attaches through the kernel, "auto" picks '
                     'os-brick when /dev/nvme-fabrics exists.'),
+    cfg.StrOpt('spdk_dd_cpumask',
+               default='0x1',
+               help='CPU mask of the short-lived SPDK spdk_dd process that '
+                    'writes an image into a volume (spdk_image_copy=spdk); '
+                    'it polls its cores while it copies, so keep it off '
+                    'the target\'s reactor cores.'),
+    cfg.IntOpt('spdk_dd_mem_mib',
+               default=128, min=64,
+               help='Hugepage memory (MiB) of that spdk_dd process.'),
 ]
 
 CONF = cfg.CONF
@@ -93,19 +105,52 @@ CONF.register_opts(spdk_opts, group=configuration.SHARED_CONF_GROUP)
 VHOST_ATTACH_SPEC = 'spdk:vhost_attach'
 PROVISIONING_SPEC = 'provisioning:type'
 SPDK_VHOST = 'spdk_vhost'
+# SPDK multiplies size_in_mib by 2**20 in 64 bits without an overflow
+# check (module/bdev/lvol/vbdev_lvol_rpc.c): a bigger size would wrap into
+# a small lvol that Cinder believes huge.
+MAX_SIZE_GB = (2 ** 63) // units.Gi - 1
+# The driver's own temporary lvols (lvols.py, image_copy.py, revert): never
+# managed, their names belong to operations in flight.
+_TEMPORARY_LVOL = re.compile(
+    r'(hidden-.*|(image|revert|upload)-[0-9a-f]{8}(-[0-9a-f]{4}){3}'
+    r'-[0-9a-f]{12})', re.DOTALL)
 
 
 def _backend_error(exc):
     return exception.VolumeBackendAPIException(data=str(exc))
 
 
-def _spec_true(value):
+def _spec_true(value, spec=VHOST_ATTACH_SPEC):
+    """A boolean extra spec; anything but a clear yes/no is refused."""
     if value is None:
         return False
-    value = str(value).strip()
-    if value.lower().startswith('<is>'):
-        value = value[4:].strip()
-    return strutils.bool_from_string(value)
+    text = str(value).strip()
+    if text.lower().startswith('<is>'):
+        text = text[4:].strip()
+    try:
+        return strutils.bool_from_string(text, strict=True)
+    except ValueError:
+        raise exception.InvalidInput(reason=_(
+            'extra spec %(spec)s=%(value)r is not a boolean (use '
+            '"<is> True" or "<is> False")') % {'spec': spec, 'value': value})
+
+
+def _whole_gib(field, value):
+    """A volume size Cinder handed over, checked before SPDK sees it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise exception.InvalidInput(reason=_(
+            '%(field)s=%(value)r is not a whole number of GiB') %
+            {'field': field, 'value': value})
+    if value <= 0:
+        raise exception.InvalidInput(reason=_(
+            '%(field)s=%(value)d GiB: a volume is at least 1 GiB') %
+            {'field': field, 'value': value})
+    if value > MAX_SIZE_GB:
+        raise exception.InvalidInput(reason=_(
+            '%(field)s=%(value)d GiB is beyond the %(max)d GiB SPDK can '
+            'address') % {'field': field, 'value': value,
+                          'max': MAX_SIZE_GB})
+    return value
 
 
 @interface.volumedriver
@@ -161,10 +206,19 @@ class SPDKDriver(driver.VolumeDriver):
         except spdk_exc.InvalidNQN as exc:
             raise exception.InvalidConfigurationValue(
                 option='spdk_nqn_prefix', value=conf.spdk_nqn_prefix) from exc
+        # SPDK listens on addresses, and the address family sent with each
+        # listener is derived from them.
+        addresses = list(conf.spdk_target_addresses or [])
+        if not addresses or not all(
+                netutils.is_valid_ip(a) for a in addresses):
+            raise exception.InvalidConfigurationValue(
+                option='spdk_target_addresses', value=addresses)
         self._exports = nvmf_exports.NVMeoFExports(
-            self._client, conf.spdk_nqn_prefix, conf.spdk_target_addresses,
+            self._client, conf.spdk_nqn_prefix, addresses,
             conf.spdk_target_port, keys=keys)
-        self._images = image_copy.ImageCopier(self._client, self._lvols)
+        self._images = image_copy.ImageCopier(
+            self._client, self._lvols, self._exports,
+            cpumask=conf.spdk_dd_cpumask, mem_mib=conf.spdk_dd_mem_mib)
 
     def check_for_setup_error(self):
         try:
@@ -227,27 +281,86 @@ class SPDKDriver(driver.VolumeDriver):
         vtype = volume.volume_type if volume.volume_type_id else None
         return dict(vtype.extra_specs or {}) if vtype else {}
 
-    def _is_thin(self, volume):
-        ptype = self._extra_specs(volume).get(PROVISIONING_SPEC, 'thin')
+    @staticmethod
+    def _provisioning(specs):
+        ptype = specs.get(PROVISIONING_SPEC) or 'thin'
         if ptype not in ('thin', 'thick'):
             raise exception.InvalidInput(reason=_(
-                '%(spec)s must be "thin" or "thick", not %(value)r') % {
-                    'spec': PROVISIONING_SPEC, 'value': ptype})
-        return ptype == 'thin'
+                'extra spec %(spec)s=%(value)r: it must be "thin" or '
+                '"thick"') % {'spec': PROVISIONING_SPEC, 'value': ptype})
+        return ptype
 
-    def _check_space(self, lvstore, size_gb, thin):
-        """Refuse early what SPDK would refuse or turn into guest EIO."""
+    def _is_thin(self, volume):
+        return self._provisioning(self._extra_specs(volume)) == 'thin'
+
+    def _check_type(self, volume):
+        """Refuse a type whose extra specs the driver cannot honour, before
+        anything is made (a typo would otherwise surface at attach time).
+        """
+        specs = self._extra_specs(volume)
+        self._provisioning(specs)
+        _spec_true(specs.get(VHOST_ATTACH_SPEC))
+
+    def _fresh_lvstore(self, lvstore):
+        """The lvstore's figures now: one constant-size RPC.
+
+        Guest writes to thin volumes take clusters between stats
+        refreshes, so the figures of the last refresh may say "room" for
+        an lvstore that has since filled up.
+        """
+        lvs = self._client.call('bdev_lvol_get_lvstores',
+                                {'lvs_name': lvstore})[0]
+        self._lvstores[lvstore] = lvs
+        return lvs
+
+    def _check_thin_room(self, lvstore, what):
+        """Refuse a new thin lvol on an lvstore with no free cluster: SPDK
+        would make it, and the guest's first write would get EIO.
+        """
+        lvs = self._call(self._fresh_lvstore, lvstore)
+        if lvs['free_clusters'] == 0:
+            raise exception.VolumeBackendAPIException(data=_(
+                'lvstore %(lvs)s is full (0 of %(total)d clusters free): '
+                '%(what)s would fail its first write') % {
+                    'lvs': lvstore, 'total': lvs['total_data_clusters'],
+                    'what': what})
+        return lvs
+
+    def _check_pool_limit(self, lvstore, field, size_gb, thin):
+        """Refuse a size no pool of this lvstore can ever hold.
+
+        Cinder's capacity filter does the same for thin pools; here it also
+        stops a wrapped size and SPDK's per-cluster table of a thin lvol
+        (8 bytes per cluster, allocated at create) from growing without
+        bound. Thick sizes are left to SPDK, which refuses them whole.
+        """
+        _whole_gib(field, size_gb)
+        if not thin:
+            return
         lvs = self._lvstores[lvstore]
-        free = lvs['free_clusters'] * lvs['cluster_size']
-        if thin and lvs['free_clusters'] == 0:
-            raise exception.VolumeBackendAPIException(data=_(
-                'lvstore %s is full (no free cluster): a thin volume on it '
-                'would fail its first write') % lvstore)
-        if not thin and size_gb * units.Gi > free:
-            raise exception.VolumeBackendAPIException(data=_(
-                'lvstore %(lvs)s has %(free).2f GiB free; a thick volume of '
-                '%(size)d GiB does not fit') % {
-                    'lvs': lvstore, 'free': free / units.Gi, 'size': size_gb})
+        total = lvs['total_data_clusters'] * lvs['cluster_size']
+        ratio = volume_utils.get_max_over_subscription_ratio(
+            self.configuration.max_over_subscription_ratio,
+            supports_auto=False)
+        if size_gb * units.Gi > total * ratio:
+            raise exception.InvalidInput(reason=_(
+                '%(field)s=%(size)d GiB is more than pool %(lvs)s can ever '
+                'provide (%(total).2f GiB times max_over_subscription_ratio '
+                '%(ratio)s)') % {'field': field, 'size': size_gb,
+                                 'lvs': lvstore, 'total': total / units.Gi,
+                                 'ratio': ratio})
+
+    def _no_room(self, lvstore, what):
+        """The error for SPDK's ENOSPC, with the free space it saw."""
+        try:
+            lvs = self._fresh_lvstore(lvstore)
+            free = _('%.2f GiB free') % (
+                lvs['free_clusters'] * lvs['cluster_size'] / units.Gi)
+        except spdk_exc.SPDKException:
+            free = _('too little room')
+        return exception.VolumeBackendAPIException(data=_(
+            'lvstore %(lvs)s has %(free)s; %(what)s does not fit') % {
+                'lvs': lvstore, 'free': free, 'what': what})
 
     def _call(self, what, *args, **kwargs):
         try:
@@ -258,16 +371,21 @@ class SPDKDriver(driver.VolumeDriver):
     # -- volumes ------------------------------------------------------------
 
     def create_volume(self, volume):
-        if volume.size <= 0:
-            raise exception.InvalidInput(
-                reason=_('Volume size must be at least 1 GiB'))
+        _whole_gib('size', volume.size)
         lvstore = self._lvstore_of(volume)
+        self._check_type(volume)
         thin = self._is_thin(volume)
+        self._check_pool_limit(lvstore, 'size', volume.size, thin)
         # Refuse a type whose QoS SPDK cannot enforce before making anything.
         qos.limits_for_type(volume.volume_type_id)
-        self._check_space(lvstore, volume.size, thin)
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
+        if thin:
+            # The one extra RPC of a create: SPDK makes a thin lvol on a
+            # full lvstore without complaint. A thick create needs no look:
+            # SPDK refuses it whole when the clusters are not there.
+            self._check_thin_room(lvstore, _('a thin volume of %d GiB') %
+                                  volume.size)
         try:
             self._lvols.create(lvstore, name, volume.size, thin)
         except spdk_exc.SPDKExists:
@@ -275,9 +393,8 @@ class SPDKDriver(driver.VolumeDriver):
                 'An lvol named %s already exists; it was left untouched') %
                 alias)
         except spdk_exc.SPDKNoSpace:
-            raise exception.VolumeBackendAPIException(data=_(
-                'lvstore %(lvs)s has no room for %(size)d GiB') % {
-                    'lvs': lvstore, 'size': volume.size})
+            raise self._no_room(lvstore, _('a thick volume of %d GiB') %
+                                volume.size)
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
 
@@ -294,16 +411,30 @@ class SPDKDriver(driver.VolumeDriver):
             raise _backend_error(exc)
 
     def extend_volume(self, volume, new_size):
+        lvstore = self._lvstore_of(volume)
         alias = self._volume_alias(volume)
-        if not self._is_thin(volume):
-            self._check_space(self._lvstore_of(volume),
-                              new_size - volume.size, thin=False)
+        thin = self._is_thin(volume)
+        self._check_pool_limit(lvstore, 'new_size', new_size, thin)
+        # bdev_lvol_resize shrinks as readily as it grows, dropping the
+        # clusters past the new end: never go below what the volume holds
+        # (Cinder's size, or the lvol's if it is bigger).
+        tracked = self._lvols.size(alias)
+        current = max(volume.size, spdk_lvols.bytes_to_gib_ceil(tracked or 0))
+        if new_size < current:
+            raise exception.InvalidInput(reason=_(
+                'extend of volume %(id)s to new_size=%(new)d GiB refused: it '
+                'is %(cur)d GiB and shrinking would lose data') % {
+                    'id': volume.id, 'new': new_size, 'cur': current})
+        if tracked == new_size * units.Gi:
+            LOG.info('Volume %(id)s is already %(size)d GiB; nothing to do',
+                     {'id': volume.id, 'size': new_size})
+            return
         try:
             self._lvols.resize(alias, new_size)
         except spdk_exc.SPDKNoSpace:
-            raise exception.VolumeBackendAPIException(data=_(
-                'lvstore has no room to extend %(alias)s to %(size)d GiB') %
-                {'alias': alias, 'size': new_size})
+            raise self._no_room(lvstore, _(
+                'extending thick volume %(id)s to %(size)d GiB') % {
+                    'id': volume.id, 'size': new_size})
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
         LOG.info('Extended %(alias)s to %(size)d GiB',
@@ -328,8 +459,25 @@ class SPDKDriver(driver.VolumeDriver):
     def delete_snapshot(self, snapshot):
         self._call(self._lvols.delete_snapshot, self._snapshot_alias(snapshot))
 
+    def _check_new_clone(self, volume, lvstore, source_size, source):
+        """What a clone's volume must satisfy before anything is made."""
+        _whole_gib('size', volume.size)
+        if volume.size < source_size:
+            # A clone starts at its source's size; SPDK would have to
+            # shrink it, cutting off the source's data.
+            raise exception.InvalidInput(reason=_(
+                'size=%(size)d GiB of volume %(id)s is smaller than its '
+                'source %(source)s (%(source_size)d GiB)') % {
+                    'size': volume.size, 'id': volume.id, 'source': source,
+                    'source_size': source_size})
+        self._check_type(volume)
+        # Clones are thin whatever the type.
+        self._check_pool_limit(lvstore, 'size', volume.size, thin=True)
+
     def create_volume_from_snapshot(self, volume, snapshot):
         lvstore = self._lvstore_of(snapshot.volume)
+        self._check_new_clone(volume, lvstore, snapshot.volume_size,
+                              _('snapshot %s') % snapshot.id)
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
         try:
@@ -344,6 +492,8 @@ class SPDKDriver(driver.VolumeDriver):
 
     def create_cloned_volume(self, volume, src_vref):
         lvstore = self._lvstore_of(src_vref)
+        self._check_new_clone(volume, lvstore, src_vref.size,
+                              _('volume %s') % src_vref.id)
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
         try:
@@ -403,11 +553,23 @@ class SPDKDriver(driver.VolumeDriver):
                    qos.limits_for_type(volume.volume_type_id))
 
     def ensure_export(self, context, volume):
-        hosts = {self._host_nqn(volume, a.connector)
-                 for a in volume.volume_attachment
-                 if a.connector and a.attach_status in ('attached',
-                                                        'attaching')}
-        hosts.discard(None)
+        hosts = set()
+        for attachment in volume.volume_attachment:
+            if not attachment.connector or attachment.attach_status not in (
+                    'attached', 'attaching'):
+                continue
+            host_nqn = self._host_nqn(volume, attachment.connector)
+            if not host_nqn:
+                continue
+            try:
+                hosts.add(naming.validate_nqn(host_nqn))
+            except spdk_exc.InvalidNQN as exc:
+                # Recorded before NQNs were checked this strictly: never
+                # replay it into the ACL.
+                LOG.warning('Attachment %(att)s of volume %(id)s is not '
+                            'restored: %(err)s', {'att': attachment.id,
+                                                  'id': volume.id,
+                                                  'err': exc})
         self._exports.remember(volume.id, self._volume_alias(volume), hosts,
                                qos.limits_for_type(volume.volume_type_id))
         self._replay_pending = True
@@ -417,28 +579,53 @@ class SPDKDriver(driver.VolumeDriver):
             self._call(self._exports.unexport, volume.id)
 
     def validate_connector(self, connector):
-        connector = connector or {}
-        host_nqns = [nqn for nqn in (
-            connector.get('nqn'),
-            (connector.get(SPDK_VHOST) or {}).get('host_nqn')) if nqn]
-        if not host_nqns:
+        """Refuse a connector whose host NQNs could not go on an ACL.
+
+        Connectors come from Nova, or from any user through Cinder's
+        attachment API: every field used is checked for type and form, and
+        the error names the field.
+        """
+        if connector is None:
+            connector = {}
+        if not isinstance(connector, dict):
+            raise exception.InvalidInput(reason=_(
+                'connector=%r is not a dictionary') % (connector,))
+        vhost = connector.get(SPDK_VHOST)
+        if vhost and not isinstance(vhost, dict):
+            raise exception.InvalidInput(reason=_(
+                'connector field %(field)s=%(value)r is not a dictionary') %
+                {'field': SPDK_VHOST, 'value': vhost})
+        fields = [('nqn', connector.get('nqn')),
+                  (SPDK_VHOST + '.host_nqn', (vhost or {}).get('host_nqn'))]
+        fields = [(field, value) for field, value in fields if value]
+        if not fields:
             raise exception.InvalidConnectorException(missing='nqn')
-        try:
-            for host_nqn in host_nqns:
-                naming.validate_nqn(host_nqn)
-        except spdk_exc.InvalidNQN as exc:
-            raise exception.InvalidInput(reason=str(exc))
+        for field, value in fields:
+            try:
+                naming.validate_nqn(value)
+            except spdk_exc.InvalidNQN as exc:
+                raise exception.InvalidInput(reason=_(
+                    'connector field %(field)s=%(value)r: %(err)s') % {
+                        'field': field, 'value': value, 'err': exc})
+
+    @staticmethod
+    def _vhost_info(connector):
+        vhost = connector.get(SPDK_VHOST) if isinstance(connector,
+                                                        dict) else None
+        return vhost if isinstance(vhost, dict) and vhost else None
 
     def _vhost_allowed(self, volume, connector):
-        return bool(connector.get(SPDK_VHOST)) and _spec_true(
+        return self._vhost_info(connector) is not None and _spec_true(
             self._extra_specs(volume).get(VHOST_ATTACH_SPEC))
 
     def _host_nqn(self, volume, connector):
         """The NQN that will connect: the compute node's SPDK (its agent's)
         for vhost attachments, its kernel initiator otherwise.
         """
+        if not isinstance(connector, dict):
+            return None
         if self._vhost_allowed(volume, connector):
-            return (connector[SPDK_VHOST].get('host_nqn')
+            return (self._vhost_info(connector).get('host_nqn')
                     or connector.get('nqn'))
         return connector.get('nqn')
 
@@ -545,14 +732,51 @@ class SPDKDriver(driver.VolumeDriver):
 
     # -- manage / unmanage --------------------------------------------------
 
-    def _existing_lvol(self, existing_ref, lvstore):
-        ref = existing_ref.get('source-name') or existing_ref.get('source-id')
+    @staticmethod
+    def _checked_ref(existing_ref):
+        """The lvol a manage reference names, checked for form.
+
+        The reference comes from the API user as is: a non-string, a
+        control character or an over-long name is refused before SPDK is
+        asked, and so is a name of the driver's own temporary lvols (an
+        operation in flight owns them).
+        """
+        if not isinstance(existing_ref, dict):
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason=_('the reference must be a dictionary'))
+        key = 'source-name' if existing_ref.get('source-name') else (
+            'source-id')
+        ref = existing_ref.get(key)
         if not ref:
             raise exception.ManageExistingInvalidReference(
                 existing_ref=existing_ref,
                 reason=_('give source-name (lvol name or lvstore/lvol) or '
                          'source-id (lvol UUID)'))
-        if 'source-name' in existing_ref and '/' not in ref:
+        bad = not isinstance(ref, str) or any(
+            ch.isspace() or not ch.isprintable() for ch in ref)
+        if not bad:
+            lvstore, _sep, name = ref.rpartition('/')
+            bad = (not name or ref.count('/') > 1 or (_sep and not lvstore)
+                   or len(name.encode('utf-8')) > naming.LVOL_NAME_MAX
+                   or len(lvstore.encode('utf-8')) > naming.LVOL_NAME_MAX)
+        if bad:
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason=_('%(key)s=%(ref)r is not an lvol name, '
+                         'lvstore/lvol alias or UUID') % {'key': key,
+                                                          'ref': ref})
+        name = ref.rpartition('/')[2]
+        if _TEMPORARY_LVOL.fullmatch(name):
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason=_('%(key)s=%(ref)r is one of the driver\'s own '
+                         'temporary lvols') % {'key': key, 'ref': ref})
+        return key, ref
+
+    def _existing_lvol(self, existing_ref, lvstore):
+        key, ref = self._checked_ref(existing_ref)
+        if key == 'source-name' and '/' not in ref:
             ref = naming.lvol_alias(lvstore, ref)
         bdev = self._call(self._lvols.get, ref)
         if bdev is None:
@@ -560,6 +784,12 @@ class SPDKDriver(driver.VolumeDriver):
                 existing_ref=existing_ref,
                 reason=_('no lvol %s in SPDK') % ref)
         alias = spdk_lvols.bdev_alias(bdev)
+        if _TEMPORARY_LVOL.fullmatch(naming.split_alias(alias)[1]):
+            # Found by UUID: the name only shows now.
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason=_('%s is one of the driver\'s own temporary lvols') %
+                alias)
         if naming.split_alias(alias)[0] != lvstore:
             raise exception.ManageExistingInvalidReference(
                 existing_ref=existing_ref,
@@ -581,7 +811,7 @@ class SPDKDriver(driver.VolumeDriver):
         bdev, alias = self._existing_lvol(existing_ref, lvstore)
         info = spdk_lvols.lvol_info(bdev)
         name = naming.split_alias(alias)[1]
-        if info.get('snapshot') or naming.is_hidden_lvol(name):
+        if info.get('snapshot'):
             raise exception.ManageExistingInvalidReference(
                 existing_ref=existing_ref,
                 reason=_('%s is a snapshot, not a volume') % alias)
@@ -634,6 +864,12 @@ class SPDKDriver(driver.VolumeDriver):
         if volume_utils.extract_host(host['host'], 'pool') != \
                 volume_utils.extract_host(volume.host, 'pool'):
             return False
+        new_specs = volume_types.get_volume_type_extra_specs(
+            new_type['id']) if new_type else {}
+        # A type the driver cannot honour is refused here rather than
+        # migrated to a create that refuses it.
+        self._provisioning(new_specs)
+        _spec_true(new_specs.get(VHOST_ATTACH_SPEC))
         specs = (diff or {}).get('extra_specs', {})
         old_p, new_p = specs.get(PROVISIONING_SPEC, ('thin', 'thin'))
         old_p, new_p = old_p or 'thin', new_p or 'thin'
@@ -664,8 +900,8 @@ class SPDKDriver(driver.VolumeDriver):
                 disable_sparse=disable_sparse)
         lvstore = self._lvstore_of(volume)
         self._call(self._images.image_to_volume, context, volume, lvstore,
-                   self._lvstores[lvstore]['cluster_size'], image_service,
-                   image_id, self.configuration.volume_dd_blocksize)
+                   self._is_thin(volume), image_service, image_id,
+                   self.configuration.volume_dd_blocksize)
 
     def copy_volume_to_image(self, context, volume, image_service,
                              image_meta):

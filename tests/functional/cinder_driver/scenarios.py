@@ -195,6 +195,236 @@ class DriverScenarios(DriverTestBase):
         self.assertEqual(3 * 1024 ** 3,
                          bdev['num_blocks'] * bdev['block_size'])
 
+    def lvol_bytes(self, volume):
+        bdev = self.vol_lvol(volume)
+        return bdev['num_blocks'] * bdev['block_size']
+
+    def count_rpcs(self):
+        """RPCs per method since the last call (the double only)."""
+        calls = getattr(self.target, 'calls', None)
+        if calls is None:
+            return None
+        counted = dict(calls)
+        calls.clear()
+        return counted
+
+    def test_extend_never_shrinks(self):
+        """bdev_lvol_resize shrinks as readily as it grows: an extend to a
+        smaller size must be refused with nothing touched.
+        """
+        volume = self.create_volume(size=2)
+        exc = self.assertRaises(exception.InvalidInput,
+                                self.driver.extend_volume, volume, 1)
+        for part in (volume.id, 'new_size=1 GiB', 'is 2 GiB'):
+            self.assertIn(part, str(exc))
+        self.assertEqual(2 * 1024 ** 3, self.lvol_bytes(volume))
+        # Through Cinder's manager: the volume is marked, not shrunk.
+        self.manager.extend_volume(self.ctxt, volume, 1, None)
+        volume.refresh()
+        self.assertEqual('error_extending', volume.status)
+        self.assertEqual(2 * 1024 ** 3, self.lvol_bytes(volume))
+        # The same size is nothing to do, and costs no RPC.
+        self.count_rpcs()
+        self.driver.extend_volume(volume, 2)
+        self.assertIn(self.count_rpcs(), (None, {}))
+        self.assertEqual(2 * 1024 ** 3, self.lvol_bytes(volume))
+        # Thick too, and a lvol bigger than Cinder's size (grown by an
+        # extend whose database update was lost) is not cut back either.
+        thick = self.create_volume(volume_type=self.make_type(
+            'thick-shrink', {'provisioning:type': 'thick'}))
+        self.assertRaises(exception.InvalidInput, self.driver.extend_volume,
+                          thick, 0)
+        self.driver.extend_volume(volume, 3)
+        exc = self.assertRaises(exception.InvalidInput,
+                                self.driver.extend_volume, volume, 2)
+        self.assertIn('is 3 GiB', str(exc))
+        self.assertEqual(3 * 1024 ** 3, self.lvol_bytes(volume))
+
+    def test_newline_nqn_never_reaches_the_acl(self):
+        volume = self.create_volume()
+        vtype = self.make_type('vhost-nl', {'spdk:vhost_attach': '<is> True'})
+        vhost_volume = self.create_volume(volume_type=vtype)
+        for vol in (volume, vhost_volume):
+            self.driver.create_export(self.ctxt, vol, self.connector())
+        bad = HOST_NQN + '\n'
+        cases = (
+            (volume, self.connector(bad), 'nqn'),
+            (volume, self.connector(HOST_NQN + ' '), 'nqn'),
+            (volume, self.connector(HOST_NQN.replace(':', ':\x00', 1)),
+             'nqn'),
+            (vhost_volume, self.connector(
+                spdk_vhost={'version': '1.0', 'host_nqn': bad}),
+             'spdk_vhost.host_nqn'),
+        )
+        for vol, connector, field in cases:
+            for call in (lambda: self.driver.validate_connector(connector),
+                         lambda: self.driver.initialize_connection(
+                             vol, connector)):
+                exc = self.assertRaises(exception.InvalidInput, call)
+                self.assertIn('connector field %s=' % field, str(exc))
+            self.assertEqual([], self.subsystem(vol)['hosts'])
+        for connector, what in (
+                (['nqn', HOST_NQN], 'connector='),
+                (self.connector(spdk_vhost='yes'), 'spdk_vhost=')):
+            exc = self.assertRaises(exception.InvalidInput,
+                                    self.driver.initialize_connection,
+                                    vhost_volume, connector)
+            self.assertIn(what, str(exc))
+        # The ACL takes only what validates, exactly as given.
+        self.driver.initialize_connection(volume, self.connector())
+        self.assertEqual([HOST_NQN],
+                         [h['nqn'] for h in self.subsystem(volume)['hosts']])
+
+    def test_attachment_recorded_with_a_bad_nqn_is_not_replayed(self):
+        volume = self.create_volume()
+        for nqn in (HOST_NQN, OTHER_NQN + '\n'):
+            objects.VolumeAttachment(
+                self.ctxt, volume_id=volume.id, attach_status='attached',
+                connector=self.connector(nqn),
+                attached_host='compute1').create()
+        volume.refresh()
+        self.driver.ensure_export(self.ctxt, volume)
+        self.assertEqual({HOST_NQN}, self.driver._exports.hosts(volume.id))
+
+    def fill_lvstore(self):
+        lvs = self.rpc.call('bdev_lvol_get_lvstores',
+                            {'lvs_name': self.lvs})[0]
+        self.rpc.call('bdev_lvol_create', {
+            'lvs_name': self.lvs, 'lvol_name': 'filler', 'thin_provision':
+            False, 'size_in_mib': lvs['free_clusters'] * lvs['cluster_size']
+            // 2 ** 20})
+
+    def test_space_is_checked_on_fresh_figures(self):
+        """The lvstore fills up after the last stats refresh (a guest's
+        writes, another thick volume): creates decide on what SPDK says
+        now, not on the cached figures.
+        """
+        grown = self.create_volume()
+        thick_type = self.make_type('thick-fresh',
+                                    {'provisioning:type': 'thick'})
+        thick = self.create_volume(volume_type=thick_type)
+        pool = self.driver.get_volume_stats(refresh=True)['pools'][0]
+        self.assertGreater(pool['free_capacity_gb'], 0)
+        self.fill_lvstore()
+        before = sorted(a for b in self.rpc.call('bdev_get_bdevs')
+                        for a in b.get('aliases', []))
+        thin = self.new_volume(size=1)
+        self.count_rpcs()
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.create_volume, thin)
+        self.assertIn('lvstore %s is full' % self.lvs, str(exc))
+        # One look at that lvstore, nothing made.
+        self.assertIn(self.count_rpcs(), (None, {'bdev_lvol_get_lvstores': 1}))
+        self.assertIsNone(self.vol_lvol(thin))
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.create_volume,
+                                self.new_volume(size=1,
+                                                volume_type_id=thick_type.id))
+        self.assertIn('lvstore %s has 0.00 GiB free' % self.lvs, str(exc))
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.extend_volume, thick, 2)
+        self.assertIn('extending thick volume %s to 2 GiB' % thick.id,
+                      str(exc))
+        self.assertEqual(1024 ** 3, self.lvol_bytes(thick))
+        self.assertEqual(before, sorted(
+            a for b in self.rpc.call('bdev_get_bdevs')
+            for a in b.get('aliases', [])))
+        # A thin extend takes no cluster: it stays allowed.
+        self.driver.extend_volume(grown, 2)
+        # Room again: the next create sees it without a stats refresh.
+        self.rpc.call('bdev_lvol_delete',
+                      {'name': naming.lvol_alias(self.lvs, 'filler')})
+        self.driver.create_volume(thin)
+        self.assertIsNotNone(self.vol_lvol(thin))
+
+    def test_create_costs_one_rpc_thick_and_two_thin(self):
+        if not hasattr(self.target, 'calls'):
+            self.skipTest('the double counts RPCs')
+        thick_type = self.make_type('thick-cost',
+                                    {'provisioning:type': 'thick'})
+        self.count_rpcs()
+        self.driver.create_volume(self.new_volume(size=1))
+        self.assertEqual({'bdev_lvol_get_lvstores': 1, 'bdev_lvol_create': 1},
+                         self.count_rpcs())
+        self.driver.create_volume(self.new_volume(
+            size=1, volume_type_id=thick_type.id))
+        self.assertEqual({'bdev_lvol_create': 1}, self.count_rpcs())
+
+    def test_bad_sizes_and_specs_are_refused_before_spdk(self):
+        before = sorted(a for b in self.rpc.call('bdev_get_bdevs')
+                        for a in b.get('aliases', []))
+        self.count_rpcs()
+        # Past what SPDK's size_in_mib * 2**20 can hold without wrapping,
+        # and past anything the pool could hold thin.
+        for size, what in ((2 ** 34 + 1, 'SPDK can address'),
+                           (10 ** 6, 'max_over_subscription_ratio')):
+            exc = self.assertRaises(exception.InvalidInput,
+                                    self.driver.create_volume,
+                                    self.new_volume(size=size))
+            self.assertIn('size=%d GiB' % size, str(exc))
+            self.assertIn(what, str(exc))
+        volume = self.create_volume()
+        self.count_rpcs()
+        for new_size in (2 ** 34 + 1, 10 ** 6):
+            exc = self.assertRaises(exception.InvalidInput,
+                                    self.driver.extend_volume, volume,
+                                    new_size)
+            self.assertIn('new_size=%d GiB' % new_size, str(exc))
+        for specs, name in (({'provisioning:type': 'thikc'},
+                             'provisioning:type'),
+                            ({'spdk:vhost_attach': 'maybe'},
+                             'spdk:vhost_attach')):
+            vtype = self.make_type('bad-%s' % uuid.uuid4(), specs)
+            exc = self.assertRaises(
+                exception.InvalidInput, self.driver.create_volume,
+                self.new_volume(size=1, volume_type_id=vtype['id']))
+            self.assertIn('extra spec %s=' % name, str(exc))
+            diff, _same = volume_types.volume_types_diff(
+                self.ctxt, self.default_type['id'], vtype['id'])
+            self.assertRaises(exception.InvalidInput, self.driver.retype,
+                              self.ctxt, volume, vtype, diff,
+                              {'host': volume.host})
+        self.assertIn(self.count_rpcs(), (None, {}))
+        # A clone smaller than its source would cut the source's data off.
+        big = self.create_volume(size=2)
+        snapshot = self.snapshot_of(big)
+        small = self.new_volume(size=1, snapshot_id=snapshot.id)
+        exc = self.assertRaises(exception.InvalidInput,
+                                self.driver.create_volume_from_snapshot,
+                                small, snapshot)
+        self.assertIn('smaller than its source snapshot', str(exc))
+        exc = self.assertRaises(exception.InvalidInput,
+                                self.driver.create_cloned_volume,
+                                self.new_volume(size=1, source_volid=big.id),
+                                big)
+        self.assertIn('smaller than its source volume', str(exc))
+        after = sorted(a for b in self.rpc.call('bdev_get_bdevs')
+                       for a in b.get('aliases', []))
+        made = [naming.lvol_alias(self.lvs, naming.volume_lvol_name(v.id))
+                for v in (volume, big)] + [naming.lvol_alias(
+                    self.lvs, naming.snapshot_lvol_name(snapshot.id))]
+        self.assertEqual(sorted(before + made), after)
+
+    def test_bad_manage_references_are_refused(self):
+        self.rpc.call('bdev_lvol_create', {
+            'lvs_name': self.lvs, 'lvol_name': 'image-%s' % uuid.uuid4(),
+            'size_in_mib': 1024, 'thin_provision': True})
+        temp = [lv for lv in self.rpc.call('bdev_lvol_get_lvols')
+                if lv['name'].startswith('image-')][0]
+        volume = self.new_volume(size=0)
+        for ref in ({'source-name': 'legacy\n'}, {'source-name': 42},
+                    {'source-name': 'a' * 64}, {'source-name': 'x/y/z'},
+                    {'source-name': '/x'}, {'source-id': ['x']},
+                    {'source-name': temp['name']},
+                    {'source-id': temp['uuid']}, {}, 'legacy'):
+            self.assertRaises(exception.ManageExistingInvalidReference,
+                              self.driver.manage_existing_get_size, volume,
+                              ref)
+            self.assertRaises(exception.ManageExistingInvalidReference,
+                              self.driver.manage_existing, volume, ref)
+        self.assertIsNotNone(self.lvol(temp['name']))
+        self.assertIsNone(self.vol_lvol(volume))
+
     def test_snapshots_clones_and_deleting_a_snapshot_with_clones(
             self, restart_driver=False):
         volume = self.create_volume()
