@@ -543,12 +543,25 @@ def test_resize(rpc):
     assert rpc.free() == TOTAL_DATA_CLUSTERS - 2
     rpc.fails('bdev_lvol_resize', {'name': thick, 'size_in_mib': 4096},
               spdk_exc.SPDKNoSpace, -32602, 'No space left on device')
+    # Refused whole: SPDKDriver.extend_volume() needs no look beforehand.
+    assert rpc.bdev(thick)['num_blocks'] == 2 * CLUSTER // BLOCK
+    assert rpc.free() == TOTAL_DATA_CLUSTERS - 2
     rpc.fails('bdev_lvol_resize', {'name': rpc.alias('no-such'),
                                    'size_in_mib': 4},
               spdk_exc.SPDKNotFound, -19, 'No such device')
     snap = rpc.snapshot(thin, rpc.unique('snap'))
     rpc.fails('bdev_lvol_resize', {'name': snap, 'size_in_mib': 8},
               spdk_exc.SPDKInvalidParams, -32602, 'Operation not permitted')
+
+
+def test_size_in_mib_wraps_past_64_bits(rpc):
+    # vbdev_lvol_rpc.c multiplies size_in_mib by 2**20 unchecked: a huge
+    # size becomes a small lvol (why SPDKDriver caps sizes, MAX_SIZE_GB).
+    alias = rpc.create(rpc.unique('wrap'), 2 ** 44 + CLUSTER_MIB)
+    assert rpc.bdev(alias)['num_blocks'] == CLUSTER // BLOCK
+    assert rpc.call('bdev_lvol_resize',
+                    {'name': alias, 'size_in_mib': 2 ** 44 + 2 * CLUSTER_MIB})
+    assert rpc.bdev(alias)['num_blocks'] == 2 * CLUSTER // BLOCK
 
 
 def test_rename(rpc):
@@ -902,6 +915,23 @@ def test_hosts(rpc):
               spdk_exc.SPDKInvalidParams, -32602, 'Invalid parameters')
     assert rpc.call('nvmf_get_subsystems', {'nqn': nqn})[0]['hosts'] == [
         {'nqn': second}]
+
+
+def test_host_nqn_with_a_newline_is_taken_as_is(rpc):
+    # Only the reverse domain of an NQN is checked (nvmf_nqn_is_valid()):
+    # a trailing newline goes onto the ACL, which is why the driver's
+    # naming.validate_nqn() refuses it before SPDK sees it.
+    vol = rpc.create(rpc.unique('vol'), 4)
+    nqn, _nsid = rpc.export(vol)
+    host = 'nqn.2016-06.io.example:host-%s\n' % uuid.uuid4()
+    assert rpc.call('nvmf_subsystem_add_host',
+                    {'nqn': nqn, 'host': host}) is True
+    assert rpc.call('nvmf_get_subsystems', {'nqn': nqn})[0]['hosts'] == [
+        {'nqn': host}]
+    # The uuid form is checked to its length.
+    rpc.fails('nvmf_subsystem_add_host',
+              {'nqn': nqn, 'host': HOST_NQN % uuid.uuid4() + '\n'},
+              spdk_exc.SPDKRPCError, -32603, 'Internal error')
 
 
 def test_keyring(rpc):
