@@ -149,7 +149,9 @@ class VhostTarget:
                 bdevs = self._client.call('bdev_nvme_attach_controller',
                                           params)
             except spdk_exc.SPDKRPCError as exc:
-                if self._nvme_controller_exists(name):
+                existing = self._nvme_controller(name)
+                if existing is not None:
+                    self._check_existing(attachment, existing)
                     return '%sn1' % name
                 failures.append((address, port, exc))
                 continue
@@ -204,11 +206,35 @@ class VhostTarget:
                 'refused the NVMe connect (SPDK: %s): %s, or %s'
                 % (portal, exc.error, ', '.join(causes[:-1]), causes[-1]))
 
-    def _nvme_controller_exists(self, name):
+    def _nvme_controller(self, name):
         # Asking for one missing name is an EINVAL error in SPDK; the full
         # listing answers without error semantics.
-        return any(c['name'] == name for c in
-                   self._client.call('bdev_nvme_get_controllers'))
+        for controller in self._client.call('bdev_nvme_get_controllers'):
+            if controller['name'] == name:
+                return controller
+        return None
+
+    @staticmethod
+    def _check_existing(attachment, controller):
+        """An existing controller is taken over only if it is this
+        connection (a retry, or an agent that died before it recorded the
+        attach): one to another subsystem or as another host would serve
+        the guest someone else's disk under this volume's name.
+        """
+        paths = controller.get('ctrlrs') or []
+        subsystems = {p.get('trid', {}).get('subnqn') for p in paths}
+        hosts = {p.get('host', {}).get('nqn') for p in paths}
+        if subsystems == {attachment.target_nqn} and hosts == {
+                attachment.host_nqn}:
+            return
+        raise AttachError(
+            volume=attachment.volume_id,
+            reason='SPDK already has an NVMe controller %s connected to %s '
+                   'as %s, not to %s as %s; detach the volume first' % (
+                       controller['name'], ', '.join(sorted(map(
+                           str, subsystems))), ', '.join(sorted(map(
+                               str, hosts))), attachment.target_nqn,
+                       attachment.host_nqn))
 
     def _disconnect(self, name):
         try:

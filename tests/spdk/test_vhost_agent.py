@@ -404,6 +404,24 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
             'socket group', vhost.AttachError, 'no-such-group-here',
             lambda: attach(vb, info_b))
         self.conf.clear_override('socket_group', group=config.GROUP)
+        # An NVMe controller under B's name connected to A's subsystem (an
+        # agent that died before it recorded an attach, or an operator's
+        # hand) is refused, not taken over; detach removes it.
+        # (SPDK allows one controller per subsystem, address and host NQN,
+        # so it connects as another host.)
+        self.driver.initialize_connection(
+            volume_a, self.connector(scenarios.OTHER_NQN))
+        self.vhost_client.call('bdev_nvme_attach_controller', {
+            'name': vb, 'trtype': 'tcp', 'adrfam': 'ipv4',
+            'traddr': '127.0.0.1', 'trsvcid': str(self.target_port()),
+            'subnqn': info_a['data']['target_nqn'],
+            'hostnqn': scenarios.OTHER_NQN})
+        self.assert_refused_leaving_nothing(
+            'stale controller', vhost.AttachError,
+            'already has an NVMe controller %s connected to %s' % (
+                vb, info_a['data']['target_nqn']),
+            lambda: attach(vb, info_b))
+        self.agent.detach_volume(vb)
         # Detaching a volume this host never had is no error, and changes
         # nothing.
         before = self.leftovers()
@@ -475,6 +493,12 @@ class TestSPDKReplies(AgentTestBase):
         self.vhost_client.call('keyring_file_remove_key', {'name': 'k'})
         self.assertEqual([volume.id + 'n1'], self.vhost_client.call(
             'bdev_nvme_attach_controller', params))
+        # What VhostTarget checks before it takes over an existing one.
+        listed, = self.vhost_client.call('bdev_nvme_get_controllers')
+        self.assertEqual(volume.id, listed['name'])
+        path, = listed['ctrlrs']
+        self.assertEqual(data['target_nqn'], path['trid']['subnqn'])
+        self.assertEqual(data['host_nqn'], path['host']['nqn'])
         # The same name again: -EALREADY (the agent then finds it listed).
         self.assert_error(
             -114, 'A controller named %s already exists with the specified '

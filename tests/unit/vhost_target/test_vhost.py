@@ -85,7 +85,13 @@ class ScriptedVhost:
         return ['%sn1' % name]
 
     def _bdev_nvme_get_controllers(self, params):
-        return [{'name': n} for n in self.nvme]
+        return [{'name': n, 'ctrlrs': [{
+            'state': 'enabled',
+            'trid': {'trtype': 'TCP', 'adrfam': 'IPv4',
+                     'traddr': p['traddr'], 'trsvcid': p['trsvcid'],
+                     'subnqn': p['subnqn']},
+            'host': {'nqn': p['hostnqn'], 'addr': '', 'svcid': ''}}]}
+            for n, p in self.nvme.items()]
 
     def _bdev_nvme_detach_controller(self, params):
         if self.nvme.pop(params['name'], None) is None:
@@ -272,3 +278,24 @@ class TestVhostTarget(base.TestCase):
 
 def _my_group():
     return grp.getgrgid(os.getgid()).gr_name
+
+    def test_an_existing_controller_of_another_connection_is_refused(self):
+        # Left by an agent that died between SPDK's attach and its state
+        # write, or made by hand: not this attachment's connection.
+        self.spdk.nvme[V] = {'traddr': '127.0.0.1', 'trsvcid': '1',
+                             'subnqn': 'nqn.2016-06.io.spdk:other',
+                             'hostnqn': HOST}
+        exc = self.assertRaises(vhost.AttachError, self.target.attach,
+                                self.attachment())
+        self.assertIn('already has an NVMe controller %s connected to '
+                      'nqn.2016-06.io.spdk:other' % V, str(exc))
+        self.assertIn('detach the volume first', str(exc))
+        self.assertEqual({}, self.spdk.vhost)
+        self.assertEqual([V], list(self.spdk.nvme))   # not ours to remove
+        self.target.detach(V)
+        self.assert_nothing_left()
+        # The same connection is taken over.
+        self.spdk.nvme[V] = {'traddr': '127.0.0.1', 'trsvcid': '1',
+                             'subnqn': TARGET, 'hostnqn': HOST}
+        self.target.attach(self.attachment())
+        self.assertEqual(1, len(self.spdk.vhost))
