@@ -558,7 +558,8 @@ class SPDKDriver(driver.VolumeDriver):
             if not attachment.connector or attachment.attach_status not in (
                     'attached', 'attaching'):
                 continue
-            host_nqn = self._host_nqn(volume, attachment.connector)
+            host_nqn = self._host_nqn(volume, attachment.connector,
+                                      strict=False)
             if not host_nqn:
                 continue
             try:
@@ -618,15 +619,31 @@ class SPDKDriver(driver.VolumeDriver):
         return self._vhost_info(connector) is not None and _spec_true(
             self._extra_specs(volume).get(VHOST_ATTACH_SPEC))
 
-    def _host_nqn(self, volume, connector):
+    def _host_nqn(self, volume, connector, strict=True):
         """The NQN that will connect: the compute node's SPDK (its agent's)
         for vhost attachments, its kernel initiator otherwise.
+
+        Not ``strict`` (detach, restore): a type whose spdk:vhost_attach
+        was changed to something unreadable since the attach must not stop
+        the host's access from being removed; the connector's NQN that is
+        on the volume's ACL is the one.
         """
         if not isinstance(connector, dict):
             return None
-        if self._vhost_allowed(volume, connector):
-            return (self._vhost_info(connector).get('host_nqn')
-                    or connector.get('nqn'))
+        vhost = self._vhost_info(connector)
+        try:
+            allowed = self._vhost_allowed(volume, connector)
+        except exception.InvalidInput as exc:
+            if strict:
+                raise
+            LOG.warning('Volume %(id)s: %(err)s', {'id': volume.id,
+                                                   'err': exc})
+            on_acl = self._exports.hosts(volume.id)
+            candidates = [(vhost or {}).get('host_nqn'), connector.get('nqn')]
+            return next((n for n in candidates if n and n in on_acl),
+                        connector.get('nqn'))
+        if allowed:
+            return vhost.get('host_nqn') or connector.get('nqn')
         return connector.get('nqn')
 
     def initialize_connection(self, volume, connector):
@@ -664,10 +681,11 @@ class SPDKDriver(driver.VolumeDriver):
             for host_nqn in self._exports.hosts(volume.id):
                 self._call(self._exports.disallow_host, volume.id, host_nqn)
             return False
-        host_nqn = self._host_nqn(volume, connector)
+        host_nqn = self._host_nqn(volume, connector, strict=False)
         same_host = [a for a in volume.volume_attachment
                      if a.connector and a.attach_status == 'attached'
-                     and self._host_nqn(volume, a.connector) == host_nqn]
+                     and self._host_nqn(volume, a.connector,
+                                        strict=False) == host_nqn]
         if len(same_host) > 1:
             LOG.info('Host %(host)s keeps access to volume %(id)s for its '
                      'other attachments', {'host': host_nqn, 'id': volume.id})

@@ -41,7 +41,9 @@ def _bad_character(text):
 
 def validate_nqn(nqn):
     """Raise InvalidNQN unless ``nqn`` is a well-formed host/subsystem NQN."""
-    if not isinstance(nqn, str) or not nqn:
+    if not isinstance(nqn, str):
+        raise exception.InvalidNQN(nqn=nqn, reason='it is not a string')
+    if not nqn:
         raise exception.InvalidNQN(nqn=nqn, reason='it is empty')
     bad = _bad_character(nqn)
     if bad is not None:

@@ -14,6 +14,7 @@ from oslo_config import cfg
 from oslo_utils import importutils
 
 from cinder import context
+from cinder.db import api as db_api
 from cinder import exception
 from cinder import objects
 from cinder.tests.unit import test as cinder_test
@@ -274,6 +275,31 @@ class DriverScenarios(DriverTestBase):
         self.driver.initialize_connection(volume, self.connector())
         self.assertEqual([HOST_NQN],
                          [h['nqn'] for h in self.subsystem(volume)['hosts']])
+
+    def test_detach_works_after_the_type_went_bad(self):
+        """An admin sets spdk:vhost_attach to garbage on a type in use:
+        new attaches are refused, but detach still removes the host that
+        was allowed (the agent's NQN here, not the kernel's).
+        """
+        vtype = self.make_type('vhost-typo',
+                               {'spdk:vhost_attach': '<is> True'})
+        volume = self.create_volume(volume_type=vtype)
+        connector = self.connector(spdk_vhost={'version': '1.0',
+                                               'host_nqn': OTHER_NQN})
+        self.driver.initialize_connection(volume, connector)
+        self.assertEqual([OTHER_NQN],
+                         [h['nqn'] for h in self.subsystem(volume)['hosts']])
+        db_api.volume_type_extra_specs_update_or_create(
+            self.ctxt, vtype['id'], {'spdk:vhost_attach': 'perhaps'})
+        volume = objects.Volume.get_by_id(self.ctxt, volume.id)
+        exc = self.assertRaises(exception.InvalidInput,
+                                self.driver.initialize_connection, volume,
+                                self.connector(spdk_vhost={'version': '1.0'}))
+        self.assertIn("spdk:vhost_attach='perhaps'", str(exc))
+        self.assertEqual([OTHER_NQN],
+                         [h['nqn'] for h in self.subsystem(volume)['hosts']])
+        self.driver.terminate_connection(volume, connector)
+        self.assertEqual([], self.subsystem(volume)['hosts'])
 
     def test_attachment_recorded_with_a_bad_nqn_is_not_replayed(self):
         volume = self.create_volume()

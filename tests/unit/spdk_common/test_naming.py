@@ -37,6 +37,12 @@ class TestNQN(base.TestCase):
                                 good[1] + '\n')
         self.assertIn("character '\\n'", str(exc))
 
+    def test_not_a_string(self):
+        for nqn in (42, ['nqn.2010-10.org.openstack:x'], b'nqn.2010-10.o:x'):
+            exc = self.assertRaises(exception.InvalidNQN,
+                                    naming.validate_nqn, nqn)
+            self.assertIn('not a string', str(exc))
+
     def test_utf8_user_part_is_fine(self):
         nqn = 'nqn.2010-10.org.openstack:volume-\u00e9t\u00e9'
         self.assertEqual(nqn, naming.validate_nqn(nqn))
