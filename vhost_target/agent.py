@@ -120,7 +120,18 @@ class VhostAgent:
             if existing is not None:
                 self._check_same_connection(existing, request)
                 cpu = existing.cpu
+                if existing.numa_nodes != numa_nodes:
+                    # Moving a served controller would cut the guest off;
+                    # the state keeps the nodes its CPU was chosen for.
+                    LOG.warning('Volume %(id)s stays on CPU %(cpu)d, chosen '
+                                'for NUMA node(s) %(old)s, not %(new)s; '
+                                'detach and attach it to move it',
+                                {'id': volume_id, 'cpu': cpu,
+                                 'old': existing.numa_nodes,
+                                 'new': numa_nodes})
+                    numa_nodes = existing.numa_nodes
             else:
+                self._check_own_host_nqn(request)
                 cpu, fallback = planner.least_loaded_core(
                     self._plan, numa_nodes, self._load_by_cpu())
                 if fallback:
@@ -149,6 +160,21 @@ class VhostAgent:
         self._notify('attach.end', {'volume_id': volume_id,
                                     'socket': path, 'cpu': cpu})
         return path
+
+    def _check_own_host_nqn(self, request):
+        """A new attachment connects as this host and no other.
+
+        Cinder puts the NQN this agent reports (get_status) on the
+        volume's ACL; connecting as another host's NQN would bring that
+        host's volumes to this one's guests. Attachments made before keep
+        theirs (_check_same_connection).
+        """
+        if self._host_nqn and request.host_nqn != self._host_nqn:
+            raise InvalidRequest(
+                method='attach_volume', field='connection_info.data.host_nqn',
+                value=validation.shown(request.host_nqn),
+                reason="is not this host's NQN %r, the one the agent "
+                       "reports and connects as" % self._host_nqn)
 
     @staticmethod
     def _check_same_connection(existing, request):

@@ -37,7 +37,8 @@ MAX_PORTALS = 16
 # Linux' MAX_NUMNODES at its largest (CONFIG_NODES_SHIFT=10).
 MAX_NUMA_NODES = 1024
 
-_SHOWN_CHARS = 60
+# Enough for the NQNs and ids of real requests; longer values are cut.
+_SHOWN_CHARS = 100
 
 Attach = collections.namedtuple(
     'Attach', ['volume_id', 'target_nqn', 'portals', 'host_nqn',

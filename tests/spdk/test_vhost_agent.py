@@ -26,6 +26,7 @@ from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc
 from tests.fixtures import guest as guest_fixtures
+from tests.fixtures import hugepages
 from tests.fixtures import libvirt as libvirt_fixtures
 from tests.fixtures import rabbitmq
 from tests.fixtures import spdk as spdk_fixtures
@@ -76,7 +77,8 @@ class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
         self.group = self.conf.spdk_vhost_target
         self.host = topology.read_topology()
         self.plan = planner.plan(self.group, self.host)
-        spdk_fixtures.ensure_hugepages()
+        hugepages.reserve(sum(self.plan.memory_mib_by_node.values()),
+                          'SPDK vhost of the agent')
         self.desired = state.DesiredState(self.group.state_dir)
         self.desired.load()
         self.vhost_client = self.make_client()
@@ -181,10 +183,11 @@ class TestVhostAgent(AgentTestBase):
 
     def test_host_not_on_the_acl_is_refused_cleanly(self):
         volume, info = self.exported_vhost_volume()
-        info['data']['host_nqn'] = scenarios.OTHER_NQN
+        self.driver.terminate_connection(volume, self.connector())
         exc = self.assertRaises(vhost.AttachError, self.agent.attach_volume,
                                 volume.id, info)
-        self.assertIn(scenarios.OTHER_NQN, str(exc))
+        self.assertIn('host %s is not allowed on it' % scenarios.HOST_NQN,
+                      str(exc))
         self.assertEqual(([], []), self.spdk_objects())
         self.assertEqual([], self.desired.all())
 
@@ -302,6 +305,10 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
                                  qos={'rw_ios_per_sec': 1000})
         volume_b, info_b = self.exported_vhost_volume()
         vb = volume_b.id
+        # C's export no longer lets this host in.
+        volume_c, info_c = self.exported_vhost_volume()
+        vc = volume_c.id
+        self.driver.terminate_connection(volume_c, self.connector())
         attach = self.agent.attach_volume
 
         def data(**changes):
@@ -383,9 +390,11 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
             ('nothing listening', vhost.AttachError, 'Connection refused',
              lambda: attach(vb, data(portals=[
                  ['127.0.0.1', closed_port(), 'tcp']]))),
-            ('host not on the ACL', vhost.AttachError,
-             'host %s is not allowed on it' % scenarios.OTHER_NQN,
+            ("another host's NQN", invalid, "is not this host's NQN",
              lambda: attach(vb, data(host_nqn=scenarios.OTHER_NQN))),
+            ('host not on the ACL', vhost.AttachError,
+             'host %s is not allowed on it' % scenarios.HOST_NQN,
+             lambda: attach(vc, info_c)),
             ('unknown subsystem', vhost.AttachError, 'does not exist there',
              lambda: attach(vb, data(
                  target_nqn='nqn.2010-10.org.openstack:volume-%s'
@@ -540,9 +549,14 @@ class TestAgentOverRabbitMQ(AgentTestBase):
                          [a['volume_id'] for a in status['attachments']])
         self.assertEqual(1, status['spdk']['vhost_controllers'])
         other = str(uuid.uuid4())
-        info['data'].update(host_nqn=scenarios.OTHER_NQN, vol_uuid=other)
+        info['data'].update(
+            target_nqn='nqn.2010-10.org.openstack:volume-%s' % other,
+            vol_uuid=other)
         self.assertRaises(vhost.AttachError, client.attach_volume, other,
                           info)
+        info['data']['host_nqn'] = scenarios.OTHER_NQN
+        self.assertRaises(vhost_agent.InvalidRequest, client.attach_volume,
+                          other, info)
         client.detach_volume(volume.id)
         self.assertEqual(([], []), self.spdk_objects())
 
@@ -737,11 +751,15 @@ class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                     'log_file = %s\n'
                     '[spdk_vhost_target]\nrpc_socket = %s\n'
                     'socket_dir = %s\nstate_dir = %s\nsocket_group = %s\n'
-                    'reactor_cpus = %d\nhugepage_mib_per_node = 256\n' % (
+                    'reactor_cpus = %d\nhugepage_mib_per_node = 256\n'
+                    # The NQN the volume's ACL names (the agent connects
+                    # only as its own).
+                    'host_nqn = %s\n' % (
                         broker.url, os.path.join(top, 'agent.log'),
                         rpc_socket, os.path.join(top, 'sockets'),
                         os.path.join(top, 'state'),
-                        grp.getgrgid(os.getgid()).gr_name, cpus[-1]))
+                        grp.getgrgid(os.getgid()).gr_name, cpus[-1],
+                        scenarios.HOST_NQN))
         output = os.path.join(top, 'daemon.out')
         with open(output, 'wb') as out:
             daemon = subprocess.Popen(

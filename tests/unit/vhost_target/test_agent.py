@@ -267,3 +267,22 @@ class TestAgent(base.TestCase):
         self.assertEqual(([], [A, B]), self.agent.replay())
         self.assertEqual(('spdk_vhost_target.recovery.end', 'ERROR'),
                          self.events()[-1])
+
+    def test_new_attachments_connect_as_this_host_only(self):
+        agent = vhost_agent.VhostAgent(self.vhost, self.desired, self.plan,
+                                       helpers.read_fixture_topology(
+                                           'two_nodes'), host_nqn=HOST)
+        other = 'nqn.2014-08.org.nvmexpress:uuid:' + str(uuid.uuid4())
+        exc = self.assertRaises(vhost_agent.InvalidRequest,
+                                agent.attach_volume, V, info(host_nqn=other))
+        self.assertIn("connection_info.data.host_nqn %r is not this host's "
+                      "NQN %r" % (other, HOST), str(exc))
+        self.assert_nothing_changed()
+        agent.attach_volume(V, info())
+
+    def test_reattach_keeps_the_numa_nodes_of_its_cpu(self):
+        self.agent.attach_volume(V, info(), numa_nodes=[0])
+        cpu = self.desired.get(V).cpu
+        self.agent.attach_volume(V, info(), numa_nodes=[1])
+        self.assertEqual((cpu, [0]), (self.desired.get(V).cpu,
+                                      self.desired.get(V).numa_nodes))
