@@ -237,6 +237,21 @@ class TestConnectionInfo(base.TestCase):
             self.assertIn(field, exc.field, value)
             self.assertIn(words, str(exc), value)
 
+    def test_huge_values_are_refused_in_short_messages(self):
+        huge = 'x' * 1000000
+        for value, field in (
+                (info(host_nqn='nqn.2014-08.org.x:' + huge), 'host_nqn'),
+                (info(target_nqn=huge), 'target_nqn'),
+                (info(portals=[[huge, 4420, 'tcp']]), 'address'),
+                (info(portals=[['10.0.0.1', huge, 'tcp']]), 'port'),
+                (info(portals=[['10.0.0.1', 4420, huge]]), 'transport'),
+                (info(dhchap_secret=huge), 'dhchap_secret')):
+            exc = self.assertRaises(validation.Invalid,
+                                    validation.connection_info, VOLUME,
+                                    value)
+            self.assertIn(field, exc.field)
+            self.assertLess(len(str(exc)), 400)
+
     def test_nqn_with_a_trailing_newline(self):
         # naming.validate_nqn is the one NQN check; it must not take the
         # newline '$' lets through.
