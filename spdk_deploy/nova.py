@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import math
 
+from vhost_target import planner
 from vhost_target import topology as topo
 
 COMPUTE_DRIVER = 'spdk_libvirt.SPDKLibvirtDriver'
@@ -117,7 +118,11 @@ def settings(plan, topology, dedicated_per_node=None,
     if storage_target_mib:
         node = node_of_cpus(storage_target_cpus or plan.reactor_cpus,
                             topology)
-        pages = math.ceil(storage_target_mib * 1024 / plan.page_size_kib)
+        # nvmf_tgt runs with SPDK's default buffer pools: below their
+        # footprint it maps that, not its -s.
+        mapped = max(storage_target_mib,
+                     planner.DEFAULT_POOLS_FOOTPRINT_MIB)
+        pages = math.ceil(mapped * 1024 / plan.page_size_kib)
         sizes = reserved[node]
         sizes[plan.page_size_kib] = sizes.get(plan.page_size_kib, 0) + pages
     return NovaSettings(cpu_shared_set=frozenset(shared),

@@ -3,6 +3,7 @@ line says it is left out), the Nova-side tests only in their own process."""
 
 import os
 
+from tests.fixtures import hugepages
 from tests.fixtures import spdk as spdk_fixtures
 
 
@@ -23,6 +24,12 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if not _needs_real_spdk(item)]
     config.hook.pytest_deselected(items=left_out)
     config._spdk_left_out = len(left_out)
+
+
+def pytest_unconfigure(config):
+    # What the fixtures added to the host's hugepages goes back, also
+    # after failures and ^C.
+    hugepages.give_back()
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -24,7 +24,12 @@ class Plan:
 
     ``env_context`` goes to SPDK's ``--env-context`` (passed through to
     DPDK's EAL); it carries ``--socket-mem``, so SPDK's own ``-s`` (which
-    becomes EAL's ``-m``) must not be given as well: EAL refuses both.
+    becomes EAL's ``-m``) must not be given as well: EAL refuses both. It
+    also carries ``--socket-limit``: ``--socket-mem`` alone is only what
+    DPDK maps up front, and SPDK's default buffer pools grow it to ~362 MiB
+    whatever it says. With the limit, SPDK maps at most
+    ``memory_mib_by_node``, which is what Nova is told to reserve; the
+    ``startup_config`` sizes the pools to fit in it.
     """
     reactor_cpus: list
     cpumask: str
@@ -33,6 +38,8 @@ class Plan:
     page_size_kib: int
     env_context: str
     pages_needed_by_node: dict
+    # SPDK's --json start-up config: the buffer pools sized to the memory.
+    startup_config: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
     # True when reactor_cpus came from the config, not from the topology.
     explicit: bool = False
@@ -131,29 +138,129 @@ def plan(conf, topology):
     if not reactors:
         notes.append('No reactor CPUs: no NUMA node has %d kB hugepages and '
                      'reactor_cpus is unset. SPDK cannot start.' % size)
+    pools = buffer_pools(memory_mib, len(reactors))
+    if pools is None:
+        notes.append('hugepage_mib_per_node=%d is below the %d MiB SPDK '
+                     'vhost needs with %d reactor(s); SPDK cannot start.'
+                     % (memory_mib, minimum_memory_mib(len(reactors)),
+                        len(reactors)))
+        pools = buffer_pools(minimum_memory_mib(len(reactors)),
+                             len(reactors))
 
     return Plan(reactor_cpus=reactors,
                 cpumask=cpumask(reactors),
                 reactors_by_node=reactors_by_node,
                 memory_mib_by_node=memory_mib_by_node,
                 page_size_kib=size,
-                env_context=_env_context(memory_mib_by_node, topology),
+                env_context=_env_context(memory_mib_by_node, topology,
+                                         page_mib),
                 pages_needed_by_node=pages_needed_by_node,
+                startup_config=_startup_config(pools),
                 notes=notes,
                 explicit=explicit)
 
 
-def _env_context(memory_mib_by_node, topology):
-    """``--socket-mem`` with one value per node index, 0 where unused.
+def _env_context(memory_mib_by_node, topology, page_mib):
+    """``--socket-mem`` and ``--socket-limit``, one value per node index.
 
-    The list is positional (the n-th value is node n's), so nodes without
-    reactors, and gaps in node numbering, still need their 0.
+    The lists are positional (the n-th value is node n's), so nodes without
+    reactors, and gaps in node numbering, still need theirs: 0 MiB mapped
+    up front, and a limit of one page (DPDK reads a limit of 0 as "no
+    limit", and SPDK's allocations may fall over to any node when their
+    own is full).
     """
     if not memory_mib_by_node:
         return ''
     last = max(list(topology.nodes) + list(memory_mib_by_node))
-    return '--socket-mem=%s' % ','.join(
-        str(memory_mib_by_node.get(node, 0)) for node in range(last + 1))
+    nodes = range(last + 1)
+    return '--socket-mem=%s --socket-limit=%s' % (
+        ','.join(str(memory_mib_by_node.get(node, 0)) for node in nodes),
+        ','.join(str(memory_mib_by_node.get(node, math.ceil(page_mib)))
+                 for node in nodes))
+
+
+# What an SPDK v25.09 application with its default buffer pools maps,
+# whatever a smaller -s says (362-366 MiB measured in smaps_rollup for
+# vhost and nvmf_tgt at -s 64 to 256, also with a TCP transport and 20
+# exports); with -s above it, it maps -s.
+DEFAULT_POOLS_FOOTPRINT_MIB = 366
+# What SPDK vhost v25.09 maps, measured on its hugepages with the smallest
+# pools below: DPDK's and SPDK's own structures, and each reactor's.
+SPDK_FIXED_MIB = 64
+SPDK_PER_REACTOR_MIB = 2
+# One element of each pool: iobuf's small_bufsize (8 KiB) and large_bufsize
+# (132 KiB) as SPDK sets them, and a spdk_bdev_io with its bdev_nvme
+# context (measured: 15360 more cost 26 MiB).
+IOBUF_SMALL_KIB = 8
+IOBUF_LARGE_KIB = 132
+BDEV_IO_KIB = 1.75
+# The smallest pools SPDK vhost was seen to start and serve I/O with.
+MIN_SMALL_BUFFERS = 512
+MIN_LARGE_BUFFERS = 64
+MIN_BDEV_IOS = 1024
+# Shares of the pool budget; the pools get half of what the fixed part
+# leaves, the other half is for what attachments allocate (NVMe/TCP queue
+# pairs, vhost controllers).
+SMALL_SHARE, LARGE_SHARE, BDEV_IO_SHARE = 0.3, 0.5, 0.2
+
+
+@dataclasses.dataclass
+class BufferPools:
+    small: int
+    large: int
+    bdev_ios: int
+    bdev_io_cache: int
+
+
+def _pools_mib(pools):
+    return (pools.small * IOBUF_SMALL_KIB + pools.large * IOBUF_LARGE_KIB +
+            pools.bdev_ios * BDEV_IO_KIB) / 1024
+
+
+def minimum_memory_mib(reactors):
+    """The least ``hugepage_mib_per_node`` SPDK vhost starts with."""
+    smallest = BufferPools(MIN_SMALL_BUFFERS, MIN_LARGE_BUFFERS,
+                           MIN_BDEV_IOS, 0)
+    return math.ceil(SPDK_FIXED_MIB + SPDK_PER_REACTOR_MIB * reactors +
+                     2 * _pools_mib(smallest))
+
+
+def buffer_pools(memory_mib, reactors):
+    """SPDK's buffer pools for ``memory_mib`` of hugepages on the main
+    reactor's node; None when the memory is below the minimum.
+
+    SPDK's defaults (8192 small and 1024 large iobuf buffers, 65535
+    bdev_io) alone map ~300 MiB; sized here instead, the whole process fits
+    in what DPDK's ``--socket-limit`` allows.
+    """
+    if memory_mib < minimum_memory_mib(reactors):
+        return None
+    budget_kib = (memory_mib - SPDK_FIXED_MIB -
+                  SPDK_PER_REACTOR_MIB * reactors) * 1024 / 2
+    bdev_ios = max(int(budget_kib * BDEV_IO_SHARE / BDEV_IO_KIB),
+                   MIN_BDEV_IOS)
+    return BufferPools(
+        small=max(int(budget_kib * SMALL_SHARE / IOBUF_SMALL_KIB),
+                  MIN_SMALL_BUFFERS),
+        large=max(int(budget_kib * LARGE_SHARE / IOBUF_LARGE_KIB),
+                  MIN_LARGE_BUFFERS),
+        bdev_ios=bdev_ios,
+        # SPDK wants the pool to hold every thread's cache (reactors and
+        # the app thread) and more; its default cache is 256.
+        bdev_io_cache=min(256, bdev_ios // (2 * (reactors + 1))))
+
+
+def _startup_config(pools):
+    return {'subsystems': [
+        {'subsystem': 'iobuf', 'config': [{
+            'method': 'iobuf_set_options',
+            'params': {'small_pool_count': pools.small,
+                       'large_pool_count': pools.large}}]},
+        {'subsystem': 'bdev', 'config': [{
+            'method': 'bdev_set_options',
+            'params': {'bdev_io_pool_size': pools.bdev_ios,
+                       'bdev_io_cache_size': pools.bdev_io_cache}}]},
+    ]}
 
 
 def least_loaded_core(plan, nodes, load_by_cpu):
@@ -211,6 +318,11 @@ def format_plan(plan, topology):
                         plan.memory_mib_by_node[node],
                         plan.pages_needed_by_node[node], plan.page_size_kib))
     lines.append('  env context: %s' % (plan.env_context or 'none'))
+    for subsystem in plan.startup_config.get('subsystems', ()):
+        for call in subsystem['config']:
+            lines.append('  start-up: %s %s' % (
+                call['method'], ' '.join('%s=%s' % item for item in
+                                         sorted(call['params'].items()))))
     for note in plan.notes:
         lines.append('  note: %s' % note)
 

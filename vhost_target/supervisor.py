@@ -9,6 +9,7 @@ attachments; QEMU's vhost-user reconnect then finds the socket again. In
 """
 
 import grp
+import json
 import os
 import signal
 import subprocess
@@ -34,11 +35,15 @@ class SupervisorError(spdk_exc.SPDKException):
     message = 'SPDK vhost: %(reason)s'
 
 
+def startup_config_path(conf):
+    return os.path.join(conf.state_dir, 'spdk-vhost-startup.json')
+
+
 def vhost_command(binary, plan, conf):
     # --no-pci: the compute-side SPDK only speaks NVMe/TCP and vhost-user;
     # it must not take the host's PCI devices.
     cmd = [binary, '--no-pci', '-m', plan.cpumask, '-r', conf.rpc_socket,
-           '-S', conf.socket_dir]
+           '-S', conf.socket_dir, '--json', startup_config_path(conf)]
     if plan.env_context:
         # DPDK's --socket-mem: hugepage memory on each NUMA node.
         cmd += ['--env-context', plan.env_context]
@@ -91,6 +96,10 @@ class Supervisor:
                 os.unlink(stale)
             except FileNotFoundError:
                 pass
+        # Buffer pools that fit in the hugepages Nova leaves to SPDK.
+        os.makedirs(self._conf.state_dir, mode=0o700, exist_ok=True)
+        with open(startup_config_path(self._conf), 'w') as f:
+            json.dump(self._plan.startup_config, f)
         env = binaries.environment(binary)
         with open(self._log_path, 'ab') as log:
             self._proc = subprocess.Popen(
@@ -106,8 +115,10 @@ class Supervisor:
             while time.monotonic() < deadline:
                 if self._proc is not None and self._proc.poll() is not None:
                     raise SupervisorError(
-                        reason='exited with status %s during start-up; see '
-                               '%s' % (self._proc.returncode, self._log_path))
+                        reason='exited with status %s during start-up (%s); '
+                               'see %s' % (self._proc.returncode,
+                                           self._logged_errors(),
+                                           self._log_path))
                 try:
                     client.call('spdk_get_version')
                     return
@@ -117,6 +128,15 @@ class Supervisor:
             client.close()
         raise SupervisorError(reason='no RPC answer at %s within %ds' % (
             self._conf.rpc_socket, STARTUP_TIMEOUT))
+
+    def _logged_errors(self, last=3):
+        """SPDK's last error lines: why it would not start."""
+        try:
+            with open(self._log_path, errors='replace') as log:
+                errors = [line.strip() for line in log if '*ERROR*' in line]
+        except OSError:
+            errors = []
+        return '; '.join(errors[-last:]) or 'no error logged'
 
     def start(self):
         """Start (or adopt) SPDK, replay, and watch it from a thread."""

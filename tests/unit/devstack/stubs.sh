@@ -56,8 +56,15 @@ for _recorded in define_plugin enable_service echo_summary pip_install \
 done
 
 # Records; of what it would run as root, only creates directories (without
-# their owner, group and mode): later steps write into them.
+# their owner, group and mode): later steps write into them. `sudo tee`
+# reads its input as the real one does, and records it last: a writer such
+# as `echo N | sudo tee FILE` whose reader has exited dies of SIGPIPE (exit
+# 141 under pipefail), which a stub that ignores stdin made intermittent.
 function sudo {
+    if [[ $1 == tee ]]; then
+        _record sudo "$@" "$(cat)"
+        return 0
+    fi
     _record sudo "$@"
     if [[ $1 == install && $2 == -d ]]; then
         local arg dirs=()

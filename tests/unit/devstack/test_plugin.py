@@ -191,6 +191,7 @@ class TestStack(PluginHarness):
         self.assertEqual(len(nodes), len(tees))
         self.assertTrue(all(c[2].endswith('hugepages-2048kB/nr_hugepages')
                             for c in tees))
+        self.assertEqual({'300'}, {c[3] for c in tees})
 
     def test_nova_settings_survive_the_nova_cpu_conf_rebuild(self):
         self.stack()

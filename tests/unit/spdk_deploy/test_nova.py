@@ -48,8 +48,15 @@ class TestSettings(base.TestCase):
 
     def test_reserved_pages_cover_vhost_and_storage_target(self):
         values = self.settings(storage_target_cpus={9},
+                               storage_target_mib=1024)
+        self.assertEqual({0: {2048: 512}, 1: {2048: 512 + 512}},
+                         values.reserved_huge_pages)
+
+    def test_a_small_storage_target_is_reserved_what_it_maps(self):
+        # -s 256 maps SPDK's default pools, 366 MiB (183 pages).
+        values = self.settings(storage_target_cpus={9},
                                storage_target_mib=256)
-        self.assertEqual({0: {2048: 512}, 1: {2048: 512 + 128}},
+        self.assertEqual({0: {2048: 512}, 1: {2048: 512 + 183}},
                          values.reserved_huge_pages)
 
     def test_a_polling_storage_target_keeps_its_cpus(self):

@@ -1,4 +1,6 @@
-"""The operator commands on this host's real /sys, with a private config."""
+"""The operator commands on a captured host (sysfs fixture tree), with a
+private config: nothing depends on the machine the tests run on.
+"""
 
 import io
 import os
@@ -9,6 +11,7 @@ import fixtures
 from oslo_config import cfg
 
 from tests import base
+from tests.unit.vhost_target import read_fixture_topology
 from vhost_target import cmd
 from vhost_target import topology
 
@@ -20,14 +23,17 @@ class TestCommands(base.TestCase):
         self.sockets = os.path.join(self.dir, 'sockets')
         os.mkdir(self.sockets, 0o750)
         self.nova = os.path.join(self.dir, 'nova.conf')
-        self.cpus = sorted(topology.read_topology().online)
+        self.host = read_fixture_topology('one_node')
+        self.useFixture(fixtures.MockPatchObject(
+            topology, 'read_topology', return_value=self.host))
+        self.cpus = sorted(self.host.online)
 
     def run_command(self, command, nova='', **options):
         with open(self.nova, 'w') as f:
             f.write(nova)
         values = dict(socket_dir=self.sockets, nova_conf=self.nova,
                       socket_group='root', reactor_cpus=str(self.cpus[-1]),
-                      hugepage_mib_per_node=64,
+                      hugepage_mib_per_node=128,
                       spdk_vhost_binary=os.path.join(self.dir, 'vhost'),
                       rpc_socket=os.path.join(self.dir, 'spdk.sock'),
                       state_dir=os.path.join(self.dir, 'state'))
@@ -46,7 +52,7 @@ class TestCommands(base.TestCase):
     def good_nova(self):
         return ('[compute]\ncpu_dedicated_set = %d\n'
                 '[DEFAULT]\nreserved_huge_pages = node:0,size:2048,'
-                'count:32\n' % self.cpus[0])
+                'count:64\n' % self.cpus[0])
 
     def make_binary(self):
         path = os.path.join(self.dir, 'vhost')
@@ -57,10 +63,10 @@ class TestCommands(base.TestCase):
     def test_plan_describes_this_host(self):
         status, out = self.run_command('plan')
         self.assertEqual(0, status)
-        nodes = len(topology.read_topology().nodes)
+        nodes = len(self.host.nodes)
         self.assertEqual(nodes, out.count('NUMA node ') // 2 or nodes)
         self.assertIn('reactor CPUs: %d' % self.cpus[-1], out)
-        self.assertIn('reserved_huge_pages = node:0,size:2048,count:32', out)
+        self.assertIn('reserved_huge_pages = node:0,size:2048,count:64', out)
 
     def test_check_clean(self):
         self.make_binary()

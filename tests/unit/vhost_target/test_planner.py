@@ -20,7 +20,8 @@ class TestAutomaticPlan(base.TestCase):
         self.assertEqual({0: 1024}, plan.memory_mib_by_node)
         self.assertEqual({0: 512}, plan.pages_needed_by_node)
         self.assertEqual(2048, plan.page_size_kib)
-        self.assertEqual('--socket-mem=1024', plan.env_context)
+        self.assertEqual('--socket-mem=1024 --socket-limit=1024',
+                         plan.env_context)
         self.assertEqual([], plan.notes)
         self.assertFalse(plan.explicit)
 
@@ -30,7 +31,8 @@ class TestAutomaticPlan(base.TestCase):
         self.assertEqual([3, 11], plan.reactor_cpus)
         self.assertEqual('0x808', plan.cpumask)
         self.assertEqual({0: [3], 1: [11]}, plan.reactors_by_node)
-        self.assertEqual('--socket-mem=1024,1024', plan.env_context)
+        self.assertEqual('--socket-mem=1024,1024 --socket-limit=1024,1024',
+                         plan.env_context)
 
     def test_isolated_first_then_highest(self):
         plan = planner.plan(make_conf(self, reactors_per_node=3),
@@ -47,7 +49,8 @@ class TestAutomaticPlan(base.TestCase):
                             read_fixture_topology('two_nodes'))
         self.assertEqual({0: [3]}, plan.reactors_by_node)
         self.assertEqual({0: 1}, plan.pages_needed_by_node)
-        self.assertEqual('--socket-mem=1024,0', plan.env_context)
+        self.assertEqual('--socket-mem=1024,0 --socket-limit=1024,1024',
+                         plan.env_context)
         self.assertEqual(1, len(plan.notes))
         self.assertIn('NUMA node 1 has no 1048576 kB hugepages',
                       plan.notes[0])
@@ -59,7 +62,8 @@ class TestAutomaticPlan(base.TestCase):
         self.assertEqual(hex((1 << 71) | (1 << 87)), plan.cpumask)
         self.assertEqual('0x8000800000000000000000', plan.cpumask)
         self.assertEqual({0: 1024, 2: 1024}, plan.memory_mib_by_node)
-        self.assertEqual('--socket-mem=1024,0,1024,0', plan.env_context)
+        self.assertEqual('--socket-mem=1024,0,1024,0 '
+                         '--socket-limit=1024,2,1024,2', plan.env_context)
         self.assertEqual(2, len(plan.notes))
         self.assertIn('node 1', plan.notes[0])
         self.assertIn('node 3', plan.notes[1])
@@ -69,7 +73,9 @@ class TestAutomaticPlan(base.TestCase):
                             read_fixture_topology('four_nodes'))
         # Node 1 has no isolated CPU: its highest-numbered one.
         self.assertEqual({0: [71], 1: [79]}, plan.reactors_by_node)
-        self.assertEqual('--socket-mem=1024,1024,0,0', plan.env_context)
+        self.assertEqual('--socket-mem=1024,1024,0,0 '
+                         '--socket-limit=1024,1024,1024,1024',
+                         plan.env_context)
 
     def test_cpu_0_is_left_to_the_host(self):
         plan = planner.plan(make_conf(self, reactors_per_node=2),
@@ -127,7 +133,8 @@ class TestAutomaticPlan(base.TestCase):
             read_fixture_topology('two_nodes'))
         self.assertEqual({0: 2}, plan.pages_needed_by_node)
         self.assertEqual({0: 2048}, plan.memory_mib_by_node)
-        self.assertEqual('--socket-mem=2048,0', plan.env_context)
+        self.assertEqual('--socket-mem=2048,0 --socket-limit=2048,1024',
+                         plan.env_context)
         self.assertIn('rounded up to 2048 MiB', plan.notes[-1])
 
 
@@ -153,7 +160,8 @@ class TestExplicitPlan(base.TestCase):
         plan = planner.plan(make_conf(self, reactor_cpus='24'),
                             read_fixture_topology('four_nodes'))
         self.assertEqual({3: [24]}, plan.reactors_by_node)
-        self.assertEqual('--socket-mem=0,0,0,1024', plan.env_context)
+        self.assertEqual('--socket-mem=0,0,0,1024 --socket-limit=2,2,2,1024',
+                         plan.env_context)
 
     def test_garbage(self):
         e = self.assertRaises(
@@ -225,7 +233,8 @@ class TestFormatPlan(base.TestCase):
                 'total/200 free',
                 'reactor CPUs: 3,11 (-m 0x808)',
                 'NUMA node 1: reactors 11, 1024 MiB in 512 x 2048 kB',
-                'env context: --socket-mem=1024,1024',
+                'env context: --socket-mem=1024,1024 --socket-limit=1024,1024',
+                'start-up: iobuf_set_options large_pool_count=',
                 'cpu_dedicated_set = 0-2,4-10,12-31\n',
                 'cpu_shared_set',
                 'reserved_huge_pages = node:0,size:2048,count:512\n',
@@ -239,3 +248,34 @@ class TestFormatPlan(base.TestCase):
         self.assertIn('note: NUMA node 1 has no 2048 kB hugepages', text)
         self.assertNotIn('node:1,size', text)
         self.assertIn('cpu_dedicated_set = 0-31,64-70,72-86,88-95\n', text)
+
+
+class TestBufferPools(base.TestCase):
+    def test_pools_fit_in_the_memory_with_room_for_attachments(self):
+        for memory in (128, 256, 1024, 4096):
+            for reactors in (1, 2, 8):
+                pools = planner.buffer_pools(memory, reactors)
+                fixed = (planner.SPDK_FIXED_MIB +
+                         planner.SPDK_PER_REACTOR_MIB * reactors)
+                self.assertLessEqual(planner._pools_mib(pools),
+                                     (memory - fixed) / 2)
+                self.assertGreaterEqual(pools.bdev_ios,
+                                        pools.bdev_io_cache * (reactors + 1))
+
+    def test_below_the_minimum_there_are_no_pools(self):
+        minimum = planner.minimum_memory_mib(1)
+        self.assertIsNone(planner.buffer_pools(minimum - 1, 1))
+        self.assertIsNotNone(planner.buffer_pools(minimum, 1))
+
+    def test_plan_carries_the_startup_config_and_a_note_when_short(self):
+        host = read_fixture_topology('one_node')
+        plan = planner.plan(make_conf(self, hugepage_mib_per_node=256), host)
+        iobuf, bdev = plan.startup_config['subsystems']
+        pools = planner.buffer_pools(256, 1)
+        self.assertEqual({'small_pool_count': pools.small,
+                          'large_pool_count': pools.large},
+                         iobuf['config'][0]['params'])
+        self.assertEqual('bdev_set_options', bdev['config'][0]['method'])
+        self.assertEqual([], plan.notes)
+        plan = planner.plan(make_conf(self, hugepage_mib_per_node=64), host)
+        self.assertIn('below the', plan.notes[-1])
