@@ -5,14 +5,17 @@ A storage node may have no kernel NVMe initiator; SPDK can move the data:
 * image -> volume: a new lvol of the volume's type (thin or thick) is
   exported for a moment to a one-off host NQN, and SPDK's ``spdk_dd``
   writes the downloaded raw image into it over NVMe/TCP on the target's own
-  address, skipping the file's holes (``--sparse``); the lvol then replaces
-  the volume's empty one. A thin volume so gets clusters only where the
-  image has data. Why not an external-snapshot clone of an AIO bdev over
-  the image and ``bdev_lvol_decouple_parent``, which needs no second
-  process: the blobstore copies *every* cluster of an external snapshot,
-  zeros and holes included (lib/blob/blobstore.c
-  ``bs_cluster_needs_allocation``), so a thin volume from a small image of
-  a large virtual size came out fully allocated.
+  address; the lvol then replaces the volume's empty one. For a thin lvol
+  the clusters the image's data falls in are made whole in the file
+  (zeros written into their holes) and ``--sparse`` skips the rest, so the
+  volume gets clusters only where the image has data; a thick lvol gets
+  the whole image, zeros included (its clusters hold old bytes). Why not
+  an external-snapshot clone of an AIO bdev over the image and
+  ``bdev_lvol_decouple_parent``, which needs no second process: the
+  blobstore copies *every* cluster of an external snapshot, zeros and
+  holes included (lib/blob/blobstore.c ``bs_cluster_needs_allocation``),
+  so a thin volume from a small image of a large virtual size came out
+  fully allocated.
 * volume -> image: a clone of the volume's current data is inflated (so it
   no longer depends on any snapshot), made read-only and shallow-copied onto
   an AIO bdev over a file that is then uploaded.
@@ -106,6 +109,45 @@ def clusters_touched(extents, cluster_size):
     return count
 
 
+def fill_touched_clusters(path, extents, cluster_size):
+    """Write zeros into the holes of every cluster the data falls in.
+
+    SPDK gives a thin lvol a cluster at its first write without zeroing
+    the rest of it (lib/blob/blobstore.c ``bs_allocate_and_copy_cluster``
+    copies only from a parent), so a hole next to data in the same cluster
+    would read what the cluster last held. Filled, every cluster spdk_dd
+    writes is written whole; the holes left are whole clusters, which stay
+    unallocated and read zeros. The file may grow to its last cluster's
+    end (within the lvol, whose size is whole clusters).
+    """
+    runs = []
+    for start, end in extents:
+        first, last = start // cluster_size, (end - 1) // cluster_size
+        if runs and first <= runs[-1][1] + 1:
+            runs[-1][1] = max(runs[-1][1], last)
+        else:
+            runs.append([first, last])
+    with open(path, 'r+b') as f:
+        fd = f.fileno()
+
+        def zero(start, end):
+            while start < end:
+                count = min(end - start, DD_BLOCK)
+                os.pwrite(fd, bytes(count), start)
+                start += count
+
+        index = 0
+        for first, last in runs:
+            pos, run_end = first * cluster_size, (last + 1) * cluster_size
+            while index < len(extents) and extents[index][0] < run_end:
+                start, end = extents[index]
+                if start > pos:
+                    zero(pos, start)
+                pos = max(pos, end)
+                index += 1
+            zero(pos, run_end)
+
+
 class ImageCopier:
     """Copies between images and the lvols of one SPDK target.
 
@@ -145,10 +187,14 @@ class ImageCopier:
             os.truncate(path, _round_up(size, AIO_BLOCK_SIZE))
             extents = data_extents(path)
             needed = self._check_room(lvstore, thin, extents, volume,
-                                      image_id)
+                                      image_id, path)
             self._create_temp(lvstore, temp_name, volume, thin)
             try:
-                self._write(dd, path, temp_alias, volume.id)
+                # A thick lvol's clusters are all its own from the start,
+                # with whatever they held: holes are written as zeros.
+                if extents or not thin:
+                    self._write(dd, path, temp_alias, volume.id,
+                                sparse=thin)
                 if thin:
                     self._check_written(temp_alias, needed)
             except Exception:
@@ -162,8 +208,9 @@ class ImageCopier:
                   'extents': len(extents),
                   'bytes': sum(end - start for start, end in extents)})
 
-    def _check_room(self, lvstore, thin, extents, volume, image_id):
-        """Refuse a thin copy whose data clusters are not free now.
+    def _check_room(self, lvstore, thin, extents, volume, image_id, path):
+        """Refuse a thin copy whose data clusters are not free now, and
+        make those clusters whole in the file (fill_touched_clusters).
 
         One RPC: the lvstore's figures at this moment (guests take
         clusters between stats refreshes). A thick lvol needs no look:
@@ -180,6 +227,7 @@ class ImageCopier:
                 'needs %(needed)d for its data in volume %(id)s') % {
                     'lvs': lvstore, 'free': lvs['free_clusters'],
                     'image': image_id, 'needed': needed, 'id': volume.id})
+        fill_touched_clusters(path, extents, lvs['cluster_size'])
         return needed
 
     def _check_written(self, alias, needed):
@@ -218,9 +266,9 @@ class ImageCopier:
                     '%(size)d GiB') % {'lvs': lvstore, 'id': volume.id,
                                        'size': volume.size})
 
-    def _write(self, dd, path, bdev, volume_id):
-        """spdk_dd the file's data into the bdev through a loopback export
-        that only a one-off host NQN may use.
+    def _write(self, dd, path, bdev, volume_id, sparse):
+        """spdk_dd the file (its data only if ``sparse``) into the bdev
+        through a loopback export that only a one-off host NQN may use.
         """
         host_nqn = 'nqn.2014-08.org.nvmexpress:uuid:%s' % uuid.uuid4()
         with self._exports.temporary_export(
@@ -243,8 +291,9 @@ class ImageCopier:
                        # Other SPDK processes hold their cores' locks.
                        '--disable-cpumask-locks', '--no-rpc-server',
                        '--json', conf_path, '--if=' + path,
-                       '--ob=%sn1' % DD_CONTROLLER, '--bs=%d' % DD_BLOCK,
-                       '--sparse']
+                       '--ob=%sn1' % DD_CONTROLLER, '--bs=%d' % DD_BLOCK]
+                if sparse:
+                    cmd.append('--sparse')
                 try:
                     out, err = processutils.execute(
                         *cmd, env_variables=binaries.environment(dd),

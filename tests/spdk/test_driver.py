@@ -213,8 +213,10 @@ class TestImageCopyThroughSPDK(RemoteHostMixin, scenarios.DriverTestBase,
     """Image to volume and back, done by SPDK (no kernel initiator)."""
 
     def driver_flags(self):
-        # spdk_dd polls: off the target's core.
-        return {'spdk_dd_cpumask': spdk_apps.DD_CPUMASK}
+        # spdk_dd polls: off the target's core. Deleted lvols are not
+        # cleared, so reused clusters show what they held.
+        return {'spdk_dd_cpumask': spdk_apps.DD_CPUMASK,
+                'spdk_lvol_clear_method': 'none'}
 
     def setUp(self):
         super().setUp()
@@ -298,6 +300,49 @@ class TestImageCopyThroughSPDK(RemoteHostMixin, scenarios.DriverTestBase,
                          bdev['num_blocks'] * bdev['block_size'])
         self.assertEqual(digest, self.sha256(volume, scenarios.HOST_NQN,
                                              1024 ** 3))
+
+    def test_holes_next_to_image_data_read_zeros_on_reused_clusters(self):
+        """SPDK gives a thin lvol a cluster at its first write without
+        zeroing the rest of it: the holes of an image's clusters must be
+        written as zeros, or they show a deleted volume's bytes.
+        """
+        mib = 1024 * 1024
+        thick = self.make_type('thick-dirty', {'provisioning:type': 'thick'})
+        dirty = self.create_volume(volume_type=thick)
+        self.driver.create_export(self.ctxt, dirty, self.connector())
+        self.driver.initialize_connection(dirty, self.connector())
+        self.assertEqual(0, self.dd(dirty, scenarios.HOST_NQN,
+                                    os.urandom(16 * mib), size=16 * mib))
+        self.driver.terminate_connection(dirty, self.connector())
+        self.driver.delete_volume(dirty)
+        # The premise: a 4 KiB write into a new thin volume shows the old
+        # bytes in the rest of its cluster.
+        probe = self.create_volume()
+        self.driver.create_export(self.ctxt, probe, self.connector())
+        self.driver.initialize_connection(probe, self.connector())
+        self.assertEqual(0, self.dd(probe, scenarios.HOST_NQN,
+                                    bytes(mib), size=mib))
+        stale = self.dd(probe, scenarios.HOST_NQN, size=mib, offset_mib=1)
+        self.assertNotEqual(bytes(mib), stale)
+        self.driver.terminate_connection(probe, self.connector())
+        self.driver.delete_volume(probe)
+
+        image = bytearray(8 * mib)
+        image[0:4096] = os.urandom(4096)
+        image[5 * mib:5 * mib + 4096] = os.urandom(4096)
+        image_id = self.images.add(bytes(image))
+        made = {}
+        for vtype, name in ((self.default_type, 'thin'), (thick, 'thick')):
+            volume = made[name] = self.create_volume(volume_type=vtype)
+            self.driver.copy_image_to_volume(self.ctxt, volume, self.images,
+                                             image_id)
+            self.driver.create_export(self.ctxt, volume, self.connector())
+            self.driver.initialize_connection(volume, self.connector())
+            self.assertEqual(bytes(image), self.dd(
+                volume, scenarios.HOST_NQN, size=8 * mib), name)
+            self.driver.terminate_connection(volume, self.connector())
+        self.assertEqual((2, True), self.allocated(made['thin']))
+        self.assertEqual((256, False), self.allocated(made['thick']))
 
     def test_thick_volume_from_image_stays_fully_allocated(self):
         payload = os.urandom(5 * 1024 * 1024)

@@ -56,6 +56,36 @@ class TestExtents(base.TestCase):
         self.assertEqual(2, image_copy.clusters_touched([(0, c + 1)], c))
 
 
+class TestFillTouchedClusters(base.TestCase):
+    def test_holes_in_data_clusters_become_zeros(self):
+        c = 64 * 1024
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'f')
+        with open(path, 'wb') as f:
+            f.write(b'a' * 4096)
+            f.seek(2 * c + 8192)
+            f.write(b'b' * 4096)
+            f.seek(3 * c)
+            f.write(b'c' * 4096)
+            f.seek(9 * c)
+            f.write(b'd' * 4096)
+            f.truncate(9 * c + 8192)
+        image_copy.fill_touched_clusters(
+            path, image_copy.data_extents(path), c)
+        # Clusters 0, 2-3 and 9 are data through and through (the last
+        # one grown to its end); 1 and 4-8 stay holes.
+        self.assertEqual([(0, c), (2 * c, 4 * c), (9 * c, 10 * c)],
+                         image_copy.data_extents(path))
+        with open(path, 'rb') as f:
+            content = f.read()
+        self.assertEqual(10 * c, len(content))
+        expected = bytearray(10 * c)
+        expected[0:4096] = b'a' * 4096
+        expected[2 * c + 8192:2 * c + 12288] = b'b' * 4096
+        expected[3 * c:3 * c + 4096] = b'c' * 4096
+        expected[9 * c:9 * c + 4096] = b'd' * 4096
+        self.assertEqual(bytes(expected), content)
+
+
 class TestImageToVolume(base.TestCase):
     def setUp(self):
         super().setUp()
@@ -171,10 +201,20 @@ class TestImageToVolume(base.TestCase):
 
     def test_thick_type_gets_a_thick_lvol(self):
         self.copy(thin=False)
+        # Written whole: its clusters hold whatever they held before.
+        self.assertNotIn('--sparse', self.runs[0]['cmd'])
         lvol = self.rpc.call('bdev_get_bdevs', {'name': naming.lvol_alias(
             self.lvs, naming.volume_lvol_name(self.volume.id))})[0][
                 'driver_specific']['lvol']
         self.assertFalse(lvol['thin_provision'])
+
+    def test_an_all_zero_image_needs_no_spdk_dd(self):
+        self.image = b''
+        self.copy()
+        self.assertEqual([], self.runs)
+        self.assertEqual([naming.lvol_alias(
+            self.lvs, naming.volume_lvol_name(self.volume.id))],
+            self.aliases())
 
     def test_failed_spdk_dd_leaves_nothing_behind(self):
         before = self.aliases()
