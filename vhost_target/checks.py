@@ -27,6 +27,7 @@ from oslo_utils import units
 from spdk_common import binaries
 from spdk_common import exception
 from spdk_common import rpc
+from vhost_target import planner
 from vhost_target import topology as topo
 
 LOG = logging.getLogger(__name__)
@@ -243,6 +244,17 @@ def _check_cpus(plan, topology):
 def _check_hugepages(plan, topology, spdk_running):
     findings = []
     size = plan.page_size_kib
+    least = planner.minimum_memory_mib(len(plan.reactor_cpus))
+    short = {node: mib for node, mib in plan.memory_mib_by_node.items()
+             if mib < least}
+    if short:
+        findings.append(Finding(
+            'hugepage_memory_below_minimum',
+            'hugepage_mib_per_node=%d MiB is below the %d MiB SPDK vhost '
+            'needs with %d reactor(s) (its buffer pools are sized to fit '
+            'and DPDK is held to the limit): SPDK would not start. Raise '
+            '[spdk_vhost_target] hugepage_mib_per_node.'
+            % (min(short.values()), least, len(plan.reactor_cpus))))
     for node_id, needed in plan.pages_needed_by_node.items():
         pool = topology.nodes[node_id].pages(size)
         fix = ('echo <pages> > /sys/devices/system/node/node%d/hugepages/'

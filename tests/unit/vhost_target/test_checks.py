@@ -238,6 +238,12 @@ class TestHugepageFindings(ChecksTestCase):
         self.assertEqual([], [f for f in findings
                               if f.code == 'hugepages_insufficient'])
 
+    def test_memory_below_what_spdk_starts_with(self):
+        findings = self.check(hugepage_mib_per_node=64)
+        self.assertFinding(findings, 'hugepage_memory_below_minimum',
+                           'hugepage_mib_per_node=64 MiB is below the',
+                           'Raise [spdk_vhost_target] hugepage_mib_per_node')
+
     def test_too_few_free_pages(self):
         findings = self.check(hugepage_mib_per_node=1024)
         self.assertFinding(findings, 'hugepages_insufficient',

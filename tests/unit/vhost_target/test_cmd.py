@@ -87,6 +87,7 @@ class TestCommands(base.TestCase):
                 spdk_vhost_binary=os.path.join(self.dir, 'none')),
             'socket_group_missing': dict(socket_group='no-such-group-x'),
             'spdk_rpc_unreachable': dict(adopt=True),
+            'hugepage_memory_below_minimum': dict(hugepage_mib_per_node=64),
         }
         os.chmod(self.dir, 0o777)
         self.addCleanup(os.chmod, self.dir, 0o700)
