@@ -1,8 +1,11 @@
-"""``tools/cloud up|down|status|demo|tempest`` (run by the cloud venv)."""
+"""``tools/cloud COMMAND`` (run by the cloud venv): up, down, status, demo,
+tempest, restart.
+"""
 
 import argparse
 import sys
 
+from aio_cloud import capacity
 from aio_cloud import cloud
 from aio_cloud import demo
 from aio_cloud import layout as layout_mod
@@ -14,10 +17,12 @@ def main(argv=None):
     parser.add_argument('--state-dir', default=layout_mod.DEFAULT_STATE_DIR,
                         help='where all of the cloud\'s state lives '
                              '(default: %(default)s)')
-    parser.add_argument('command',
-                        choices=('up', 'down', 'status', 'demo', 'tempest'))
+    parser.add_argument('command', choices=('up', 'down', 'status', 'demo',
+                                            'tempest', 'restart'))
     parser.add_argument('args', nargs=argparse.REMAINDER,
-                        help='tempest: extra arguments to "tempest run"')
+                        help='tempest: extra arguments to "tempest run"; '
+                             'restart: the service (a name of tools/cloud '
+                             'status)')
     args = parser.parse_args(argv)
     layout = layout_mod.Layout(args.state_dir)
     venv = sys.prefix
@@ -34,7 +39,11 @@ def main(argv=None):
         elif args.command == 'tempest':
             cloud.require_up(layout)
             return tempest_run.run(layout, venv, args.args)
-    except cloud.CloudError as exc:
+        elif args.command == 'restart':
+            if len(args.args) != 1:
+                raise cloud.CloudError('restart takes one service name')
+            cloud.restart(layout, venv, args.args[0])
+    except (cloud.CloudError, capacity.ShortError) as exc:
         print('tools/cloud %s: %s' % (args.command, exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

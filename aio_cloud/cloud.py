@@ -1,6 +1,7 @@
 """``up``, ``down`` and ``status`` of the all-in-one cloud."""
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -8,13 +9,13 @@ import subprocess
 import sys
 import time
 
+from aio_cloud import capacity
 from aio_cloud import layout as layout_mod
 from aio_cloud import processes
 from aio_cloud import resources
 from aio_cloud import services as services_mod
 from spdk_common import binaries
 
-HUGEPAGES = 1024
 HUGEPAGE_DIR = '/dev/hugepages'
 
 
@@ -38,15 +39,6 @@ def step(name):
         print('FAILED after %.1f s' % (time.monotonic() - start), flush=True)
         raise
     print('%6.1f s' % (time.monotonic() - start), flush=True)
-
-
-def _check_ports():
-    busy = [('%s %d' % (name, port)) for name, port in
-            layout_mod.PORTS.items() if services_mod.port_open(port)]
-    if busy:
-        raise CloudError('ports in use on %s: %s (another cloud, or a '
-                         'leftover process?)'
-                         % (layout_mod.HOST, ', '.join(busy)))
 
 
 def _check_traversable(path):
@@ -87,15 +79,6 @@ def _wipe_state(layout):
             os.unlink(path)
 
 
-def _ensure_hugepages():
-    pool = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages'
-    with open(pool) as f:
-        if int(f.read()) >= HUGEPAGES:
-            return
-    with open(pool, 'w') as f:
-        f.write(str(HUGEPAGES))
-
-
 def up(layout, venv):
     message = binaries.missing_message()
     if message:
@@ -111,13 +94,17 @@ def up(layout, venv):
         print('the cloud is already up (tools/cloud status; tools/cloud '
               'down to stop it)')
         return
-    _check_ports()
+    try:
+        # Ports, hugepages (the pool is raised to what the cloud needs),
+        # memory: tools/cloud made these checks already, before installing.
+        capacity.check_up()
+    except capacity.ShortError as exc:
+        raise CloudError(str(exc)) from exc
     started = time.monotonic()
     with step('prepare %s' % layout.root):
         _check_traversable(layout.root)
         prepare_state(layout)
         secret = layout_mod.load_or_create_secrets(layout)
-        _ensure_hugepages()
     svc = services_mod.Services(layout, venv, secret)
     try:
         for name, action in (
@@ -283,6 +270,9 @@ def down(layout, delete_resources=True):
     if 'libvirtd' in names:
         with step('destroy remaining libvirt domains'):
             _destroy_domains(svc)
+    # Strays first: one may be a service the recorded ones wait on, as
+    # nova-compute is stopped first.
+    problems += _stop_strays(layout, table, guests_known=True)
     for entry in processes.stop_order(entries, STOP_FIRST):
         if entry.name not in names:
             continue
@@ -295,6 +285,8 @@ def down(layout, delete_resources=True):
             if not table.stop(entry):
                 problems.append('%s (pid %d) did not stop'
                                 % (entry.name, entry.pid))
+    # Anything still using the state directory now, a guest too.
+    problems += _stop_strays(layout, table, guests_known=False)
     with step('remove hugepage files, sockets, state'):
         removed = _remove_hugepage_files(layout)
         _wipe_state(layout)
@@ -304,6 +296,51 @@ def down(layout, delete_resources=True):
     if problems:
         raise CloudError('down left: ' + '; '.join(problems))
     print('cloud down; logs kept in %s' % layout.path('log'))
+
+
+STRAY_GRACE = 10.0
+# How a stray refers to the state directory, in words.
+_HOW = {'argv': 'its command line names %s', 'cwd': 'works in %s',
+        'open file': 'has a file of %s open'}
+
+
+def guest_pids(layout):
+    """QEMU processes of the private libvirtd (its pid files)."""
+    pids = set()
+    for path in glob.glob(layout.path('libvirt', 'run', 'qemu', '*.pid')):
+        try:
+            with open(path) as f:
+                pids.add(int(f.read().strip()))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _stop_strays(layout, table, guests_known):
+    problems = []
+    for pid, name, how in strays(layout, table, guests_known):
+        with step('stop stray %s (pid %d, %s)' % (name, pid, how)):
+            if processes.stop_pids([pid] + sorted(
+                    processes.descendants([pid]) - {pid}),
+                    grace=STRAY_GRACE):
+                problems.append('stray %s (pid %d) did not stop'
+                                % (name, pid))
+    return problems
+
+
+def strays(layout, table=None, guests_known=True):
+    """[(pid, command, how)] of processes that use the state directory
+    but are not in the process table: a service an operator restarted by
+    hand, or one a crashed ``up`` or ``down`` lost.
+    """
+    table = table or processes.ProcessTable(layout.process_table)
+    known = table.known_pids()
+    if guests_known:
+        known |= processes.descendants(guest_pids(layout))
+    found = processes.find_strays(
+        layout.root, known, ignored=[layout.path(d) for d in layout.KEPT])
+    return [(pid, name, _HOW[how] % layout.root)
+            for pid, name, how in found]
 
 
 def leftovers(layout):
@@ -324,20 +361,108 @@ def leftovers(layout):
 def status(layout):
     table = processes.ProcessTable(layout.process_table)
     entries = table.entries()
+    found = strays(layout, table) if os.path.isdir(layout.root) else []
+    for pid, name, how in found:
+        print('stray: %s (pid %d) is not in the process table but %s; '
+              'tools/cloud down stops it' % (name, pid, how))
     if not entries:
         print('no cloud in %s' % layout.root)
         return False
     running = {e.name for e in table.running()}
-    print('%-18s %-8s %-5s %-6s %8s  %s'
-          % ('process', 'pid', 'state', 'port', 'RSS MiB', 'log'))
-    total = 0
+    print('%-18s %-8s %-5s %-6s %8s %9s  %s'
+          % ('process', 'pid', 'state', 'port', 'RSS MiB', 'huge MiB',
+             'log'))
+    total = huge_total = 0
+    holders = processes.hugetlb_holders()
     for e in entries:
         rss = processes.group_rss_mib(e.pgid)
+        huge = processes.group_hugetlb_mib(e.pgid, holders)
         total += rss
-        print('%-18s %-8d %-5s %-6s %8.0f  %s' % (
+        huge_total += huge
+        print('%-18s %-8d %-5s %-6s %8.0f %9.0f  %s' % (
             e.name, e.pid, 'up' if e.name in running else 'DOWN',
-            e.port or '', rss, e.log))
-    print('%d of %d up, %.0f MiB resident (process groups, guests included)'
-          % (len(running), len(entries), total))
+            e.port or '', rss, huge, e.log))
+    print('%d of %d up, %.0f MiB resident (process groups, guests '
+          'included), %.0f MiB of hugepages of their own'
+          % (len(running), len(entries), total, huge_total))
+    pool = capacity.read_pool()
+    print('2 MiB hugepages: %d MiB free of %d MiB (%d reserved)'
+          % (pool.free * capacity.PAGE_MIB, pool.total * capacity.PAGE_MIB,
+             pool.reserved * capacity.PAGE_MIB))
     print('CLI: . %s' % layout.adminrc)
-    return len(running) == len(entries)
+    return len(running) == len(entries) and not found
+
+
+# Restarted together: libvirtd's script starts virtlogd too, and the agent
+# starts SPDK vhost.
+RESTART_TOGETHER = (('virtlogd', 'libvirtd'),
+                    ('spdk-vhost-target', 'spdk-vhost'))
+
+
+def restart(layout, venv, name):
+    """Stop one service's recorded process group as ``down`` does, start
+    it again as ``up`` does, and record the new process.
+    """
+    table = processes.ProcessTable(layout.process_table)
+    entries = table.entries()
+    if not entries:
+        raise CloudError('no cloud in %s: tools/cloud up first' % layout.root)
+    valid = [e.name for e in entries]
+    if name not in valid:
+        raise CloudError('unknown service %r; valid names: %s'
+                         % (name, ', '.join(valid)))
+    together = next((group for group in RESTART_TOGETHER if name in group),
+                    (name,))
+    secret = layout_mod.load_or_create_secrets(layout)
+    svc = services_mod.Services(layout, venv, secret)
+    stopping = [e for e in processes.stop_order(entries, STOP_FIRST)
+                if e.name in together]
+    for entry in stopping:
+        with step('stop %s (pid %d)' % (entry.name, entry.pid)):
+            if entry.name == 'rabbitmq':
+                try:
+                    svc.rabbitmqctl('stop', timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            if not table.stop(entry):
+                raise CloudError('%s (pid %d) did not stop'
+                                 % (entry.name, entry.pid))
+    specs = {e.name: table.spec(e.name) for e in stopping}
+    table.forget(together)
+    with step('start %s' % ' and '.join(together)):
+        if 'libvirtd' in together:
+            svc.start_libvirtd()
+        elif 'spdk-vhost-target' in together:
+            svc.start_vhost_agent()
+        elif name == 'nvmf_tgt':
+            # With the socket's mode and the lvstore check after it.
+            svc.start_storage_target()
+        else:
+            _start_again(svc, name, specs[name])
+    for entry in table.entries():
+        if entry.name in together:
+            print('%s now pid %d' % (entry.name, entry.pid))
+
+
+HTTP_SERVICES = ('keystone', 'placement', 'glance-api', 'neutron-api',
+                 'nova-api', 'cinder-api')
+
+
+def _start_again(svc, name, spec):
+    if spec is None:
+        raise CloudError('no record of how %s was started' % name)
+    proc = svc.table.start(name, spec['argv'], spec['log'], env=spec['env'],
+                           port=spec['port'], cwd=spec['cwd'],
+                           stop_timeout=spec['stop_timeout'])
+    if name == 'rabbitmq':
+        check = (lambda: svc.rabbitmqctl('await_startup', '--timeout',
+                                         '5').returncode == 0)
+    elif name in HTTP_SERVICES:
+        check = (lambda: services_mod.http_answers(svc.layout.url(name)))
+    elif spec['port']:
+        check = (lambda: services_mod.port_open(spec['port']))
+    else:
+        # A daemon without a port: alive a few seconds after its start.
+        started = time.monotonic()
+        check = (lambda: time.monotonic() - started > 3)
+    services_mod.wait_for(name, check, 90, spec['log'], proc)

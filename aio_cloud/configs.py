@@ -49,7 +49,21 @@ def service_user(layout, secret, user):
     return section
 
 
-def uwsgi(layout, venv, name, module, env=None, pyargv=None):
+# glance-api reads chunked uploads (cinder's upload-to-image, nova's
+# snapshots: the body's size is unknown) with uWSGI's chunked input API.
+# Its buffer is 1 MB by default and glanceclient sends 1 MiB chunks, and
+# it waits socket-timeout (4 s) for a chunk: both failed with HTTP 500
+# "unable to receive chunked part".
+CHUNKED_INPUT = {
+    'http-chunked-input': True,
+    'chunked-input-limit': 16 * 1024 * 1024,
+    'chunked-input-timeout': 60,
+    'socket-timeout': 60,
+}
+
+
+def uwsgi(layout, venv, name, module, env=None, pyargv=None,
+          chunked_input=False):
     """A uwsgi ini serving one WSGI app; no command-line arguments reach
     the app (nova's parses sys.argv).
     """
@@ -69,6 +83,8 @@ def uwsgi(layout, venv, name, module, env=None, pyargv=None):
         options['env'] = env
     if pyargv:
         options['pyargv'] = pyargv
+    if chunked_input:
+        options.update(CHUNKED_INPUT)
     return {'uwsgi': options}
 
 

@@ -3,10 +3,18 @@
 A volume of the SPDK vhost type; a server on the hugepage flavor booted
 with it; the guest writes a pattern on the SPDK disk and prints the
 checksum on its serial console, which ``openstack console log show``
-reads; the volume is detached, attached to a second server, read back
-there, and the checksums must match. Everything is deleted at the end,
-also on failure. The guest runs the tempest plugin's console agent as its
-user data, so the demo and the scenario tests check data the same way.
+reads; the volume is detached and uploaded to glance as an image
+(``openstack image create --volume``), a new volume is made from that
+image; both volumes are attached to a second server and read back there,
+and the three checksums must match. The new volume's allocated clusters
+(``bdev_lvol_get_lvols`` on the storage SPDK) are printed, not checked.
+Everything is deleted at the end, also on failure. The guest runs the
+tempest plugin's console agent as its user data, so the demo and the
+scenario tests check data the same way.
+
+Before anything is created, and again before each server, the compute
+node (this host) must have free hugepages for the flavor's RAM: the demo
+refuses with one line otherwise, instead of a guest in ERROR.
 """
 
 import hashlib
@@ -17,7 +25,11 @@ import subprocess
 import tempfile
 import time
 
+from aio_cloud import capacity
+from aio_cloud import layout as layout_mod
 from aio_cloud import resources
+from spdk_common import naming
+from spdk_common import rpc
 from tempest_tests.tests import guest as guest_checks
 
 PREFIX = 'spdk-aio-demo'
@@ -84,12 +96,49 @@ class Client:
             time.sleep(2)
 
 
+def guest_ram_mib(cli):
+    """The hugepage RAM a guest of the demo's flavor needs (0 without
+    ``hw:mem_page_size``).
+    """
+    flavor = cli('flavor', 'show', resources.FLAVOR)
+    # A dict, or "k='v', ..." from older clients: "in" answers for both.
+    large = 'hw:mem_page_size' in (flavor.get('properties') or {})
+    return int(flavor['ram']) if large else 0
+
+
+def lvol_clusters(layout, volume_id):
+    """(allocated, total) clusters of a volume's lvol, from the storage
+    SPDK.
+    """
+    client = rpc.SPDKClient(layout.path('spdk', 'nvmf.sock'))
+    try:
+        name = naming.volume_lvol_name(volume_id)
+        lvol = next(lv for lv in client.call('bdev_lvol_get_lvols')
+                    if lv['name'] == name)
+        bdev = client.call('bdev_get_bdevs', {'name': lvol['uuid']})[0]
+        store = next(lvs for lvs in client.call('bdev_lvol_get_lvstores')
+                     if lvs['uuid'] == lvol['lvs']['uuid'])
+    finally:
+        client.close()
+    total = bdev['num_blocks'] * bdev['block_size'] // store['cluster_size']
+    allocated = lvol.get('num_allocated_clusters')
+    if allocated is None:
+        allocated = bdev['driver_specific']['lvol'].get(
+            'num_allocated_clusters')
+    return allocated, total
+
+
 def run(layout, venv):
     cli = Client(layout, venv)
+    ram = guest_ram_mib(cli)
+    # Both servers run at once; refuse before anything is made.
+    capacity.check_guests(layout_mod.MAX_GUESTS, ram, 'the demo\'s %d '
+                          'servers (flavor %s)' % (layout_mod.MAX_GUESTS,
+                                                   resources.FLAVOR))
     user_data = tempfile.NamedTemporaryFile('w', suffix='.sh', delete=False)
     with user_data:
         user_data.write(guest_checks.CONSOLE_AGENT)
-    created = {'server': [], 'volume': []}
+    created = {'server': [], 'volume': [], 'image': []}
     steps = []
 
     def timed(name, action):
@@ -106,13 +155,23 @@ def run(layout, venv):
         print('%6.1f s' % took, flush=True)
         return value
 
-    def volume_create():
+    def volume_create(name, *extra):
         volume = cli('volume', 'create', '--type', 'spdk-vhost', '--size',
-                     '1', PREFIX + '-volume')['id']
+                     '1', *extra, name)['id']
         created['volume'].append(volume)
         return volume
 
+    def image_create(volume):
+        image = cli('image', 'create', '--volume', volume,
+                    '--disk-format', 'raw', '--container-format', 'bare',
+                    PREFIX + '-image')['image_id']
+        created['image'].append(image)
+        return image
+
     def server_create(name, *extra):
+        # This host is the compute node: room for the guest's RAM now.
+        capacity.check_guests(1, ram, 'server %s (flavor %s)'
+                              % (name, resources.FLAVOR))
         # --wait would lose the id when the build fails.
         server = cli('server', 'create', '--flavor', resources.FLAVOR,
                      '--image', resources.GUEST_IMAGE, '--nic', 'none',
@@ -124,7 +183,7 @@ def run(layout, venv):
     passed = False
     try:
         volume = timed('volume create --type spdk-vhost --size 1',
-                       volume_create)
+                       lambda: volume_create(PREFIX + '-volume'))
         timed('  volume available', lambda: cli.wait(
             'volume', volume, 'status', 'available'))
         first = timed('server create (hugepage flavor) with the volume',
@@ -138,22 +197,42 @@ def run(layout, venv):
             'server', 'remove', 'volume', first, volume, parse=False))
         timed('  volume available', lambda: cli.wait(
             'volume', volume, 'status', 'available'))
+        image = timed('image create --volume (volume -> image)',
+                      lambda: image_create(volume))
+        timed('  image active', lambda: cli.wait(
+            'image', image, 'status', 'active'))
+        timed('  volume available', lambda: cli.wait(
+            'volume', volume, 'status', 'available'))
+        copy = timed('volume create --image (image -> volume)',
+                     lambda: volume_create(PREFIX + '-from-image',
+                                           '--image', image))
+        timed('  volume available', lambda: cli.wait(
+            'volume', copy, 'status', 'available'))
+        allocated, clusters = lvol_clusters(layout, copy)
+        print('  volume from the image: %s of %d clusters allocated'
+              % (allocated, clusters))
         second = timed('server create (second server)',
                        lambda: server_create(PREFIX + '-2'))
-        timed('server add volume (second server)', lambda: cli(
-            'server', 'add', 'volume', second, volume, parse=False))
-        timed('  volume in-use', lambda: cli.wait(
-            'volume', volume, 'status', 'in-use'))
-        read = timed('  guest read the disk back: console log checksum',
-                     lambda: cli.console_report(second, 'read', volume))
-        print('checksum written %s, read back %s' % (written, read))
-        passed = written == read and written != EMPTY_BLOCK_MD5
+        read = {}
+        for name, vol in (('the volume', volume),
+                          ('the volume from the image', copy)):
+            timed('server add volume: %s' % name, lambda: cli(
+                'server', 'add', 'volume', second, vol, parse=False))
+            timed('  volume in-use', lambda: cli.wait(
+                'volume', vol, 'status', 'in-use'))
+            read[vol] = timed(
+                '  guest read it back: console log checksum',
+                lambda: cli.console_report(second, 'read', vol))
+        print('checksum written %s, read back %s, from the image %s'
+              % (written, read[volume], read[copy]))
+        passed = (written == read[volume] == read[copy] and
+                  written != EMPTY_BLOCK_MD5)
     except DemoError as exc:
         print('demo: %s' % exc)
     finally:
         os.unlink(user_data.name)
         try:
-            timed('delete the servers and the volume',
+            timed('delete the servers, volumes and image',
                   lambda: _delete(cli, created))
         except DemoError as exc:
             print('demo: clean-up: %s' % exc)
@@ -180,6 +259,11 @@ def _delete(cli, created):
                 if time.monotonic() > deadline:
                     raise DemoError('volume %s not deleted' % volume)
                 time.sleep(2)
+        except DemoError as exc:
+            failures.append(str(exc))
+    for image in created['image']:
+        try:
+            cli('image', 'delete', image, parse=False)
         except DemoError as exc:
             failures.append(str(exc))
     if failures:

@@ -34,6 +34,14 @@ DATABASES = ('keystone', 'placement', 'nova_api', 'nova', 'nova_cell0',
              'neutron', 'glance', 'cinder')
 REGION = 'RegionOne'
 
+# Hugepage memory (-s) of the two SPDK processes; nova-compute reserves it.
+NVMF_MEM_MIB = 512
+VHOST_MEM_MIB = 256
+# The hugepage flavor's RAM, and how many such guests the demo and the
+# tempest plugin's tests run at once (a volume moved between two servers).
+FLAVOR_RAM_MB = 256
+MAX_GUESTS = 2
+
 
 class Layout:
 

@@ -29,7 +29,7 @@ SERVICE_ROLE_USERS = ('nova', 'cinder')
 
 GUEST_IMAGE = 'spdk-aio-guest'
 FLAVOR = 'm1.spdk'
-FLAVOR_RAM_MB = 256
+FLAVOR_RAM_MB = layout_mod.FLAVOR_RAM_MB
 VOLUME_TYPES = {
     'spdk': {'volume_backend_name': configs.SPDK_BACKEND,
              'provisioning:type': 'thin'},

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+from aio_cloud import capacity
 from aio_cloud import configs
 from aio_cloud import layout as layout_mod
 from aio_cloud import processes
@@ -24,9 +25,8 @@ from spdk_common import binaries
 
 PORTS = layout_mod.PORTS
 
-# Hugepage memory of the two SPDK processes; nova-compute reserves it.
-NVMF_MEM_MIB = 512
-VHOST_MEM_MIB = 256
+NVMF_MEM_MIB = layout_mod.NVMF_MEM_MIB
+VHOST_MEM_MIB = layout_mod.VHOST_MEM_MIB
 LVSTORE_FILE_SIZE = '8G'
 # SPDK's storage target sleeps between requests (--interrupt-mode) on CPU
 # 0; the compute node's vhost polls the last CPU.
@@ -52,9 +52,7 @@ def wait_for(what, check, timeout, log=None, proc=None, interval=0.3):
 
 
 def port_open(port):
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((layout_mod.HOST, port)) == 0
+    return bool(capacity.busy_ports({'': port}))
 
 
 def http_answers(url):
@@ -100,9 +98,11 @@ class Services:
         shutil.copy(os.path.join(self.venv, 'etc', service, name),
                     self.layout.etc(service, name))
 
-    def start_uwsgi(self, name, module, env=None, pyargv=None):
+    def start_uwsgi(self, name, module, env=None, pyargv=None,
+                    chunked_input=False):
         ini = self.write(configs.uwsgi(self.layout, self.venv, name, module,
-                                       env=env, pyargv=pyargv),
+                                       env=env, pyargv=pyargv,
+                                       chunked_input=chunked_input),
                          name, 'uwsgi.ini')
         log = self.layout.log(name + '-uwsgi')
         proc = self.table.start(name, [self.bin('uwsgi'), '--ini', ini],
@@ -236,7 +236,7 @@ class Services:
                   'db_sync'], 'glance-api')
         self.start_uwsgi('glance-api', 'glance.wsgi.api:application',
                          env='OS_GLANCE_CONFIG_DIR=' +
-                         self.layout.etc('glance'))
+                         self.layout.etc('glance'), chunked_input=True)
 
     def start_neutron(self):
         os.makedirs(self.layout.etc('neutron'), exist_ok=True)

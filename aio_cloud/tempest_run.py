@@ -12,6 +12,7 @@ import subprocess
 
 import tempest
 
+from aio_cloud import capacity
 from aio_cloud import configs
 from aio_cloud import layout as layout_mod
 from aio_cloud import resources
@@ -57,8 +58,14 @@ def tempest_conf(layout, secret, image_id, flavor_id):
 def write_workspace(layout, secret):
     conn = resources.connect(layout, secret)
     image_id = conn.image.find_image(resources.GUEST_IMAGE).id
-    flavor_id = conn.compute.find_flavor(resources.FLAVOR).id
+    flavor = conn.compute.find_flavor(resources.FLAVOR)
+    flavor_id = flavor.id
     conn.close()
+    # The plugin's scenario tests run up to two servers at once, one test
+    # at a time, on this host: refuse before any is booted into ERROR.
+    capacity.check_guests(layout_mod.MAX_GUESTS, flavor.ram,
+                          'tempest (%d servers of flavor %s)'
+                          % (layout_mod.MAX_GUESTS, resources.FLAVOR))
     workspace = layout.path('tempest')
     os.makedirs(os.path.join(workspace, 'etc'), exist_ok=True)
     configs.write_ini(os.path.join(workspace, 'etc', 'tempest.conf'),

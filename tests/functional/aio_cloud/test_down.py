@@ -4,7 +4,9 @@ RabbitMQ from Debian, started exactly as ``up`` starts them."""
 
 import os
 import shutil
+import subprocess
 import sys
+import time
 
 import fixtures
 
@@ -55,3 +57,63 @@ class TestDownLeavesNothing(base.TestCase):
         self.assertEqual([], cloud.leftovers(self.layout))
         self.assertEqual(sorted(self.layout.KEPT),
                          sorted(os.listdir(self.layout.root)))
+
+
+class TestDownStopsStrays(base.TestCase):
+    """A service an operator started again by hand is in no table; down
+    finds it by the state directory it uses and stops it, naming it.
+    """
+
+    def setUp(self):
+        super().setUp()
+        busy = [name for name, port in layout_mod.PORTS.items()
+                if services.port_open(port)]
+        if busy:
+            self.skipTest('the cloud\'s ports are in use (%s): is a cloud '
+                          'up on this host?' % ', '.join(busy))
+        self.useFixture(fixtures.Timeout(120, gentle=True))
+        root = self.useFixture(fixtures.TempDir()).path
+        self.layout = layout_mod.Layout(os.path.join(root, 'cloud'))
+        cloud.prepare_state(self.layout)
+
+    def _by_hand(self, ignore_term=False):
+        ready = self.layout.run('ready-%d' % len(os.listdir(
+            self.layout.run())))
+        script = ('import signal, sys, time\n'
+                  '%s\n'
+                  'open(sys.argv[-1], "w").close()\n'
+                  'time.sleep(300)\n'
+                  % ('signal.signal(signal.SIGTERM, signal.SIG_IGN)'
+                     if ignore_term else ''))
+        proc = subprocess.Popen(
+            [sys.executable, '-c', script, '--config-file',
+             self.layout.etc('nova', 'nova-compute.conf'), ready],
+            start_new_session=True)
+        self.addCleanup(proc.wait)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        while not os.path.exists(ready):
+            time.sleep(0.05)
+        return proc
+
+    def test_status_lists_and_down_stops_them(self):
+        polite = self._by_hand()
+        stubborn = self._by_hand(ignore_term=True)
+        self.useFixture(fixtures.MockPatchObject(cloud, 'STRAY_GRACE', 1.0))
+        output = self.useFixture(fixtures.StringStream('stdout')).stream
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', output))
+
+        self.assertFalse(cloud.status(self.layout))
+        cloud.down(self.layout, delete_resources=False)
+
+        self.assertIsNotNone(polite.poll())
+        self.assertEqual(-9, stubborn.wait(timeout=5))
+        output.seek(0)
+        text = output.read()
+        for proc in (polite, stubborn):
+            name = processes.command_name(os.getpid())  # python, python3
+            self.assertIn('stray: %s (pid %d) is not in the process table '
+                          'but its command line names %s'
+                          % (name, proc.pid, self.layout.root), text)
+            self.assertIn('stop stray %s (pid %d, its command line names '
+                          '%s)' % (name, proc.pid, self.layout.root), text)
+        self.assertEqual([], cloud.strays(self.layout))

@@ -102,3 +102,17 @@ class TestSecrets(base.TestCase):
         self.assertEqual(0o600, stat.S_IMODE(
             os.stat(layout.secrets_file).st_mode))
         self.assertEqual(len(first), len(set(first.values())))
+
+
+class TestUwsgiChunkedInput(base.TestCase):
+
+    def test_only_glance_takes_chunked_uploads(self):
+        layout = layout_mod.Layout('/srv/cloud')
+        glance = configs.uwsgi(layout, '/venv', 'glance-api', 'm:app',
+                               chunked_input=True)['uwsgi']
+        self.assertTrue(glance['http-chunked-input'])
+        # Above glanceclient's 1 MiB chunks, with room for their headers.
+        self.assertGreater(glance['chunked-input-limit'], 1 << 20)
+        self.assertGreaterEqual(glance['chunked-input-timeout'], 30)
+        nova = configs.uwsgi(layout, '/venv', 'nova-api', 'm:app')['uwsgi']
+        self.assertNotIn('chunked-input-limit', nova)
