@@ -38,6 +38,7 @@ from cinder.volume import volume_utils
 
 from spdk_common import binaries
 from spdk_common import exception as spdk_exc
+from spdk_common import memory
 from spdk_common import naming
 
 LOG = logging.getLogger(__name__)
@@ -279,9 +280,15 @@ class ImageCopier:
                       'hostnqn': host_nqn,
                       # One try: a copy that loses its connection fails.
                       'ctrlr_loss_timeout_sec': 0}
-            config = {'subsystems': [{'subsystem': 'bdev', 'config': [
-                {'method': 'bdev_nvme_attach_controller',
-                 'params': attach}]}]}
+            # Buffer pools sized to its -s: with SPDK's defaults spdk_dd
+            # would map ~366 MiB of hugepages whatever -s says.
+            config = memory.startup_config(
+                memory.buffer_pools(self._mem_mib, reactors=1))
+            for subsystem in config['subsystems']:
+                if subsystem['subsystem'] == 'bdev':
+                    subsystem['config'].append(
+                        {'method': 'bdev_nvme_attach_controller',
+                         'params': attach})
             with image_utils.temporary_file(prefix='spdk-dd-',
                                             suffix='.json') as conf_path:
                 with open(conf_path, 'w') as f:

@@ -95,8 +95,10 @@ spdk_opts = [
                     'it polls its cores while it copies, so keep it off '
                     'the target\'s reactor cores.'),
     cfg.IntOpt('spdk_dd_mem_mib',
-               default=128, min=64,
-               help='Hugepage memory (MiB) of that spdk_dd process.'),
+               default=128, min=96,
+               help='Hugepage memory (MiB) of that spdk_dd process; its '
+                    'buffer pools are sized to fit, so it maps this much '
+                    '(at least 96).'),
 ]
 
 CONF = cfg.CONF

@@ -11,7 +11,8 @@ import collections
 import dataclasses
 import math
 
-from vhost_target import planner
+from spdk_common import memory
+
 from vhost_target import topology as topo
 
 COMPUTE_DRIVER = 'spdk_libvirt.SPDKLibvirtDriver'
@@ -121,7 +122,7 @@ def settings(plan, topology, dedicated_per_node=None,
         # nvmf_tgt runs with SPDK's default buffer pools: below their
         # footprint it maps that, not its -s.
         mapped = max(storage_target_mib,
-                     planner.DEFAULT_POOLS_FOOTPRINT_MIB)
+                     memory.DEFAULT_POOLS_FOOTPRINT_MIB)
         pages = math.ceil(mapped * 1024 / plan.page_size_kib)
         sizes = reserved[node]
         sizes[plan.page_size_kib] = sizes.get(plan.page_size_kib, 0) + pages

@@ -26,8 +26,8 @@ from oslo_utils import units
 
 from spdk_common import binaries
 from spdk_common import exception
+from spdk_common import memory
 from spdk_common import rpc
-from vhost_target import planner
 from vhost_target import topology as topo
 
 LOG = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def _check_cpus(plan, topology):
 def _check_hugepages(plan, topology, spdk_running):
     findings = []
     size = plan.page_size_kib
-    least = planner.minimum_memory_mib(len(plan.reactor_cpus))
+    least = memory.minimum_memory_mib(len(plan.reactor_cpus))
     short = {node: mib for node, mib in plan.memory_mib_by_node.items()
              if mib < least}
     if short:

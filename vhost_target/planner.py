@@ -13,6 +13,7 @@ import math
 
 from oslo_log import log as logging
 
+from spdk_common import memory
 from vhost_target import topology as topo
 
 LOG = logging.getLogger(__name__)
@@ -138,14 +139,12 @@ def plan(conf, topology):
     if not reactors:
         notes.append('No reactor CPUs: no NUMA node has %d kB hugepages and '
                      'reactor_cpus is unset. SPDK cannot start.' % size)
-    pools = buffer_pools(memory_mib, len(reactors))
-    if pools is None:
+    least = memory.minimum_memory_mib(len(reactors))
+    pools = memory.buffer_pools(max(memory_mib, least), len(reactors))
+    if memory_mib < least:
         notes.append('hugepage_mib_per_node=%d is below the %d MiB SPDK '
                      'vhost needs with %d reactor(s); SPDK cannot start.'
-                     % (memory_mib, minimum_memory_mib(len(reactors)),
-                        len(reactors)))
-        pools = buffer_pools(minimum_memory_mib(len(reactors)),
-                             len(reactors))
+                     % (memory_mib, least, len(reactors)))
 
     return Plan(reactor_cpus=reactors,
                 cpumask=cpumask(reactors),
@@ -155,7 +154,7 @@ def plan(conf, topology):
                 env_context=_env_context(memory_mib_by_node, topology,
                                          page_mib),
                 pages_needed_by_node=pages_needed_by_node,
-                startup_config=_startup_config(pools),
+                startup_config=memory.startup_config(pools),
                 notes=notes,
                 explicit=explicit)
 
@@ -177,90 +176,6 @@ def _env_context(memory_mib_by_node, topology, page_mib):
         ','.join(str(memory_mib_by_node.get(node, 0)) for node in nodes),
         ','.join(str(memory_mib_by_node.get(node, math.ceil(page_mib)))
                  for node in nodes))
-
-
-# What an SPDK v25.09 application with its default buffer pools maps,
-# whatever a smaller -s says (362-366 MiB measured in smaps_rollup for
-# vhost and nvmf_tgt at -s 64 to 256, also with a TCP transport and 20
-# exports); with -s above it, it maps -s.
-DEFAULT_POOLS_FOOTPRINT_MIB = 366
-# What SPDK vhost v25.09 maps, measured on its hugepages with the smallest
-# pools below: DPDK's and SPDK's own structures, and each reactor's.
-SPDK_FIXED_MIB = 64
-SPDK_PER_REACTOR_MIB = 2
-# One element of each pool: iobuf's small_bufsize (8 KiB) and large_bufsize
-# (132 KiB) as SPDK sets them, and a spdk_bdev_io with its bdev_nvme
-# context (measured: 15360 more cost 26 MiB).
-IOBUF_SMALL_KIB = 8
-IOBUF_LARGE_KIB = 132
-BDEV_IO_KIB = 1.75
-# The smallest pools SPDK vhost was seen to start and serve I/O with.
-MIN_SMALL_BUFFERS = 512
-MIN_LARGE_BUFFERS = 64
-MIN_BDEV_IOS = 1024
-# Shares of the pool budget; the pools get half of what the fixed part
-# leaves, the other half is for what attachments allocate (NVMe/TCP queue
-# pairs, vhost controllers).
-SMALL_SHARE, LARGE_SHARE, BDEV_IO_SHARE = 0.3, 0.5, 0.2
-
-
-@dataclasses.dataclass
-class BufferPools:
-    small: int
-    large: int
-    bdev_ios: int
-    bdev_io_cache: int
-
-
-def _pools_mib(pools):
-    return (pools.small * IOBUF_SMALL_KIB + pools.large * IOBUF_LARGE_KIB +
-            pools.bdev_ios * BDEV_IO_KIB) / 1024
-
-
-def minimum_memory_mib(reactors):
-    """The least ``hugepage_mib_per_node`` SPDK vhost starts with."""
-    smallest = BufferPools(MIN_SMALL_BUFFERS, MIN_LARGE_BUFFERS,
-                           MIN_BDEV_IOS, 0)
-    return math.ceil(SPDK_FIXED_MIB + SPDK_PER_REACTOR_MIB * reactors +
-                     2 * _pools_mib(smallest))
-
-
-def buffer_pools(memory_mib, reactors):
-    """SPDK's buffer pools for ``memory_mib`` of hugepages on the main
-    reactor's node; None when the memory is below the minimum.
-
-    SPDK's defaults (8192 small and 1024 large iobuf buffers, 65535
-    bdev_io) alone map ~300 MiB; sized here instead, the whole process fits
-    in what DPDK's ``--socket-limit`` allows.
-    """
-    if memory_mib < minimum_memory_mib(reactors):
-        return None
-    budget_kib = (memory_mib - SPDK_FIXED_MIB -
-                  SPDK_PER_REACTOR_MIB * reactors) * 1024 / 2
-    bdev_ios = max(int(budget_kib * BDEV_IO_SHARE / BDEV_IO_KIB),
-                   MIN_BDEV_IOS)
-    return BufferPools(
-        small=max(int(budget_kib * SMALL_SHARE / IOBUF_SMALL_KIB),
-                  MIN_SMALL_BUFFERS),
-        large=max(int(budget_kib * LARGE_SHARE / IOBUF_LARGE_KIB),
-                  MIN_LARGE_BUFFERS),
-        bdev_ios=bdev_ios,
-        # SPDK wants the pool to hold every thread's cache (reactors and
-        # the app thread) and more; its default cache is 256.
-        bdev_io_cache=min(256, bdev_ios // (2 * (reactors + 1))))
-
-
-def _startup_config(pools):
-    return {'subsystems': [
-        {'subsystem': 'iobuf', 'config': [{
-            'method': 'iobuf_set_options',
-            'params': {'small_pool_count': pools.small,
-                       'large_pool_count': pools.large}}]},
-        {'subsystem': 'bdev', 'config': [{
-            'method': 'bdev_set_options',
-            'params': {'bdev_io_pool_size': pools.bdev_ios,
-                       'bdev_io_cache_size': pools.bdev_io_cache}}]},
-    ]}
 
 
 def least_loaded_core(plan, nodes, load_by_cpu):

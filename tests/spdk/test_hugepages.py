@@ -8,11 +8,11 @@ processes on the host do not disturb the figures.
 
 from testtools import content
 
+from spdk_common import memory
 from spdk_deploy import nova
 from tests import base
 from tests.fixtures import spdk as spdk_fixtures
 from tests.spdk import test_vhost_agent
-from vhost_target import planner
 
 MIB = 1024 * 1024
 VOLUMES = 4
@@ -36,11 +36,11 @@ class TestAgentSPDKMapsWhatNovaReserves(test_vhost_agent.AgentTestBase):
                    for size, pages in sizes.items())
 
     def test_mapped_memory_stays_within_the_reservation(self):
-        memory = sum(self.plan.memory_mib_by_node.values())
+        given = sum(self.plan.memory_mib_by_node.values())
         # SPDK's default pools alone would map more than this.
-        self.assertLess(memory, planner.DEFAULT_POOLS_FOOTPRINT_MIB)
-        self.assertEqual(memory, self.reserved_mib())
-        self.assertLessEqual(mapped_hugepage_mib(self.keeper.pid), memory)
+        self.assertLess(given, memory.DEFAULT_POOLS_FOOTPRINT_MIB)
+        self.assertEqual(given, self.reserved_mib())
+        self.assertLessEqual(mapped_hugepage_mib(self.keeper.pid), given)
         # Attachments allocate more (NVMe/TCP queue pairs, vhost
         # controllers): still within the limit, and each one serves.
         for _ in range(VOLUMES):
@@ -49,9 +49,9 @@ class TestAgentSPDKMapsWhatNovaReserves(test_vhost_agent.AgentTestBase):
             self.assertEqual(1024 ** 3, self.agent.extend_volume(volume.id))
         mapped = mapped_hugepage_mib(self.keeper.pid)
         self.addDetail('mapped-mib', content.text_content(
-            '%.0f of %d MiB after %d attachments' % (mapped, memory,
+            '%.0f of %d MiB after %d attachments' % (mapped, given,
                                                      VOLUMES)))
-        self.assertLessEqual(mapped, memory)
+        self.assertLessEqual(mapped, given)
 
 
 class TestFixtureReservesWhatSPDKMaps(base.TestCase):

@@ -19,6 +19,7 @@ from cinder import exception
 from cinder_driver import exports
 from cinder_driver import image_copy
 from cinder_driver import lvols
+from spdk_common import memory
 from spdk_common import naming
 from tests import base
 from tests.fixtures import spdk as spdk_fixtures
@@ -99,7 +100,7 @@ class TestImageToVolume(base.TestCase):
                                              ['127.0.0.1'], 4420)
         self.copier = image_copy.ImageCopier(self.rpc, self.lvols,
                                              self.exports, cpumask='0x2',
-                                             mem_mib=64)
+                                             mem_mib=96)
         self.volume = types.SimpleNamespace(id=str(uuid.uuid4()), size=1)
         self.lvols.create(self.lvs, naming.volume_lvol_name(self.volume.id),
                           1, thin=True)
@@ -133,12 +134,17 @@ class TestImageToVolume(base.TestCase):
     def execute(self, *cmd, **kwargs):
         config = [a for a in cmd if a.endswith('.json')][0]
         with open(config) as f:
-            attach = json.load(f)['subsystems'][0]['config'][0]['params']
+            calls = [call for subsystem in json.load(f)['subsystems']
+                     for call in subsystem['config']]
+        [attach] = [call['params'] for call in calls
+                    if call['method'] == 'bdev_nvme_attach_controller']
         # What SPDK shows while spdk_dd runs.
         [sub] = self.rpc.call('nvmf_get_subsystems',
                               {'nqn': attach['subnqn']})
         self.runs.append({'cmd': cmd, 'attach': attach, 'subsystem': sub,
-                          'env': kwargs.get('env_variables')})
+                          'env': kwargs.get('env_variables'),
+                          'startup': {call['method']: call['params']
+                                      for call in calls}})
         if self.dd_result:
             raise self.dd_result
         # The double stores no data: allocate the clusters the data of the
@@ -177,9 +183,15 @@ class TestImageToVolume(base.TestCase):
         for arg in ('--sparse', '--ob=imagen1', '--no-rpc-server',
                     '--disable-cpumask-locks'):
             self.assertIn(arg, cmd)
-        self.assertEqual(['-m', '0x2', '-s', '64'],
+        self.assertEqual(['-m', '0x2', '-s', '96'],
                          [cmd[cmd.index('-m')], cmd[cmd.index('-m') + 1],
                           cmd[cmd.index('-s')], cmd[cmd.index('-s') + 1]])
+        # Pools sized to -s: it maps 96 MiB, not SPDK's default ~366.
+        pools = memory.buffer_pools(96, reactors=1)
+        self.assertEqual(pools.large, run['startup']['iobuf_set_options'][
+            'large_pool_count'])
+        self.assertEqual(pools.bdev_ios, run['startup']['bdev_set_options'][
+            'bdev_io_pool_size'])
         self.assertFalse(sub['allow_any_host'])
         self.assertEqual([{'nqn': attach['hostnqn']}], sub['hosts'])
         self.assertTrue(attach['hostnqn'].startswith(

@@ -1,5 +1,6 @@
 import fixtures
 
+from spdk_common import memory
 from tests import base
 from tests.unit.vhost_target import make_conf
 from tests.unit.vhost_target import read_fixture_topology
@@ -250,28 +251,12 @@ class TestFormatPlan(base.TestCase):
         self.assertIn('cpu_dedicated_set = 0-31,64-70,72-86,88-95\n', text)
 
 
-class TestBufferPools(base.TestCase):
-    def test_pools_fit_in_the_memory_with_room_for_attachments(self):
-        for memory in (128, 256, 1024, 4096):
-            for reactors in (1, 2, 8):
-                pools = planner.buffer_pools(memory, reactors)
-                fixed = (planner.SPDK_FIXED_MIB +
-                         planner.SPDK_PER_REACTOR_MIB * reactors)
-                self.assertLessEqual(planner._pools_mib(pools),
-                                     (memory - fixed) / 2)
-                self.assertGreaterEqual(pools.bdev_ios,
-                                        pools.bdev_io_cache * (reactors + 1))
-
-    def test_below_the_minimum_there_are_no_pools(self):
-        minimum = planner.minimum_memory_mib(1)
-        self.assertIsNone(planner.buffer_pools(minimum - 1, 1))
-        self.assertIsNotNone(planner.buffer_pools(minimum, 1))
-
+class TestMemoryPlan(base.TestCase):
     def test_plan_carries_the_startup_config_and_a_note_when_short(self):
         host = read_fixture_topology('one_node')
         plan = planner.plan(make_conf(self, hugepage_mib_per_node=256), host)
         iobuf, bdev = plan.startup_config['subsystems']
-        pools = planner.buffer_pools(256, 1)
+        pools = memory.buffer_pools(256, 1)
         self.assertEqual({'small_pool_count': pools.small,
                           'large_pool_count': pools.large},
                          iobuf['config'][0]['params'])
