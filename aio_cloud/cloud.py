@@ -131,7 +131,9 @@ def up(layout, venv):
                 ('hugepage flavor, SPDK volume types',
                  lambda: resources.create_flavor_and_types(layout, secret)),
                 ('services up in the APIs',
-                 lambda: wait_services_up(layout, secret))):
+                 lambda: wait_services_up(layout, secret)),
+                ('every recorded process still running',
+                 lambda: _all_running(layout))):
             with step(name):
                 action()
     except BaseException as exc:  # Ctrl-C too: nothing half-made is left
@@ -145,6 +147,19 @@ def up(layout, venv):
     resources.write_adminrc(layout, secret)
     print('cloud up in %.1f s; for the CLI: . %s'
           % (time.monotonic() - started, layout.adminrc))
+
+
+def _all_running(layout):
+    """A process that died after its readiness check (SPDK exits when
+    another SPDK holds its CPU's lock) fails ``up`` rather than leaving a
+    cloud that ``status`` shows partly down.
+    """
+    table = processes.ProcessTable(layout.process_table)
+    stopped = sorted({e.name for e in table.entries()} -
+                     {e.name for e in table.running()})
+    if stopped:
+        raise CloudError('stopped after starting: %s (see their logs in %s)'
+                         % (', '.join(stopped), layout.path('log')))
 
 
 def require_up(layout):

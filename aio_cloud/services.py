@@ -319,7 +319,9 @@ class Services:
             'nvmf_tgt', [binary, '-m', '[%d]' % NVMF_CPU,
                          '-s', str(NVMF_MEM_MIB), '-r', sock,
                          '--json', target_config, '--interrupt-mode',
-                         '--no-pci'],
+                         # The test suites' SPDK apps claim CPU 0 too; one
+                         # that holds its lock would make this one exit.
+                         '--no-pci', '--disable-cpumask-locks'],
             self.layout.log('nvmf_tgt'), env=binaries.environment(binary),
             port=PORTS['nvmf-tcp'], stop_timeout=20)
         self.spdk_config('storage-target-ready', '--target-config',
