@@ -66,12 +66,14 @@ def spdk_need_mib(app, socket_mem_mib):
 def up_needs(nvmf_mib=layout_mod.NVMF_MEM_MIB,
              vhost_mib=layout_mod.VHOST_MEM_MIB,
              guests=layout_mod.MAX_GUESTS,
-             guest_mib=layout_mod.FLAVOR_RAM_MB):
+             guest_mib=layout_mod.FLAVOR_RAM_MB,
+             dd_mib=layout_mod.SPDK_DD_MEM_MIB):
     """[(text, MiB)] of the hugepage memory of a running cloud."""
     needs = [('nvmf_tgt', spdk_need_mib('nvmf_tgt', nvmf_mib)),
              ('SPDK vhost', spdk_need_mib('spdk-vhost', vhost_mib))]
     return [('%s %d MiB' % need, need[1]) for need in needs] + [
-        ('%d guests x %d MiB' % (guests, guest_mib), guests * guest_mib)]
+        ('%d guests x %d MiB' % (guests, guest_mib), guests * guest_mib),
+        ('spdk_dd %d MiB' % dd_mib, dd_mib)]
 
 
 def read_pool(pool_dir=POOL_DIR):
@@ -212,14 +214,17 @@ def check_up(needs=None, grow=True):
                          % (SERVICES_MIB, available, POOL_SIZE))
 
 
-def check_guests(count, ram_mib, purpose):
+def check_guests(count, ram_mib, purpose, image_copy=False):
     """Before a server is created: free hugepages on this compute node for
-    ``count`` guests of ``ram_mib``.
+    ``count`` guests of ``ram_mib`` (and the driver's spdk_dd when an image
+    is copied to a volume meanwhile).
     """
-    message = shortfall(purpose, [('%d guest%s x %d MiB'
-                                   % (count, 's' if count > 1 else '',
-                                      ram_mib), count * ram_mib)],
-                        read_pool(), holders())
+    needs = [('%d guest%s x %d MiB' % (count, 's' if count > 1 else '',
+                                       ram_mib), count * ram_mib)]
+    if image_copy:
+        needs.append(('spdk_dd %d MiB' % layout_mod.SPDK_DD_MEM_MIB,
+                      layout_mod.SPDK_DD_MEM_MIB))
+    message = shortfall(purpose, needs, read_pool(), holders())
     if message:
         raise ShortError(message)
 

@@ -298,6 +298,7 @@ def cinder(layout, secret, venv):
             'spdk_target_port': PORTS['nvmf-tcp'],
             'spdk_state_dir': layout.lib('cinder', 'spdk'),
             'spdk_keyring_dir': layout.lib('cinder', 'spdk-keys'),
+            'spdk_dd_mem_mib': layout_mod.SPDK_DD_MEM_MIB,
         },
     }
     sections.update(privsep_helpers(venv, 'cinder_sys_admin',

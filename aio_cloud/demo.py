@@ -131,10 +131,12 @@ def lvol_clusters(layout, volume_id):
 def run(layout, venv):
     cli = Client(layout, venv)
     ram = guest_ram_mib(cli)
-    # Both servers run at once; refuse before anything is made.
+    # Both servers run at once, and spdk_dd copies the image to a volume
+    # while the first runs; refuse before anything is made.
     capacity.check_guests(layout_mod.MAX_GUESTS, ram, 'the demo\'s %d '
                           'servers (flavor %s)' % (layout_mod.MAX_GUESTS,
-                                                   resources.FLAVOR))
+                                                   resources.FLAVOR),
+                          image_copy=True)
     user_data = tempfile.NamedTemporaryFile('w', suffix='.sh', delete=False)
     with user_data:
         user_data.write(guest_checks.CONSOLE_AGENT)

@@ -37,6 +37,9 @@ REGION = 'RegionOne'
 # Hugepage memory (-s) of the two SPDK processes; nova-compute reserves it.
 NVMF_MEM_MIB = 512
 VHOST_MEM_MIB = 256
+# The spdk_dd the Cinder driver runs for an image -> volume copy, while
+# guests may run (its buffer pools are sized to it: it maps this much).
+SPDK_DD_MEM_MIB = 128
 # The hugepage flavor's RAM, and how many such guests the demo and the
 # tempest plugin's tests run at once (a volume moved between two servers).
 FLAVOR_RAM_MB = 256

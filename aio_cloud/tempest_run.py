@@ -65,7 +65,8 @@ def write_workspace(layout, secret):
     # at a time, on this host: refuse before any is booted into ERROR.
     capacity.check_guests(layout_mod.MAX_GUESTS, flavor.ram,
                           'tempest (%d servers of flavor %s)'
-                          % (layout_mod.MAX_GUESTS, resources.FLAVOR))
+                          % (layout_mod.MAX_GUESTS, resources.FLAVOR),
+                          image_copy=True)
     workspace = layout.path('tempest')
     os.makedirs(os.path.join(workspace, 'etc'), exist_ok=True)
     configs.write_ini(os.path.join(workspace, 'etc', 'tempest.conf'),

@@ -29,11 +29,12 @@ class TestArithmetic(base.TestCase):
 
     def test_up_needs_both_spdk_processes_and_the_guests(self):
         needs = capacity.up_needs(nvmf_mib=512, vhost_mib=256, guests=2,
-                                  guest_mib=256)
+                                  guest_mib=256, dd_mib=128)
         beyond = capacity.SPDK_MAPPED_BEYOND_SOCKET_MEM
         self.assertEqual(
-            [512 + beyond['nvmf_tgt'], 256 + beyond['spdk-vhost'], 512],
+            [512 + beyond['nvmf_tgt'], 256 + beyond['spdk-vhost'], 512, 128],
             [mib for _text, mib in needs])
+        self.assertEqual('spdk_dd 128 MiB', needs[3][0])
         self.assertEqual('2 guests x 256 MiB', needs[2][0])
         self.assertTrue(needs[0][0].startswith('nvmf_tgt '))
 
@@ -189,6 +190,10 @@ class TestChecks(base.TestCase):
             str(exc))
         self.pool.return_value = _pool(1024, 128)
         capacity.check_guests(1, 256, 'x')
+        exc = self.assertRaises(capacity.ShortError, capacity.check_guests,
+                                1, 256, 'x', image_copy=True)
+        self.assertIn('(1 guest x 256 MiB + spdk_dd %d MiB)'
+                      % layout_mod.SPDK_DD_MEM_MIB, str(exc))
         capacity.check_guests(0, 0, 'no hugepage flavor')
 
 

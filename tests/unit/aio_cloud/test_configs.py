@@ -104,6 +104,14 @@ class TestSecrets(base.TestCase):
         self.assertEqual(len(first), len(set(first.values())))
 
 
+class TestCinderSpdkDd(base.TestCase):
+
+    def test_the_hugepages_of_spdk_dd_are_what_up_counts(self):
+        conf = configs.cinder(layout_mod.Layout('/srv/cloud'), SECRET, '/v')
+        self.assertEqual(layout_mod.SPDK_DD_MEM_MIB,
+                         conf[configs.SPDK_BACKEND]['spdk_dd_mem_mib'])
+
+
 class TestUwsgiChunkedInput(base.TestCase):
 
     def test_only_glance_takes_chunked_uploads(self):
