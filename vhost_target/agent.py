@@ -14,6 +14,7 @@ from spdk_common import exception as spdk_exc
 from vhost_target import planner
 from vhost_target import state as agent_state
 from vhost_target import validation
+from vhost_target import vhost as vhost_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class VhostAgent:
         self._plan = plan
         self._topology = topology
         self._notifier = notifier
+        # What the last reconcile could not fix, for get_status.
+        self.problems = []
 
     def _notify(self, event, payload, error=False):
         if self._notifier is None:
@@ -154,6 +157,7 @@ class VhostAgent:
                                               'reason': str(exc)},
                              error=True)
                 raise
+            vhost_mod.crash_point('attach:before-state-write')
             self._desired.put(attachment)
         LOG.info('Volume %(id)s attached at %(path)s on CPU %(cpu)d',
                  {'id': volume_id, 'path': path, 'cpu': cpu})
@@ -202,7 +206,11 @@ class VhostAgent:
         # but its id must still be one, since it names what is removed.
         volume_id = checked('detach_volume', validation.volume_id, volume_id)
         with _lock(volume_id):
+            # The state changes only after SPDK did: a detach refused
+            # (VolumeBusy) or cut short by a crash leaves the attachment
+            # recorded, and the next start re-creates what is missing.
             self._vhost.detach(volume_id)
+            vhost_mod.crash_point('detach:before-state-write')
             self._desired.remove(volume_id)
         LOG.info('Volume %s detached', volume_id)
         self._notify('detach.end', {'volume_id': volume_id})
@@ -251,22 +259,65 @@ class VhostAgent:
                 for a in self._desired.all()],
             'spdk': {'vhost_controllers': len(present['vhost']),
                      'nvme_controllers': len(present['nvme'])},
+            'problems': list(self.problems),
         }
 
-    def replay(self):
-        """Re-create every desired attachment in a (re)started SPDK."""
-        restored, failed = [], []
+    def reconcile(self):
+        """Make SPDK match the desired state, both ways.
+
+        Called when the agent starts (on an SPDK it started or took over)
+        and after SPDK restarted. What is desired and missing is created
+        (the replay); what SPDK or the socket and key directories hold
+        under the agent's names (vhost-<uuid>, <uuid>, dhchap-<uuid>) for a
+        volume that is not desired is removed: what an attach or detach
+        left when the agent was killed in the middle. Nothing under other
+        names is touched. What cannot be fixed is logged, kept in
+        ``problems`` (get_status) and notified.
+        """
+        found = self._vhost.inventory()
+        restored, failed, removed, problems = [], [], [], []
         for attachment in self._desired.all():
-            with _lock(attachment.volume_id):
+            volume_id = attachment.volume_id
+            with _lock(volume_id):
+                objects = found.get(volume_id)
                 try:
-                    self._vhost.attach(attachment)
-                    restored.append(attachment.volume_id)
-                except spdk_exc.SPDKException as exc:
-                    failed.append(attachment.volume_id)
-                    LOG.error('Could not restore volume %(id)s: %(err)s',
-                              {'id': attachment.volume_id, 'err': exc})
-        LOG.warning('Replayed %(n)d attachment(s) into SPDK; %(f)d failed',
-                    {'n': len(restored), 'f': len(failed)})
+                    if objects and self._vhost.complete(attachment, objects):
+                        # SPDK kept it (a take-over): only the socket's
+                        # owner and mode are the agent's to check.
+                        self._vhost.secure_socket(volume_id)
+                    else:
+                        self._vhost.attach(attachment)
+                    restored.append(volume_id)
+                except (spdk_exc.SPDKException, OSError) as exc:
+                    failed.append(volume_id)
+                    problems.append('volume %s could not be restored: %s'
+                                    % (volume_id, exc))
+        for volume_id in sorted(set(found) - {a.volume_id for a in
+                                              self._desired.all()}):
+            with _lock(volume_id):
+                if self._desired.get(volume_id) is not None:
+                    continue   # attached since the listing
+                objects = found[volume_id]
+                try:
+                    self._vhost.detach(volume_id)
+                    removed.append(volume_id)
+                except (spdk_exc.SPDKException, OSError) as exc:
+                    problems.append('volume %s is not attached here but '
+                                    'SPDK still has it: %s'
+                                    % (volume_id, exc))
+        for problem in problems:
+            LOG.error('Reconcile: %s', problem)
+        self.problems = problems
+        LOG.warning('Reconciled SPDK with the desired state: %(n)d '
+                    'attachment(s) in place, %(f)d failed, %(r)d left-over '
+                    'volume(s) removed', {'n': len(restored),
+                                          'f': len(failed),
+                                          'r': len(removed)})
         self._notify('recovery.end', {'restored': restored,
-                                      'failed': failed}, error=bool(failed))
+                                      'failed': failed, 'removed': removed,
+                                      'problems': problems},
+                     error=bool(problems))
         return restored, failed
+
+    # The name the supervisor and the tests knew it by.
+    replay = reconcile

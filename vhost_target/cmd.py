@@ -4,7 +4,16 @@
     spdk-vhost-target [--config-file ...] plan     # topology and layout
     spdk-vhost-target [--config-file ...] check    # one line per finding
     spdk-vhost-target [--config-file ...] status   # what SPDK serves now
+    spdk-vhost-target [--config-file ...] stop [--with-spdk]
+
+``run`` takes over the SPDK an earlier run started when it still serves,
+and leaves it serving when it stops (SIGTERM), so that an agent restart or
+upgrade does not stall guests. ``stop`` stops the running agent; with
+``--with-spdk`` it then stops SPDK too, which every guest's disk goes
+through.
 """
+
+import os
 
 import json
 import signal
@@ -36,6 +45,11 @@ def _add_commands(subparsers):
                            ('check', 'check the host; non-zero on errors'),
                            ('status', 'print what SPDK serves now')):
         subparsers.add_parser(name, help=helptext)
+    stop = subparsers.add_parser(
+        'stop', help='stop the running agent (SPDK keeps serving guests)')
+    stop.add_argument('--with-spdk', action='store_true',
+                      help='then stop SPDK vhost too: every guest disk it '
+                           'serves stalls until SPDK runs again')
 
 
 def _conf(argv, conf):
@@ -122,7 +136,10 @@ def cmd_run(conf):
     agent = vhost_agent.VhostAgent(vhost.VhostTarget(client, group), desired,
                                    layout, host, notifier=notifier,
                                    host_nqn=hostnqn.resolve(group))
-    keeper = supervisor.Supervisor(group, layout, on_ready=agent.replay)
+    agent_pid_file = supervisor.agent_pid_file_path(group)
+    os.makedirs(group.state_dir, mode=0o700, exist_ok=True)
+    supervisor.write_pid_file(agent_pid_file, os.getpid())
+    keeper = supervisor.Supervisor(group, layout, on_ready=agent.reconcile)
     keeper.start()
     server = rpcapi.get_server(transport, conf.host, agent)
     server.start()
@@ -134,13 +151,41 @@ def cmd_run(conf):
     done.wait()
     server.stop()
     server.wait()
-    keeper.stop()
+    # SPDK keeps serving the guests; the next run takes it over.
+    keeper.stop(with_spdk=False)
     client.close()
+    supervisor.remove_file(agent_pid_file)
+    return 0
+
+
+def cmd_stop(conf):
+    group = conf.spdk_vhost_target
+    if conf.command.with_spdk and group.adopt:
+        print('ERROR: SPDK is adopted (adopt = true): stop it with whatever '
+              'runs it')
+        return 1
+    path = supervisor.agent_pid_file_path(group)
+    pid = supervisor.read_live_pid(path)
+    if pid is None:
+        print('The agent is not running')
+    else:
+        started = supervisor.process_start_time(pid)
+        os.kill(pid, signal.SIGTERM)
+        if not supervisor.wait_for_exit(pid, started, 60):
+            print('ERROR: the agent (pid %d) did not stop within 60 s' % pid)
+            return 1
+        print('Stopped the agent, pid %d' % pid)
+    if conf.command.with_spdk:
+        keeper = supervisor.Supervisor(group, None, on_ready=None)
+        spdk_pid = supervisor.read_live_pid(supervisor.pid_file_path(group))
+        keeper.stop_spdk()
+        print('Stopped SPDK vhost, pid %d' % spdk_pid if spdk_pid
+              else 'SPDK vhost is not running')
     return 0
 
 
 COMMANDS = {'run': cmd_run, 'plan': cmd_plan, 'check': cmd_check,
-            'status': cmd_status}
+            'status': cmd_status, 'stop': cmd_stop}
 
 
 def main(argv=None, conf=None):

@@ -1,17 +1,32 @@
-"""Starts SPDK's vhost application and keeps it running.
+"""Starts SPDK's vhost application, or takes over the one that runs, and
+keeps it running.
 
 The reactor mask, the per-NUMA-node hugepage memory and the socket
-directory come from the plan. When SPDK dies the supervisor starts it again
-(waiting 0.5 s, doubling up to ``restart_backoff_max`` while it keeps
-dying soon after start) and calls ``on_ready`` so that the agent replays its
-attachments; QEMU's vhost-user reconnect then finds the socket again. In
-``adopt`` mode someone else runs SPDK and the supervisor only watches it.
+directory come from the plan. The agent records the SPDK it starts in a pid
+file (pid and the process' start time, so that a reused pid is not taken
+for it). A restarted agent takes that SPDK over when it is still the one
+listening on the RPC socket and answers ``spdk_get_version``: guests keep
+their I/O through an agent restart or upgrade, and a second SPDK, which
+would find the hugepages and CPU locks taken, is never started. A socket
+someone else serves is never deleted; one nobody listens on is stale and
+removed before SPDK is started.
+
+When SPDK dies the supervisor starts it again (waiting 0.5 s, doubling up to
+``restart_backoff_max`` while it keeps dying soon after start) and calls
+``on_ready`` so that the agent reconciles its attachments; QEMU's
+vhost-user reconnect then finds the socket again. In ``adopt`` mode someone
+else runs SPDK and the supervisor only watches it: a restart shows as a new
+RPC socket.
 """
 
+import errno
 import grp
 import json
 import os
+import select
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -27,6 +42,8 @@ LOG = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 WATCH_INTERVAL = 1.0
+# How often the watcher looks at the stop flag while SPDK runs.
+POLL_INTERVAL = 0.5
 # A process that ran this long is healthy again: the back-off starts over.
 STABLE_AFTER = 30.0
 
@@ -37,6 +54,132 @@ class SupervisorError(spdk_exc.SPDKException):
 
 def startup_config_path(conf):
     return os.path.join(conf.state_dir, 'spdk-vhost-startup.json')
+
+
+def pid_file_path(conf):
+    return os.path.join(conf.state_dir, 'spdk-vhost.pid')
+
+
+def agent_pid_file_path(conf):
+    return os.path.join(conf.state_dir, 'agent.pid')
+
+
+def process_start_time(pid):
+    """When ``pid`` started (clock ticks after boot), or None.
+
+    None for a process that does not exist or is a zombie: either way it
+    serves nothing. The start time tells a reused pid from the process
+    recorded under it.
+    """
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may hold spaces and parentheses: the fields that
+    # follow it start after the last ')'. Field 3 is the state, 22 the
+    # start time.
+    fields = data.rsplit(')', 1)[1].split()
+    if fields[0] in ('Z', 'X'):
+        return None
+    return int(fields[19])
+
+
+def write_pid_file(path, pid):
+    """Record ``pid`` with its start time, atomically, 0600."""
+    record = {'pid': pid, 'start_time': process_start_time(pid)}
+    temp = path + '.tmp'
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        json.dump(record, f)
+    os.replace(temp, path)
+
+
+def read_live_pid(path):
+    """The pid a pid file records if that very process still runs."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        pid, started = int(record['pid']), record['start_time']
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if started is None or process_start_time(pid) != started:
+        return None
+    return pid
+
+
+def remove_file(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def socket_owner(path):
+    """Who listens on the unix socket ``path``: ``(state, pid)``.
+
+    ``state`` is ``absent`` (no file), ``stale`` (a file nobody listens
+    on: connecting is refused) or ``live``, with the listening process' pid
+    from SO_PEERCRED (the credentials of the process that called listen()).
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except FileNotFoundError:
+        return 'absent', None
+    except ConnectionRefusedError:
+        return 'stale', None
+    except OSError as exc:
+        if exc.errno == errno.ENOTSOCK:
+            return 'stale', None
+        # A full backlog or a timeout: somebody listens.
+        return 'live', None
+    else:
+        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                 struct.calcsize('3i'))
+        return 'live', struct.unpack('3i', creds)[0]
+    finally:
+        probe.close()
+
+
+def wait_for_exit(pid, started, timeout, stopping=None):
+    """Wait until process ``pid`` (started at ``started``) is gone.
+
+    True when it is gone, False on timeout or when ``stopping`` is set.
+    A pidfd tells the exit at once, whoever the process' parent is (an
+    SPDK taken over from an earlier agent is not this process' child).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if process_start_time(pid) != started:
+            return True   # the pid is another process' now
+        while True:
+            wait = POLL_INTERVAL
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return False
+            if _readable(fd, wait):
+                return True
+            if stopping is not None and stopping.is_set():
+                return False
+    finally:
+        os.close(fd)
+
+
+def _readable(fd, timeout):
+    # eventlet's green select (in processes that monkey-patch, such as
+    # the test runner) has no poll(); select() waits on the hub there.
+    if hasattr(select, 'poll'):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(int(timeout * 1000)))
+    return bool(select.select([fd], [], [], timeout)[0])
 
 
 def vhost_command(binary, plan, conf):
@@ -62,15 +205,24 @@ class Supervisor:
         self._binary = binary
         self._log_path = log_path or os.path.join(conf.state_dir,
                                                   'spdk-vhost.log')
+        self._pid_file = pid_file_path(conf)
+        # Fixed for the supervisor's life: SPDK's own or someone else's.
+        self._adopt = conf.adopt
+        # The SPDK watched: a child (_proc) or one taken over (_pid only).
         self._proc = None
+        self._pid = None
+        self._started = None
+        self._identity = None
         self._stopping = threading.Event()
         self._thread = None
         # Completed recoveries: SPDK restarted and on_ready returned.
         self.restarts = 0
+        # True when start() found this agent's SPDK running and kept it.
+        self.took_over = False
 
     @property
     def pid(self):
-        return self._proc.pid if self._proc else None
+        return self._pid
 
     def _prepare_dirs(self):
         # The RPC socket is for root only; QEMU's group may reach the
@@ -82,6 +234,31 @@ class Supervisor:
         gid = grp.getgrnam(self._conf.socket_group).gr_gid
         os.chown(self._conf.socket_dir, -1, gid)
         os.chmod(self._conf.socket_dir, 0o750)
+        os.makedirs(self._conf.state_dir, mode=0o700, exist_ok=True)
+
+    def _alive(self):
+        return (self._pid is not None
+                and process_start_time(self._pid) == self._started)
+
+    def _remove_stale_socket(self):
+        """Remove the RPC socket only when nobody listens on it.
+
+        A live socket belongs to an SPDK that serves guests: deleting it
+        would leave that SPDK unmanageable, and a second SPDK would fail
+        on its hugepages and CPU locks.
+        """
+        state, owner = socket_owner(self._conf.rpc_socket)
+        if state == 'live':
+            raise SupervisorError(
+                reason='%s is served by process %s, which this agent did '
+                       'not start (%s does not name it); stop it, or set '
+                       '[spdk_vhost_target] adopt = true to use it' % (
+                           self._conf.rpc_socket, owner, self._pid_file))
+        if state == 'stale':
+            LOG.info('Removing the stale RPC socket %s', self._conf.rpc_socket)
+        for stale in (self._conf.rpc_socket,
+                      self._conf.rpc_socket + '.lock'):
+            remove_file(stale)
 
     def _spawn(self):
         binary = (self._binary or self._conf.spdk_vhost_binary
@@ -90,14 +267,8 @@ class Supervisor:
             raise SupervisorError(reason='the vhost binary was not found; '
                                   'set [spdk_vhost_target] spdk_vhost_binary '
                                   'or SPDK_BIN_DIR')
-        for stale in (self._conf.rpc_socket,
-                      self._conf.rpc_socket + '.lock'):
-            try:
-                os.unlink(stale)
-            except FileNotFoundError:
-                pass
+        self._remove_stale_socket()
         # Buffer pools that fit in the hugepages Nova leaves to SPDK.
-        os.makedirs(self._conf.state_dir, mode=0o700, exist_ok=True)
         with open(startup_config_path(self._conf), 'w') as f:
             json.dump(self._plan.startup_config, f)
         env = binaries.environment(binary)
@@ -106,18 +277,56 @@ class Supervisor:
                 vhost_command(binary, self._plan, self._conf),
                 stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        LOG.info('Started SPDK vhost, pid %d', self._proc.pid)
+        self._pid = self._proc.pid
+        self._started = process_start_time(self._pid)
+        # Recorded at once: an agent killed from here on finds its SPDK.
+        write_pid_file(self._pid_file, self._pid)
+        LOG.info('Started SPDK vhost, pid %d', self._pid)
+
+    def _take_over(self):
+        """Keep the SPDK an earlier run of this agent started, if it is
+        still the one serving the RPC socket; True when taken over.
+        """
+        pid = read_live_pid(self._pid_file)
+        if pid is None:
+            return False
+        state, owner = socket_owner(self._conf.rpc_socket)
+        if state == 'live' and owner is not None and owner != pid:
+            return False   # _spawn() refuses the other process' socket
+        self._proc = None
+        self._pid = pid
+        self._started = process_start_time(pid)
+        # Not listening yet: the earlier agent died while SPDK started up.
+        try:
+            self._wait_for_rpc()
+        except SupervisorError as exc:
+            LOG.warning('SPDK vhost pid %(pid)d of an earlier run does not '
+                        'serve: %(err)s', {'pid': pid, 'err': exc})
+            if self._alive():
+                raise
+            return False
+        state, owner = socket_owner(self._conf.rpc_socket)
+        if owner != pid:
+            raise SupervisorError(
+                reason='%s answers from process %s, not from pid %d that '
+                       '%s records' % (self._conf.rpc_socket, owner, pid,
+                                       self._pid_file))
+        LOG.info('Took over SPDK vhost pid %d, started by an earlier run of '
+                 'the agent; it kept serving its guests', pid)
+        self.took_over = True
+        return True
 
     def _wait_for_rpc(self):
         client = rpc.SPDKClient(self._conf.rpc_socket, timeout=5.0)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
             while time.monotonic() < deadline:
-                if self._proc is not None and self._proc.poll() is not None:
+                if self._pid is not None and not self._alive():
+                    status = (self._proc.wait() if self._proc is not None
+                              else 'unknown')
                     raise SupervisorError(
                         reason='exited with status %s during start-up (%s); '
-                               'see %s' % (self._proc.returncode,
-                                           self._logged_errors(),
+                               'see %s' % (status, self._logged_errors(),
                                            self._log_path))
                 try:
                     client.call('spdk_get_version')
@@ -139,43 +348,67 @@ class Supervisor:
         return '; '.join(errors[-last:]) or 'no error logged'
 
     def start(self):
-        """Start (or adopt) SPDK, replay, and watch it from a thread."""
+        """Take over, start or adopt SPDK, reconcile, and watch it."""
         self._prepare_dirs()
-        if not self._conf.adopt:
+        if not self._adopt and not self._take_over():
             self._spawn()
         self._wait_for_rpc()
-        # Taken before the replay: a restart from here on is noticed.
-        self._adopted_identity = self._socket_identity()
+        # Taken before on_ready: a restart from here on is noticed.
+        self._identity = self._socket_identity()
         self._on_ready()
         self._thread = threading.Thread(target=self._watch,
                                         name='spdk-supervisor', daemon=True)
         self._thread.start()
 
     def _watch(self):
-        if self._conf.adopt:
-            return self._watch_adopted()
+        """One loop for every mode: wait until SPDK is gone, bring it
+        back (start it, or wait for whoever runs it), then on_ready.
+        """
         backoff = 0.5
         while not self._stopping.is_set():
             started = time.monotonic()
-            status = self._proc.wait()
-            if self._stopping.is_set():
+            if not self._wait_gone():
                 return
-            if time.monotonic() - started > STABLE_AFTER:
-                backoff = 0.5
-            LOG.error('SPDK vhost (pid %(pid)d) exited with %(status)s; '
-                      'restarting in %(delay).1fs',
-                      {'pid': self._proc.pid, 'status': status,
-                       'delay': backoff})
-            if self._stopping.wait(backoff):
-                return
-            backoff = min(backoff * 2, self._conf.restart_backoff_max)
+            if self._adopt:
+                LOG.warning('Adopted SPDK vhost has restarted; reconciling')
+            else:
+                if time.monotonic() - started > STABLE_AFTER:
+                    backoff = 0.5
+                status = (self._proc.wait() if self._proc is not None
+                          else 'an unknown status (not this process\' '
+                               'child)')
+                LOG.error('SPDK vhost (pid %(pid)d) exited with %(status)s; '
+                          'restarting in %(delay).1fs',
+                          {'pid': self._pid, 'status': status,
+                           'delay': backoff})
+                if self._stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self._conf.restart_backoff_max)
             try:
-                self._spawn()
+                if not self._adopt:
+                    self._spawn()
                 self._wait_for_rpc()
+                self._identity = self._socket_identity()
                 self._on_ready()
                 self.restarts += 1
             except spdk_exc.SPDKException as exc:
                 LOG.error('Restarting SPDK vhost failed: %s', exc)
+
+    def _wait_gone(self):
+        """True once SPDK is gone; False when the supervisor stops."""
+        if not self._adopt:
+            if not self._alive():
+                return True
+            return wait_for_exit(self._pid, self._started, None,
+                                 self._stopping)
+        # Someone else's SPDK: a restarted one makes its RPC socket anew,
+        # so the socket's identity tells a restart even when it was
+        # quicker than this poll.
+        while not self._stopping.wait(WATCH_INTERVAL):
+            current = self._socket_identity()
+            if current is not None and current != self._identity:
+                return True
+        return False
 
     def _socket_identity(self):
         try:
@@ -184,39 +417,31 @@ class Supervisor:
             return None
         return st.st_ino, st.st_ctime_ns
 
-    def _watch_adopted(self):
-        """Notice an adopted SPDK that restarted, and replay into it.
-
-        A restarted SPDK makes its RPC socket anew, so the socket's identity
-        tells a restart even when it was quicker than the poll.
+    def stop(self, with_spdk=True):
+        """Stop watching; with ``with_spdk`` also stop the SPDK this
+        agent runs (never an adopted one). The agent's ``run`` leaves SPDK
+        serving its guests unless told otherwise.
         """
-        client = rpc.SPDKClient(self._conf.rpc_socket, timeout=5.0)
-        known = self._adopted_identity
-        while not self._stopping.wait(WATCH_INTERVAL):
-            current = self._socket_identity()
-            if current is None or current == known:
-                continue
-            try:
-                client.close()
-                client.call('spdk_get_version')
-            except spdk_exc.SPDKUnavailable:
-                continue   # not serving yet: look again
-            LOG.warning('Adopted SPDK vhost has restarted; replaying')
-            known = current
-            self._on_ready()
-            self.restarts += 1
-        client.close()
-
-    def stop(self):
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT; adopted SPDK stays."""
         self._stopping.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
+        if with_spdk and not self._adopt:
+            self.stop_spdk()
+
+    def stop_spdk(self):
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT, to the SPDK this
+        agent started (now or in an earlier run, as its pid file says).
+        """
+        if self._pid is None:
+            self._pid = read_live_pid(self._pid_file)
+            self._started = (process_start_time(self._pid)
+                             if self._pid is not None else None)
+        if self._alive():
+            LOG.info('Stopping SPDK vhost pid %d', self._pid)
+            os.kill(self._pid, signal.SIGTERM)
+            if not wait_for_exit(self._pid, self._started, STOP_TIMEOUT):
+                os.kill(self._pid, signal.SIGKILL)
+                wait_for_exit(self._pid, self._started, STOP_TIMEOUT)
+        if self._proc is not None:
+            self._proc.wait()
+        remove_file(self._pid_file)

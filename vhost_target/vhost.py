@@ -11,6 +11,8 @@ the owner group and mode are set here.
 import errno
 import grp
 import os
+import re
+import signal
 import socket
 
 from oslo_log import log as logging
@@ -28,6 +30,31 @@ def vhost_controller_name(volume_id):
 
 class AttachError(spdk_exc.SPDKException):
     message = 'Could not attach volume %(volume)s: %(reason)s'
+
+
+class VolumeBusy(spdk_exc.SPDKException):
+    message = ('Volume %(volume)s is busy: the guest still has the disk open '
+               '(%(sessions)d vhost-user connection(s) on %(socket)s); '
+               'detach the disk from the guest, then detach the volume '
+               'again.')
+
+
+# Names the agent gives SPDK objects and files, and nothing else: only
+# what matches them is the agent's to remove when it reconciles.
+_UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+_OWN_VHOST = re.compile(r'vhost-(%s)' % _UUID)
+_OWN_NVME = re.compile(r'(%s)' % _UUID)
+_OWN_KEY = re.compile(r'dhchap-(%s)(\.tmp)?' % _UUID)
+
+# Fault injection for the SPDK-tier crash tests: with this variable set to
+# a crash point's name the agent SIGKILLs itself there, to show that the
+# next start converges. Nothing sets it outside those tests.
+CRASH_AT_ENV = 'SPDK_VHOST_TARGET_TEST_CRASH_AT'
+
+
+def crash_point(name):
+    if os.environ.get(CRASH_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # bdev_nvme_attach_controller's answers when the connect itself failed
@@ -66,7 +93,9 @@ class VhostTarget:
         try:
             key = self._load_key(attachment, made)
             bdev = self._connect(attachment, key, made)
+            crash_point('attach:nvme-connected')
             self._create_controller(attachment, bdev, made)
+            crash_point('attach:vhost-created')
             if attachment.qos:
                 self.set_qos(attachment.volume_id, attachment.qos)
             return self.secure_socket(attachment.volume_id)
@@ -291,11 +320,33 @@ class VhostTarget:
     # -- detach, resize, QoS ----------------------------------------------
 
     def detach(self, volume_id):
-        """Remove the controller, the NVMe connection and the key."""
-        self._delete_controller(vhost_controller_name(volume_id))
+        """Remove the controller, the NVMe connection and the key.
+
+        Refused with VolumeBusy, before anything is removed, while a
+        vhost-user connection is open: SPDK v25.09 does not fail the
+        delete then but retries it internally, logging "has still valid
+        connection" in a tight loop until QEMU lets go, and then deletes
+        the controller behind the agent's back.
+        """
+        ctrlr = vhost_controller_name(volume_id)
+        found = self._vhost_controller(ctrlr)
+        if found is not None:
+            self.check_not_busy(volume_id, found)
+            self._delete_controller(ctrlr)
+        crash_point('detach:vhost-deleted')
         self._disconnect(naming.nvme_controller_name(volume_id))
+        crash_point('detach:nvme-detached')
         self._remove_key('dhchap-%s' % volume_id)
         self._remove_socket(volume_id)
+
+    def check_not_busy(self, volume_id, controller):
+        """VolumeBusy when the controller (vhost_get_controllers' entry)
+        has a vhost-user session: QEMU holds the socket open.
+        """
+        sessions = controller.get('sessions') or []
+        if sessions:
+            raise VolumeBusy(volume=volume_id, sessions=len(sessions),
+                             socket=self.socket_path(volume_id))
 
     def _remove_socket(self, volume_id):
         try:
@@ -319,3 +370,64 @@ class VhostTarget:
             'vhost': self._client.call('vhost_get_controllers'),
             'nvme': self._client.call('bdev_nvme_get_controllers'),
         }
+
+    # -- reconcile --------------------------------------------------------
+
+    def inventory(self):
+        """Everything under the agent's names, SPDK's and on disk, by
+        volume id: ``{volume_id: {'vhost': entry, 'nvme': entry,
+        'key': bool, 'files': [paths]}}``. Three listing calls, whatever
+        the number of volumes.
+        """
+        found = {}
+
+        def entry(volume_id):
+            return found.setdefault(volume_id, {'vhost': None, 'nvme': None,
+                                                'key': False, 'files': []})
+        for ctrlr in self._client.call('vhost_get_controllers'):
+            match = _OWN_VHOST.fullmatch(ctrlr['ctrlr'])
+            if match:
+                entry(match.group(1))['vhost'] = ctrlr
+        for ctrlr in self._client.call('bdev_nvme_get_controllers'):
+            match = _OWN_NVME.fullmatch(ctrlr['name'])
+            if match:
+                entry(match.group(1))['nvme'] = ctrlr
+        for key in self._client.call('keyring_get_keys'):
+            match = _OWN_KEY.fullmatch(key['name'])
+            if match and not match.group(2):
+                entry(match.group(1))['key'] = True
+        for directory, pattern in ((self.socket_dir, _OWN_VHOST),
+                                   (self._key_dir, _OWN_KEY)):
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                match = pattern.fullmatch(name)
+                if match:
+                    entry(match.group(1))['files'].append(
+                        os.path.join(directory, name))
+        return found
+
+    @staticmethod
+    def complete(attachment, objects):
+        """Whether SPDK serves ``attachment`` whole: both controllers,
+        the vhost one on the NVMe namespace bdev, the NVMe one to the
+        attachment's subsystem as its host, and the socket there.
+        """
+        vhost_ctrlr, nvme = objects['vhost'], objects['nvme']
+        if vhost_ctrlr is None or nvme is None:
+            return False
+        bdev = ((vhost_ctrlr.get('backend_specific') or {}).get('block')
+                or {}).get('bdev')
+        if bdev != '%sn1' % naming.nvme_controller_name(
+                attachment.volume_id):
+            return False
+        if attachment.dhchap_secret and not objects['key']:
+            return False
+        try:
+            VhostTarget._check_existing(attachment, nvme)
+        except AttachError:
+            return False
+        return vhost_controller_name(attachment.volume_id) in {
+            os.path.basename(path) for path in objects['files']}

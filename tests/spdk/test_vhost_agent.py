@@ -732,7 +732,8 @@ def _pids_of(rpc_socket):
 class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                  scenarios.CinderTestCase):
     """``spdk-vhost-target run`` as operators start it: a process with a
-    config file, serving RPC until SIGTERM, then stopping its SPDK.
+    config file, serving RPC until SIGTERM, which leaves its SPDK serving;
+    ``stop --with-spdk`` stops that.
     """
 
     def target_port(self):
@@ -811,7 +812,18 @@ class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
         client.detach_volume(volume.id)
         daemon.send_signal(signal.SIGTERM)
         self.assertEqual(0, daemon.wait(60))
+        # SPDK keeps serving guests when the agent stops; the operator's
+        # stop --with-spdk stops it too.
         probe = rpc.SPDKClient(rpc_socket, timeout=2)
         self.addCleanup(probe.close)
+        probe.call('spdk_get_version')
+        probe.close()
+        stopped = subprocess.run(
+            [sys.executable, '-m', 'vhost_target.cmd', '--config-file',
+             config_file, 'stop', '--with-spdk'], capture_output=True,
+            text=True, timeout=120)
+        self.assertEqual(0, stopped.returncode, stopped.stderr)
+        self.assertIn('The agent is not running', stopped.stdout)
+        self.assertIn('Stopped SPDK vhost, pid', stopped.stdout)
         self.assertRaises(spdk_exc.SPDKUnavailable, probe.call,
                           'spdk_get_version')

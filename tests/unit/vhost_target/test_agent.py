@@ -39,6 +39,9 @@ class RecordingVhost:
         self.attached = {}
         self.calls = []
         self.fail = None
+        # Volumes SPDK has under the agent's names that are not attached.
+        self.leftovers = set()
+        self.busy = set()
 
     def attach(self, attachment):
         self.calls.append(('attach', attachment.volume_id))
@@ -49,7 +52,23 @@ class RecordingVhost:
 
     def detach(self, volume_id):
         self.calls.append(('detach', volume_id))
+        if volume_id in self.busy:
+            raise vhost.VolumeBusy(volume=volume_id, sessions=1,
+                                   socket=self.socket_path(volume_id))
         self.attached.pop(volume_id, None)
+        self.leftovers.discard(volume_id)
+
+    def inventory(self):
+        return {v: {'complete': v in self.attached}
+                for v in set(self.attached) | self.leftovers}
+
+    @staticmethod
+    def complete(attachment, objects):
+        return objects['complete']
+
+    def secure_socket(self, volume_id):
+        self.calls.append(('secure_socket', volume_id))
+        return self.socket_path(volume_id)
 
     def socket_path(self, volume_id):
         return '/sockets/' + vhost.vhost_controller_name(volume_id)
@@ -263,10 +282,48 @@ class TestAgent(base.TestCase):
         self.agent.attach_volume(B, info())
         self.vhost.attached.clear()
         self.assertEqual(([A, B], []), self.agent.replay())
+        self.vhost.attached.clear()
         self.vhost.fail = vhost.AttachError(volume=A, reason='gone')
         self.assertEqual(([], [A, B]), self.agent.replay())
         self.assertEqual(('spdk_vhost_target.recovery.end', 'ERROR'),
                          self.events()[-1])
+
+    def test_reconcile_keeps_what_spdk_serves_and_removes_leftovers(self):
+        self.agent.attach_volume(A, info())
+        self.agent.attach_volume(B, info())
+        self.vhost.attached.pop(B)        # SPDK lost B
+        self.vhost.leftovers = {V}        # an attach killed before its state
+        self.vhost.calls.clear()
+        self.assertEqual(([A, B], []), self.agent.reconcile())
+        self.assertEqual([('secure_socket', A), ('attach', B),
+                          ('detach', V)], self.vhost.calls)
+        self.assertEqual({A, B}, set(self.vhost.attached))
+        self.assertEqual([], self.agent.get_status()['problems'])
+        self.assertEqual(('spdk_vhost_target.recovery.end', 'INFO'),
+                         self.events()[-1])
+
+    def test_reconcile_reports_a_leftover_it_cannot_remove(self):
+        self.vhost.leftovers = {V}
+        self.vhost.busy = {V}
+        self.assertEqual(([], []), self.agent.reconcile())
+        problems = self.agent.get_status()['problems']
+        self.assertEqual(1, len(problems))
+        self.assertIn('volume %s is not attached here but SPDK still has '
+                      'it' % V, problems[0])
+        self.assertIn('the guest still has the disk open', problems[0])
+        self.assertEqual(('spdk_vhost_target.recovery.end', 'ERROR'),
+                         self.events()[-1])
+
+    def test_busy_detach_keeps_the_attachment(self):
+        self.agent.attach_volume(V, info())
+        self.vhost.busy = {V}
+        exc = self.assertRaises(vhost.VolumeBusy, self.agent.detach_volume, V)
+        self.assertIn('Volume %s is busy: the guest still has the disk '
+                      'open' % V, str(exc))
+        self.assertEqual([V], [a.volume_id for a in self.desired.all()])
+        self.vhost.busy = set()
+        self.agent.detach_volume(V)
+        self.assertEqual([], self.desired.all())
 
     def test_new_attachments_connect_as_this_host_only(self):
         agent = vhost_agent.VhostAgent(self.vhost, self.desired, self.plan,

@@ -4,7 +4,9 @@ private config: nothing depends on the machine the tests run on.
 
 import io
 import os
+import signal
 import stat
+import subprocess
 from unittest import mock
 
 import fixtures
@@ -13,6 +15,7 @@ from oslo_config import cfg
 from tests import base
 from tests.unit.vhost_target import read_fixture_topology
 from vhost_target import cmd
+from vhost_target import supervisor
 from vhost_target import topology
 
 
@@ -28,7 +31,7 @@ class TestCommands(base.TestCase):
             topology, 'read_topology', return_value=self.host))
         self.cpus = sorted(self.host.online)
 
-    def run_command(self, command, nova='', **options):
+    def run_command(self, command, nova='', with_spdk=False, **options):
         with open(self.nova, 'w') as f:
             f.write(nova)
         values = dict(socket_dir=self.sockets, nova_conf=self.nova,
@@ -45,7 +48,8 @@ class TestCommands(base.TestCase):
                 f.write('%s = %s\n' % (key, value))
         out = io.StringIO()
         with mock.patch('sys.stdout', out):
-            status = cmd.main(['--config-file', config, command],
+            status = cmd.main(['--config-file', config, command]
+                              + (['--with-spdk'] if with_spdk else []),
                               conf=cfg.ConfigOpts())
         return status, out.getvalue()
 
@@ -103,3 +107,34 @@ class TestCommands(base.TestCase):
         status, out = self.run_command('status')
         self.assertEqual(1, status)
         self.assertIn('unavailable', out)
+
+    def test_stop_without_an_agent(self):
+        status, out = self.run_command('stop')
+        self.assertEqual((0, 'The agent is not running\n'), (status, out))
+        status, out = self.run_command('stop', with_spdk=True)
+        self.assertEqual(0, status)
+        self.assertIn('SPDK vhost is not running', out)
+
+    def test_stop_with_spdk_refused_when_spdk_is_adopted(self):
+        status, out = self.run_command('stop', with_spdk=True, adopt=True)
+        self.assertEqual(1, status)
+        self.assertIn('SPDK is adopted', out)
+
+    def test_stop_stops_the_recorded_agent_and_spdk(self):
+        state_dir = os.path.join(self.dir, 'state')
+        os.mkdir(state_dir, 0o700)
+        agent = subprocess.Popen(['sleep', '60'])
+        spdk = subprocess.Popen(['sleep', '60'])
+        self.addCleanup(lambda: [p.kill() or p.wait() for p in (agent, spdk)])
+        supervisor.write_pid_file(os.path.join(state_dir, 'agent.pid'),
+                                  agent.pid)
+        supervisor.write_pid_file(os.path.join(state_dir, 'spdk-vhost.pid'),
+                                  spdk.pid)
+        status, out = self.run_command('stop', with_spdk=True)
+        self.assertEqual(0, status, out)
+        self.assertIn('Stopped the agent, pid %d' % agent.pid, out)
+        self.assertIn('Stopped SPDK vhost, pid %d' % spdk.pid, out)
+        self.assertEqual(-signal.SIGTERM, agent.wait(5))
+        self.assertEqual(-signal.SIGTERM, spdk.wait(5))
+        self.assertFalse(os.path.exists(os.path.join(state_dir,
+                                                     'spdk-vhost.pid')))

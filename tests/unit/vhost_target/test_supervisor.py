@@ -1,0 +1,153 @@
+"""How the supervisor tells its own SPDK from anything else: pid files
+with start times, the RPC socket's listener, and never deleting a socket
+someone listens on.
+"""
+
+import json
+import os
+import socket
+import subprocess
+from unittest import mock
+
+import fixtures
+
+from tests import base
+from tests.unit import vhost_target as helpers
+from vhost_target import supervisor
+
+
+class TestIdentity(base.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+
+    def test_start_time_of_a_live_and_a_gone_process(self):
+        with open('/proc/self/stat') as f:
+            expected = int(f.read().rsplit(')', 1)[1].split()[19])
+        self.assertEqual(expected, supervisor.process_start_time(os.getpid()))
+        child = subprocess.Popen(['true'])
+        child.wait()
+        self.assertIsNone(supervisor.process_start_time(child.pid))
+
+    def test_a_zombie_is_not_alive(self):
+        child = subprocess.Popen(['true'])
+        self.addCleanup(child.wait)
+        supervisor.wait_for_exit(child.pid, supervisor.process_start_time(
+            child.pid) or 0, 5)
+        self.assertIsNone(supervisor.process_start_time(child.pid))
+
+    def test_pid_file_names_only_the_process_it_recorded(self):
+        path = os.path.join(self.dir, 'spdk.pid')
+        supervisor.write_pid_file(path, os.getpid())
+        self.assertEqual(0o600, os.stat(path).st_mode & 0o777)
+        self.assertEqual(os.getpid(), supervisor.read_live_pid(path))
+        # The same pid with another start time: the pid was reused.
+        with open(path) as f:
+            record = json.load(f)
+        record['start_time'] += 1
+        with open(path, 'w') as f:
+            json.dump(record, f)
+        self.assertIsNone(supervisor.read_live_pid(path))
+        for text in ('', 'garbage', '{"pid": "x"}', '[]'):
+            with open(path, 'w') as f:
+                f.write(text)
+            self.assertIsNone(supervisor.read_live_pid(path), text)
+        os.unlink(path)
+        self.assertIsNone(supervisor.read_live_pid(path))
+
+    def test_socket_owner(self):
+        path = os.path.join(self.dir, 'spdk.sock')
+        self.assertEqual(('absent', None), supervisor.socket_owner(path))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+        self.assertEqual(('live', os.getpid()),
+                         supervisor.socket_owner(path))
+        listener.close()
+        # The file stays when its listener is gone: stale.
+        self.assertEqual(('stale', None), supervisor.socket_owner(path))
+        os.unlink(path)
+        open(path, 'w').close()
+        self.assertEqual(('stale', None), supervisor.socket_owner(path))
+
+    def test_wait_for_exit(self):
+        child = subprocess.Popen(['sleep', '30'])
+        started = supervisor.process_start_time(child.pid)
+        self.assertFalse(supervisor.wait_for_exit(child.pid, started, 0.2))
+        child.kill()
+        self.assertTrue(supervisor.wait_for_exit(child.pid, started, 5))
+        child.wait()
+        # A pid that now names another process (or none) is gone too.
+        self.assertTrue(supervisor.wait_for_exit(os.getpid(), started, 5))
+
+
+class TestStart(base.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.conf = helpers.make_conf(
+            self, rpc_socket=os.path.join(self.dir, 'rpc', 'spdk.sock'),
+            socket_dir=os.path.join(self.dir, 'sockets'),
+            state_dir=os.path.join(self.dir, 'state'), socket_group='root',
+            spdk_vhost_binary='/bin/true')
+        os.makedirs(os.path.join(self.dir, 'rpc'))
+        # Real processes for the tests themselves: the patch below is on
+        # the subprocess module everybody shares.
+        self.spawn = subprocess.Popen
+        self.popen = self.useFixture(fixtures.MockPatchObject(
+            supervisor.subprocess, 'Popen')).mock
+        self.plan = mock.Mock(startup_config={})
+
+    def keeper(self):
+        return supervisor.Supervisor(self.conf, self.plan, on_ready=None)
+
+    def test_a_live_socket_of_another_process_is_never_deleted(self):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.conf.rpc_socket)
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        exc = self.assertRaises(supervisor.SupervisorError,
+                                self.keeper().start)
+        self.assertIn('is served by process %d, which this agent did not '
+                      'start' % os.getpid(), str(exc))
+        self.assertTrue(os.path.exists(self.conf.rpc_socket))
+        self.popen.assert_not_called()
+
+    def test_a_stale_socket_is_removed_before_spdk_starts(self):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.conf.rpc_socket)
+        listener.close()
+        open(self.conf.rpc_socket + '.lock', 'w').close()
+        self.popen.return_value.pid = os.getpid()
+        keeper = self.keeper()
+        with mock.patch.object(keeper, '_wait_for_rpc',
+                               side_effect=RuntimeError('stop here')):
+            self.assertRaises(RuntimeError, keeper.start)
+        self.assertFalse(os.path.exists(self.conf.rpc_socket))
+        self.assertFalse(os.path.exists(self.conf.rpc_socket + '.lock'))
+        self.popen.assert_called_once()
+        # The SPDK started is recorded at once, with its start time.
+        self.assertEqual(os.getpid(), supervisor.read_live_pid(
+            supervisor.pid_file_path(self.conf)))
+
+    def test_a_pid_file_of_a_gone_process_is_not_taken_over(self):
+        child = self.spawn(['true'])
+        started = supervisor.process_start_time(child.pid)
+        child.wait()
+        os.makedirs(self.conf.state_dir)
+        with open(supervisor.pid_file_path(self.conf), 'w') as f:
+            json.dump({'pid': child.pid, 'start_time': started}, f)
+        self.assertFalse(self.keeper()._take_over())
+
+    def test_stop_leaves_spdk_running_unless_asked(self):
+        child = self.spawn(['sleep', '30'])
+        self.addCleanup(lambda: child.kill() or child.wait())
+        os.makedirs(self.conf.state_dir)
+        supervisor.write_pid_file(supervisor.pid_file_path(self.conf),
+                                  child.pid)
+        keeper = self.keeper()
+        keeper.stop(with_spdk=False)
+        self.assertIsNone(child.poll())
+        keeper.stop()
+        self.assertEqual(-15, child.wait(5))
+        self.assertFalse(os.path.exists(supervisor.pid_file_path(self.conf)))
