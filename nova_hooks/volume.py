@@ -5,6 +5,8 @@ NVMe/TCP and serves it as a vhost-user-blk socket; this driver asks the
 agent for that socket and hands QEMU a ``<disk type='vhostuser'>``.
 """
 
+import time
+
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -15,6 +17,14 @@ from nova_hooks import agent_client
 from nova_hooks import conf as hooks_conf
 from nova_hooks import config as vhost_config
 from spdk_common import qos as spdk_qos
+from vhost_target import vhost as vhost_target
+
+# Nova calls disconnect_volume once the disk is detached from the guest;
+# QEMU's vhost-user connection may close a moment after that. A volume
+# still busy after this long fails the detach (the agent's VolumeBusy) and
+# Nova rolls the volume back to in-use, so that the detach can be retried.
+BUSY_WAIT = 5.0
+BUSY_POLL = 0.25
 
 LOG = logging.getLogger(__name__)
 CONF = hooks_conf.register(cfg.CONF)
@@ -57,7 +67,16 @@ class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
                   'path': data['vhost_socket']}, instance=instance)
 
     def disconnect_volume(self, connection_info, instance, force=False):
-        agent_client.get().detach_volume(volume_id(connection_info))
+        deadline = time.monotonic() + BUSY_WAIT
+        while True:
+            try:
+                agent_client.get().detach_volume(volume_id(connection_info))
+                return
+            except vhost_target.VolumeBusy as exc:
+                if time.monotonic() >= deadline:
+                    LOG.error('%s', exc, instance=instance)
+                    raise
+                time.sleep(BUSY_POLL)
 
     def extend_volume(self, connection_info, instance, requested_size):
         size = agent_client.get().extend_volume(volume_id(connection_info))

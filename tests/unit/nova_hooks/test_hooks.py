@@ -2,6 +2,7 @@
 
 from unittest import mock
 
+import fixtures
 from lxml import etree
 import oslo_messaging as messaging
 
@@ -15,6 +16,7 @@ from nova_hooks import config as vhost_config
 from nova_hooks import driver as hooks_driver
 from nova_hooks import volume as spdk_volume
 from tests import base
+from vhost_target import vhost
 
 objects.register_all()
 
@@ -54,6 +56,8 @@ class RecordingAgent:
     def __init__(self):
         self.calls = []
         self.down = False
+        # detach_volume answers VolumeBusy this many times.
+        self.busy = 0
 
     def attach_volume(self, volume_id, info, numa_nodes=None, qos=None):
         self.calls.append(('attach', volume_id, numa_nodes, qos))
@@ -61,6 +65,10 @@ class RecordingAgent:
 
     def detach_volume(self, volume_id):
         self.calls.append(('detach', volume_id))
+        if self.busy:
+            self.busy -= 1
+            raise vhost.VolumeBusy(volume=volume_id, sessions=1,
+                                   socket='/sockets/vhost-' + volume_id)
 
     def extend_volume(self, volume_id):
         return 2 * 1024 ** 3
@@ -119,6 +127,24 @@ class TestHooks(base.TestCase):
         self.assertEqual([('detach', VOLUME)], self.agent.calls)
         self.assertEqual(2 * 1024 ** 3, self.volume_driver.extend_volume(
             info, instance(), 2 * 1024 ** 3))
+
+    def test_disconnect_waits_briefly_for_qemu_to_let_go(self):
+        self.useFixture(fixtures.MockPatch('time.sleep'))
+        self.agent.busy = 2
+        self.volume_driver.disconnect_volume(connection_info(), instance())
+        self.assertEqual([('detach', VOLUME)] * 3, self.agent.calls)
+
+    def test_disconnect_of_a_disk_the_guest_keeps_fails_the_detach(self):
+        clock = iter(range(0, 1000, 1))
+        self.useFixture(fixtures.MockPatch('time.sleep'))
+        self.useFixture(fixtures.MockPatch(
+            'time.monotonic', side_effect=lambda: next(clock)))
+        self.agent.busy = 1000
+        exc = self.assertRaises(vhost.VolumeBusy,
+                                self.volume_driver.disconnect_volume,
+                                connection_info(), instance())
+        self.assertIn('the guest still has the disk open', str(exc))
+        self.assertEqual(5, len(self.agent.calls))
 
     def test_the_subclass_maps_spdk_vhost_only(self):
         # Built without __init__: no libvirt connection is needed here.
