@@ -11,9 +11,12 @@ Storage: nvmf_tgt in interrupt mode on core 0, lvols exported per volume
 with a host ACL. Compute: the agent's supervised SPDK vhost polling core 1.
 Attach latency is agent.attach_volume (RPC call to socket ready, including
 the socket's owner/mode and the fsync'd state file) against the raw RPC
-sequence for the same attach, interleaved, medians. Recovery: SIGKILL to
-SPDK vhost with volumes attached, until the agent has replayed them, and
-until a guest's pending write completes.
+sequence for the same attach, interleaved, medians. Agent restart: the
+agent (supervisor, agent, state) is stopped and started again, taking over
+the running SPDK, while the guest writes and fsyncs 4 KiB blocks in a loop;
+``agent_restart_stall_s`` is the guest's longest gap between two writes
+across it. Recovery: SIGKILL to SPDK vhost with volumes attached, until the
+agent has replayed them, and until a guest's pending write completes.
 """
 
 import argparse
@@ -157,10 +160,13 @@ def main():
                                          numa_nodes=[0])
                      for info in infos]
             console = None
+            stall_s = None
             if with_guest:
                 guest = fixtures.Fixture()
                 guest.setUp()
                 console = _boot_guest(tmp.path, top, paths[0], guest)
+                agent, keeper, stall_s = _restart_agent(
+                    console, group, plan, host, client, keeper)
             crashed = time.monotonic()
             os.kill(keeper.pid, signal.SIGKILL)
             while keeper.restarts < 1:
@@ -184,9 +190,37 @@ def main():
         finally:
             keeper.stop()
             client.close()
-    print('attach_ratio=%.3f recovery_s=%.2f'
-          % (agent_median / raw_median, recovery_s))
+    print('attach_ratio=%.3f recovery_s=%.2f agent_restart_stall_s=%s'
+          % (agent_median / raw_median, recovery_s,
+             'n/a' if stall_s is None else '%.2f' % stall_s))
     return 0
+
+
+def _restart_agent(console, group, plan, host, client, keeper):
+    """Stop the agent (SPDK keeps running) and start a new one, which
+    takes SPDK over, while the guest writes; returns the new agent, its
+    supervisor and the guest's longest I/O gap (s).
+    """
+    status, output = console.run(guest_fixtures.IO_LOOP)
+    time.sleep(2)
+    started = time.monotonic()
+    keeper.stop(with_spdk=False)
+    desired = state.DesiredState(group.state_dir)
+    desired.load()
+    agent = vhost_agent.VhostAgent(vhost.VhostTarget(client, group),
+                                   desired, plan, host)
+    keeper = supervisor.Supervisor(group, plan, on_ready=agent.replay)
+    keeper.start()
+    restart_s = time.monotonic() - started
+    time.sleep(2)
+    status, output = console.run(guest_fixtures.IO_REPORT)
+    gap, writes, errors = output.split()
+    print('agent restart s: %.2f (took over SPDK: %s); guest: longest I/O '
+          'gap %s s over %s writes, %s failed' % (
+              restart_s, keeper.took_over, gap, writes, errors))
+    if int(errors) or not keeper.took_over:
+        raise RuntimeError('the agent restart disturbed the guest')
+    return agent, keeper, float(gap)
 
 
 def _boot_guest(tmp, top, vhost_socket, holder):

@@ -17,18 +17,6 @@ from tests.spdk import test_agent_crash_only as crash_only
 from tests.spdk import test_vhost_agent
 from vhost_target import vhost
 
-# The guest writes one 4 KiB block and fsyncs it, again and again, and
-# notes the time after each; /err collects the failed writes.
-IO_LOOP = ('(i=0; while [ ! -e /stop ]; do i=$(( (i + 1) % 256 )); '
-           'dd if=/dev/urandom of=/dev/vda bs=4096 count=1 seek=$i '
-           'conv=fsync 2>/dev/null || echo $i >> /err; '
-           'read up idle < /proc/uptime; echo $up >> /times; done) '
-           '</dev/null >/dev/null 2>&1 &')
-# Longest gap between two completed writes (s), writes, failed writes.
-IO_REPORT = ("awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 } "
-             "END { printf \"%.2f %d\", m, NR }' /times; "
-             "echo \" $(cat /err 2>/dev/null | wc -l)\"")
-
 
 class GuestMixin:
     def boot_guest(self, vhost_socket):
@@ -54,12 +42,12 @@ class GuestMixin:
         return output
 
     def start_io(self):
-        self.guest_run('rm -f /stop /times /err; ' + IO_LOOP)
+        self.guest_run(guest_fixtures.IO_LOOP)
 
     def stop_io(self):
         """(longest gap s, writes, failed writes) since start_io."""
-        self.guest_run('touch /stop; sleep 1')
-        gap, writes, errors = self.guest_run(IO_REPORT).split()
+        gap, writes, errors = self.guest_run(
+            guest_fixtures.IO_REPORT).split()
         return float(gap), int(writes), int(errors)
 
 
