@@ -52,11 +52,14 @@ class RecordingAgent:
         return {'version': vhost_agent.AGENT_VERSION, 'attachments': []}
 
 
-class TestRPCAPI(base.TestCase):
+class BrokerPerClass(base.TestCase):
+    """One private RabbitMQ for all tests of a class: it takes seconds to
+    start.
+    """
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        # One broker for the class: it takes seconds to start.
         cls.broker = rabbitmq.RabbitMQ()
         cls.broker.setUp()
 
@@ -64,6 +67,9 @@ class TestRPCAPI(base.TestCase):
     def tearDownClass(cls):
         cls.broker.cleanUp()
         super().tearDownClass()
+
+
+class TestRPCAPI(BrokerPerClass):
 
     def setUp(self):
         super().setUp()
@@ -116,22 +122,11 @@ class TestRPCAPI(base.TestCase):
                          results)
 
 
-class TestBadRequestsOverRabbitMQ(base.TestCase):
+class TestBadRequestsOverRabbitMQ(BrokerPerClass):
     """The real VhostAgent (its SPDK side recorded) behind the real RPC
     server: bad requests come back to the caller as InvalidRequest, with
     the field and value named, and reach nothing behind the agent.
     """
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.broker = rabbitmq.RabbitMQ()
-        cls.broker.setUp()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.cleanUp()
-        super().tearDownClass()
 
     def setUp(self):
         super().setUp()
