@@ -137,6 +137,12 @@ def cmd_run(conf):
                                    layout, host, notifier=notifier,
                                    host_nqn=hostnqn.resolve(group))
     agent_pid_file = supervisor.agent_pid_file_path(group)
+    running = supervisor.read_live_pid(agent_pid_file)
+    if running is not None and running != os.getpid():
+        # Two agents would both reconcile one SPDK and serve one topic.
+        LOG.error('The agent already runs as pid %(pid)d (%(file)s); '
+                  'stop it first', {'pid': running, 'file': agent_pid_file})
+        return 1
     os.makedirs(group.state_dir, mode=0o700, exist_ok=True)
     supervisor.write_pid_file(agent_pid_file, os.getpid())
     keeper = supervisor.Supervisor(group, layout, on_ready=agent.reconcile)

@@ -138,3 +138,18 @@ class TestCommands(base.TestCase):
         self.assertEqual(-signal.SIGTERM, spdk.wait(5))
         self.assertFalse(os.path.exists(os.path.join(state_dir,
                                                      'spdk-vhost.pid')))
+
+    def test_run_refuses_while_another_agent_runs(self):
+        state_dir = os.path.join(self.dir, 'state')
+        os.mkdir(state_dir, 0o700)
+        other = subprocess.Popen(['sleep', '60'])
+        self.addCleanup(lambda: other.kill() or other.wait())
+        supervisor.write_pid_file(os.path.join(state_dir, 'agent.pid'),
+                                  other.pid)
+        self.useFixture(fixtures.MockPatchObject(
+            supervisor.Supervisor, 'start',
+            side_effect=AssertionError('started')))
+        status, _out = self.run_command('run', host_nqn='nqn.2014-08.org.'
+                                        'nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-'
+                                        '9a55-6f2b2a1e0c11')
+        self.assertEqual(1, status)
