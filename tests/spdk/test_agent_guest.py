@@ -96,6 +96,21 @@ class TestBusyDetach(GuestMixin, test_vhost_agent.AgentTestBase):
                        'conv=fsync 2>/dev/null')
         print('MEASURED busy detach: refused in %.3f s, SPDK log +%d bytes'
               % (elapsed, growth))
+        # A left-over reconcile cannot remove (the state lost the volume
+        # while the guest holds it) is reported, not forced.
+        attachment = self.desired.get(volume.id)
+        self.desired.remove(volume.id)
+        self.agent.reconcile()
+        problems = self.agent.get_status()['problems']
+        self.assertEqual(1, len(problems), problems)
+        self.assertIn('volume %s is not attached here but SPDK still has '
+                      'it: Volume %s is busy' % (volume.id, volume.id),
+                      problems[0])
+        self.assertEqual(1, len(self.spdk_objects()[0]))
+        self.assertLess(os.path.getsize(log) - log_before, 100 * 1024)
+        self.desired.put(attachment)
+        self.agent.reconcile()
+        self.assertEqual([], self.agent.get_status()['problems'])
         # The guest lets go, as Nova has libvirt detach the disk from the
         # running guest before it calls disconnect_volume: the next detach
         # goes through.
