@@ -329,15 +329,32 @@ class VhostTarget:
         the controller behind the agent's back.
         """
         ctrlr = vhost_controller_name(volume_id)
+        # Closed to new connections before the look: QEMU runs as
+        # socket_group, not root, so none can open between the look and
+        # the delete. A crash leaves the mode to the next reconcile.
+        closed = self._set_socket_mode(volume_id, 0)
         found = self._vhost_controller(ctrlr)
         if found is not None:
-            self.check_not_busy(volume_id, found)
+            try:
+                self.check_not_busy(volume_id, found)
+            except VolumeBusy:
+                if closed:
+                    self._set_socket_mode(volume_id,
+                                          int(self._conf.socket_mode, 8))
+                raise
             self._delete_controller(ctrlr)
         crash_point('detach:vhost-deleted')
         self._disconnect(naming.nvme_controller_name(volume_id))
         crash_point('detach:nvme-detached')
         self._remove_key('dhchap-%s' % volume_id)
         self._remove_socket(volume_id)
+
+    def _set_socket_mode(self, volume_id, mode):
+        try:
+            os.chmod(self.socket_path(volume_id), mode)
+        except FileNotFoundError:
+            return False
+        return True
 
     def check_not_busy(self, volume_id, controller):
         """VolumeBusy when the controller (vhost_get_controllers' entry)

@@ -51,6 +51,8 @@ class ScriptedVhost:
         self.fail = {}       # method -> negative errno
         self.no_socket = False
         self.calls = []
+        # ctrlr -> the vhost-user sessions (open connections) SPDK lists.
+        self.sessions = {}
 
     def call(self, method, params=None):
         self.calls.append(method)
@@ -112,8 +114,18 @@ class ScriptedVhost:
         if 'name' in params:
             if params['name'] not in self.vhost:
                 raise _error('vhost_get_controllers', -32603, -errno.ENODEV)
-            return [{'ctrlr': params['name']}]
-        return [{'ctrlr': c} for c in self.vhost]
+            return [self._vhost_entry(params['name'])]
+        return [self._vhost_entry(c) for c in self.vhost]
+
+    def _vhost_entry(self, ctrlr):
+        return {'ctrlr': ctrlr,
+                'socket': os.path.join(self.socket_dir, ctrlr),
+                'sessions': self.sessions.get(ctrlr, []),
+                'backend_specific': {'block': {
+                    'bdev': self.vhost[ctrlr]['dev_name']}}}
+
+    def _keyring_get_keys(self, params):
+        return [{'name': n} for n in self.keys]
 
     def _vhost_delete_controller(self, params):
         if self.vhost.pop(params['ctrlr'], None) is None:
@@ -181,6 +193,54 @@ class TestVhostTarget(base.TestCase):
         self.assertEqual([V], list(self.spdk.nvme))
         self.target.detach(V)
         self.assert_nothing_left()
+
+    def test_detach_of_a_disk_the_guest_holds_changes_nothing(self):
+        path = self.target.attach(self.attachment(dhchap.make_secret()))
+        ctrlr = vhost.vhost_controller_name(V)
+        # What SPDK v25.09 lists for a connected QEMU.
+        self.spdk.sessions[ctrlr] = [{'vid': 0, 'id': 0, 'name': ctrlr,
+                                      'started': True, 'max_queues': 1,
+                                      'inflight_task_cnt': 0}]
+        self.spdk.calls.clear()
+        exc = self.assertRaises(vhost.VolumeBusy, self.target.detach, V)
+        self.assertEqual('Volume %s is busy: the guest still has the disk '
+                         'open (1 vhost-user connection(s) on %s); detach '
+                         'the disk from the guest, then detach the volume '
+                         'again.' % (V, path), str(exc))
+        # Never asked to delete: SPDK would retry that in a loop.
+        self.assertEqual(['vhost_get_controllers'], self.spdk.calls)
+        self.assertEqual([ctrlr], list(self.spdk.vhost))
+        self.assertEqual([V], list(self.spdk.nvme))
+        self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
+        del self.spdk.sessions[ctrlr]
+        self.target.detach(V)
+        self.assert_nothing_left()
+
+    def test_inventory_and_complete(self):
+        attachment = self.attachment(dhchap.make_secret())
+        self.target.attach(attachment)
+        other = '6e1b7a52-8f7c-4a45-9f0e-0c7b0a1d2e3f'
+        # Not the agent's names: never listed, so never removed.
+        self.spdk.vhost['operator-disk'] = {'dev_name': 'Malloc0'}
+        self.spdk.nvme['Nvme0'] = dict(self.spdk.nvme[V])
+        self.spdk.nvme['VHOST-' + other] = dict(self.spdk.nvme[V])
+        # A key file an attach killed before its keyring call left.
+        with open(os.path.join(self.state_dir, 'keys',
+                               'dhchap-%s.tmp' % other), 'w'):
+            pass
+        found = self.target.inventory()
+        self.assertEqual({V, other}, set(found))
+        self.assertEqual((None, None, False), (
+            found[other]['vhost'], found[other]['nvme'],
+            found[other]['key']))
+        self.assertTrue(self.target.complete(attachment, found[V]))
+        os.unlink(self.target.socket_path(V))
+        self.assertFalse(self.target.complete(
+            attachment, self.target.inventory()[V]))
+        # Whole, but to another subsystem than the state records.
+        elsewhere = self.attachment()
+        elsewhere.target_nqn = TARGET + 'x'
+        self.assertFalse(self.target.complete(elsewhere, found[V]))
 
     def test_socket_permission_failure_undoes_everything(self):
         # The socket's group and mode are part of the attach: failing
