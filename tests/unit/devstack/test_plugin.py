@@ -296,9 +296,13 @@ class TestUnstackAndClean(PluginHarness):
     def test_unstack_stops_the_agent_first(self):
         result = self.run_steps(['settings', 'unstack'])
         self.assertEqual(0, result.returncode, result.stderr)
+        # The agent leaves SPDK running when it stops; unstack takes both.
+        stops = [c for c in self.calls() if c[0] == 'stop_process'
+                 or c[:2] == ['sudo', os.path.join(self.bin,
+                                                   'spdk-vhost-target')]]
+        self.assertEqual(['stop', '--with-spdk'], stops[0][-2:])
         self.assertEqual([['stop_process', 'spdk-vhost'],
-                          ['stop_process', 'spdk-nvmf']],
-                         self.calls('stop_process'))
+                          ['stop_process', 'spdk-nvmf']], stops[1:])
 
     def test_clean_removes_data_and_config(self):
         result = self.run_steps(['settings', 'clean'])
