@@ -6,6 +6,7 @@ parallel.
 """
 
 import collections
+import time
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
@@ -95,6 +96,12 @@ class VhostAgent:
         self._notifier = notifier
         # What the last reconcile could not fix, for get_status.
         self.problems = []
+        # Attachments whose chain does not serve I/O now, by volume id:
+        # {'state': 'disconnected' | 'stalled' | 'lost', 'since':
+        # monotonic time, 'nvme_state': SPDK's word, 'reason': text}.
+        # Written by check_health and attach_volume.
+        self._health = {}
+        self._clock = time.monotonic
 
     def _notify(self, event, payload, error=False):
         if self._notifier is None:
@@ -159,6 +166,9 @@ class VhostAgent:
                 raise
             vhost_mod.crash_point('attach:before-state-write')
             self._desired.put(attachment)
+            if self._health.get(volume_id, {}).get('state') == 'lost':
+                # attach() rebuilt the whole chain.
+                self._recovered(attachment, 'rebuilt by attach_volume')
         LOG.info('Volume %(id)s attached at %(path)s on CPU %(cpu)d',
                  {'id': volume_id, 'path': path, 'cpu': cpu})
         self._notify('attach.end', {'volume_id': volume_id,
@@ -242,6 +252,123 @@ class VhostAgent:
             raise UnknownVolume(volume=volume_id)
         return attachment
 
+    # -- controller loss and stalls -------------------------------------
+
+    def _target(self, attachment):
+        return '%s at %s' % (attachment.target_nqn, ', '.join(
+            '%s:%s' % (p[0], p[1]) for p in attachment.portals))
+
+    def _health_payload(self, attachment, record):
+        return {'volume_id': attachment.volume_id,
+                'target_nqn': attachment.target_nqn,
+                'portals': [list(p) for p in attachment.portals],
+                'nvme_state': record['nvme_state'],
+                'seconds': round(self._clock() - record['since'], 1),
+                'reason': record['reason']}
+
+    def _recovered(self, attachment, how):
+        record = self._health.pop(attachment.volume_id, None)
+        if record is None or record['state'] == 'disconnected':
+            return   # nothing was reported
+        LOG.warning('Volume %(id)s serves I/O again from %(target)s '
+                    '(%(how)s after %(secs).0fs %(state)s)',
+                    {'id': attachment.volume_id,
+                     'target': self._target(attachment), 'how': how,
+                     'secs': self._clock() - record['since'],
+                     'state': record['state']})
+        payload = self._health_payload(attachment, record)
+        payload.update(reason=how, previous_state=record['state'],
+                       nvme_state='enabled')
+        self._notify('attachment.recovered', payload)
+
+    def check_health(self):
+        """Look at every attachment's NVMe controller (one listing call)
+        and act on what changed; the supervisor calls it every
+        ``health_check_interval_sec``.
+
+        A controller SPDK deleted (ctrlr_loss_timeout_sec ran out) left
+        the vhost controller with no bdev: the attachment is marked lost,
+        notified, and its chain rebuilt now and on every later look until
+        the target answers. One disconnected (SPDK reconnecting) for
+        longer than ``stall_report_after_sec`` is reported stalled; both
+        report their recovery.
+        """
+        states = self._vhost.nvme_states()
+        now = self._clock()
+        for attachment in self._desired.all():
+            volume_id = attachment.volume_id
+            nvme_state = states.get(volume_id)
+            record = self._health.get(volume_id)
+            if nvme_state == 'enabled':
+                if record is not None and record['state'] != 'lost':
+                    self._recovered(attachment, 'reconnected')
+                continue
+            if nvme_state is None:
+                self._lost(attachment, record, now)
+                continue
+            if record is None:
+                record = self._health[volume_id] = {
+                    'state': 'disconnected', 'since': now,
+                    'nvme_state': nvme_state,
+                    'reason': 'SPDK is reconnecting to the storage target'}
+            record['nvme_state'] = nvme_state
+            if (record['state'] == 'disconnected'
+                    and now - record['since']
+                    >= self._vhost_conf('stall_report_after_sec')):
+                record['state'] = 'stalled'
+                LOG.error('Volume %(id)s is stalled: the storage target '
+                          '%(target)s has not answered for %(secs).0fs '
+                          '(SPDK controller state %(state)s); guest I/O '
+                          'waits while SPDK keeps reconnecting',
+                          {'id': volume_id,
+                           'target': self._target(attachment),
+                           'secs': now - record['since'],
+                           'state': nvme_state})
+                self._notify('attachment.stalled',
+                             self._health_payload(attachment, record),
+                             error=True)
+
+    def _vhost_conf(self, name):
+        return getattr(self._vhost.conf, name)
+
+    def _lost(self, attachment, record, now):
+        volume_id = attachment.volume_id
+        if record is None or record['state'] != 'lost':
+            since = record['since'] if record else now
+            record = self._health[volume_id] = {
+                'state': 'lost', 'since': since, 'nvme_state': None,
+                'reason': 'SPDK deleted the NVMe controller '
+                          '(ctrlr_loss_timeout_sec ran out); every guest '
+                          'I/O fails until the chain is rebuilt'}
+            LOG.error('Volume %(id)s lost its storage controller: SPDK '
+                      'gave up on %(target)s and deleted the NVMe '
+                      'controller; rebuilding the chain until the target '
+                      'answers', {'id': volume_id,
+                                  'target': self._target(attachment)})
+            self._notify('attachment.lost',
+                         self._health_payload(attachment, record),
+                         error=True)
+        with _lock(volume_id):
+            # A detach may have run since the listing.
+            if self._desired.get(volume_id) is None:
+                self._health.pop(volume_id, None)
+                return
+            try:
+                self._vhost.attach(attachment)
+            except spdk_exc.SPDKException as exc:
+                reason = 'rebuilding failed: %s' % exc
+                # Retried on every look: logged when the cause changes,
+                # not every health_check_interval_sec.
+                log = LOG.debug if reason == record['reason'] else (
+                    LOG.warning)
+                record['reason'] = reason
+                log('Volume %(id)s: rebuilding the chain to %(target)s '
+                    'failed, retrying: %(err)s',
+                    {'id': volume_id, 'target': self._target(attachment),
+                     'err': exc})
+                return
+            self._recovered(attachment, 'chain rebuilt')
+
     def get_status(self):
         present = self._vhost.controllers()
         return {
@@ -255,7 +382,14 @@ class VhostAgent:
                 {'volume_id': a.volume_id, 'cpu': a.cpu,
                  'numa_nodes': a.numa_nodes,
                  'socket': self._vhost.socket_path(a.volume_id),
-                 'target_nqn': a.target_nqn}
+                 'target_nqn': a.target_nqn,
+                 # ok, disconnected (SPDK reconnecting), stalled
+                 # (disconnected past stall_report_after_sec) or lost
+                 # (SPDK deleted the NVMe controller; being rebuilt).
+                 'health': self._health.get(a.volume_id, {}).get(
+                     'state', 'ok'),
+                 'health_reason': self._health.get(a.volume_id, {}).get(
+                     'reason')}
                 for a in self._desired.all()],
             'spdk': {'vhost_controllers': len(present['vhost']),
                      'nvme_controllers': len(present['nvme'])},

@@ -145,7 +145,9 @@ def cmd_run(conf):
         return 1
     os.makedirs(group.state_dir, mode=0o700, exist_ok=True)
     supervisor.write_pid_file(agent_pid_file, os.getpid())
-    keeper = supervisor.Supervisor(group, layout, on_ready=agent.reconcile)
+    keeper = supervisor.Supervisor(group, layout,
+                                   on_ready=agent.reconcile,
+                                   on_poll=agent.check_health)
     keeper.start()
     server = rpcapi.get_server(transport, conf.host, agent)
     server.start()

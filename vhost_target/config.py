@@ -83,6 +83,18 @@ nvme_opts = [
                default=0, min=0,
                help='Seconds after which I/O fails while reconnecting '
                     '(0: I/O waits for the reconnect).'),
+    cfg.FloatOpt('health_check_interval_sec',
+                 default=5.0, min=0.5,
+                 help='Seconds between the agent\'s looks at the state of '
+                      'its NVMe controllers (one bdev_nvme_get_controllers '
+                      'call, whatever the number of volumes): how soon a '
+                      'lost controller is rebuilt and a stall reported.'),
+    cfg.IntOpt('stall_report_after_sec',
+               default=30, min=1,
+               help='Seconds an NVMe controller may stay disconnected '
+                    '(SPDK still reconnecting) before the agent reports the '
+                    'attachment as stalled: status, an ERROR notification '
+                    'spdk_vhost_target.attachment.stalled and a log line.'),
 ]
 
 state_opts = [

@@ -198,10 +198,14 @@ def vhost_command(binary, plan, conf):
 
 
 class Supervisor:
-    def __init__(self, conf, plan, on_ready, binary=None, log_path=None):
+    def __init__(self, conf, plan, on_ready, binary=None, log_path=None,
+                 on_poll=None):
         self._conf = conf
         self._plan = plan
         self._on_ready = on_ready
+        # Called every health_check_interval_sec while SPDK runs (the
+        # agent's look at its controllers), from this one watcher thread.
+        self._on_poll = on_poll
         self._binary = binary
         self._log_path = log_path or os.path.join(conf.state_dir,
                                                   'spdk-vhost.log')
@@ -394,20 +398,41 @@ class Supervisor:
             except spdk_exc.SPDKException as exc:
                 LOG.error('Restarting SPDK vhost failed: %s', exc)
 
+    def _poll_interval(self):
+        if self._on_poll is None:
+            return None
+        return self._conf.health_check_interval_sec
+
+    def _poll(self):
+        try:
+            self._on_poll()
+        except Exception:
+            # A failed look must not end the watcher that restarts SPDK.
+            LOG.exception('Health check of the attachments failed')
+
     def _wait_gone(self):
         """True once SPDK is gone; False when the supervisor stops."""
         if not self._adopt:
-            if not self._alive():
-                return True
-            return wait_for_exit(self._pid, self._started, None,
-                                 self._stopping)
+            while self._alive():
+                if wait_for_exit(self._pid, self._started,
+                                 self._poll_interval(), self._stopping):
+                    return True
+                if self._stopping.is_set():
+                    return False
+                self._poll()
+            return True
         # Someone else's SPDK: a restarted one makes its RPC socket anew,
         # so the socket's identity tells a restart even when it was
         # quicker than this poll.
+        next_poll = time.monotonic()
         while not self._stopping.wait(WATCH_INTERVAL):
             current = self._socket_identity()
             if current is not None and current != self._identity:
                 return True
+            interval = self._poll_interval()
+            if interval is not None and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + interval
+                self._poll()
         return False
 
     def _socket_identity(self):

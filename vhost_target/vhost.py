@@ -67,6 +67,14 @@ _CONNECT_FAILED = (-errno.EIO, -errno.ENODEV)
 PROBE_TIMEOUT = 2.0
 
 
+def _served_bdev(controller):
+    """The bdev a vhost_get_controllers entry serves; None once it was
+    hot-removed.
+    """
+    return ((controller.get('backend_specific') or {}).get('block')
+            or {}).get('bdev')
+
+
 class VhostTarget:
     def __init__(self, client, conf):
         """``conf``: the [spdk_vhost_target] option group."""
@@ -74,6 +82,11 @@ class VhostTarget:
         self._conf = conf
         self.socket_dir = conf.socket_dir
         self._key_dir = os.path.join(conf.state_dir, 'keys')
+
+    @property
+    def conf(self):
+        """The [spdk_vhost_target] options this target was made with."""
+        return self._conf
 
     def socket_path(self, volume_id):
         return os.path.join(self.socket_dir,
@@ -278,10 +291,26 @@ class VhostTarget:
                 'ctrlr': ctrlr, 'dev_name': bdev,
                 'cpumask': '0x%x' % (1 << attachment.cpu)})
         except spdk_exc.SPDKRPCError:
-            # Not idempotent in SPDK (EEXIST): one already there will do.
-            if self._vhost_controller(ctrlr) is None:
+            # Not idempotent in SPDK (EEXIST): one already there will do,
+            # if it serves the bdev. One whose bdev bdev_nvme deleted (the
+            # controller was lost) fails every guest I/O and never gets
+            # the new bdev: it is re-created on the same socket path.
+            found = self._vhost_controller(ctrlr)
+            if found is None:
                 raise
-            return
+            if _served_bdev(found) == bdev:
+                return
+            LOG.warning('The vhost controller %(ctrlr)s serves bdev '
+                        '%(old)s, not %(new)s; re-creating it',
+                        {'ctrlr': ctrlr, 'old': _served_bdev(found),
+                         'new': bdev})
+            # Deleting it under an open vhost-user connection would make
+            # SPDK loop on the delete; the caller retries later.
+            self.check_not_busy(attachment.volume_id, found)
+            self._delete_controller(ctrlr)
+            self._client.call('vhost_create_blk_controller', {
+                'ctrlr': ctrlr, 'dev_name': bdev,
+                'cpumask': '0x%x' % (1 << attachment.cpu)})
         made.append(lambda: self._undo_controller(attachment.volume_id))
 
     def _vhost_controller(self, ctrlr):
@@ -380,6 +409,20 @@ class VhostTarget:
         """Front-end limits (libvirt iotune does not reach vhost-user)."""
         self._client.call('bdev_set_qos_limit', spdk_qos.full_limits(
             qos, '%sn1' % naming.nvme_controller_name(volume_id)))
+
+    def nvme_states(self):
+        """``{volume_id: state}`` of the agent's NVMe controllers, from
+        one listing call: bdev_nvme_get_controllers' ``ctrlrs[].state``
+        (v25.09: enabled, resetting, reconnect_is_delayed, failed,
+        disabled, deleting) of the first path.
+        """
+        states = {}
+        for ctrlr in self._client.call('bdev_nvme_get_controllers'):
+            match = _OWN_NVME.fullmatch(ctrlr['name'])
+            if match:
+                paths = ctrlr.get('ctrlrs') or [{}]
+                states[match.group(1)] = paths[0].get('state', 'unknown')
+        return states
 
     def controllers(self):
         """What SPDK has now: vhost controllers and NVMe controllers."""

@@ -49,6 +49,10 @@ class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                     scenarios.CinderTestCase):
     # The group the vhost-user sockets get; None: this process' group.
     socket_group = None
+    # Whether the supervisor runs the agent's health checks, as ``run``
+    # does (health_check_interval_sec).
+    health_checks = False
+    agent_notifier = None
 
     def target_port(self):
         return 4530
@@ -85,9 +89,11 @@ class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
         self.vhost = vhost.VhostTarget(self.vhost_client, self.group)
         self.agent = vhost_agent.VhostAgent(self.vhost, self.desired,
                                             self.plan, self.host,
-                                            host_nqn=scenarios.HOST_NQN)
-        self.keeper = supervisor.Supervisor(self.group, self.plan,
-                                            on_ready=self.agent.replay)
+                                            host_nqn=scenarios.HOST_NQN,
+                                            notifier=self.agent_notifier)
+        self.keeper = supervisor.Supervisor(
+            self.group, self.plan, on_ready=self.agent.replay,
+            on_poll=self.agent.check_health if self.health_checks else None)
         self.addCleanup(self.keeper.stop)
         self.keeper.start()
 
@@ -715,20 +721,6 @@ class TestAdoptedSPDK(AgentTestBase):
         os.kill(systemd.pid, 0)   # stopping the agent leaves SPDK running
 
 
-def _pids_of(rpc_socket):
-    """PIDs of SPDK processes serving ``rpc_socket``."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        if rpc_socket.encode() in argv:
-            pids.append(int(pid))
-    return pids
-
-
 class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                  scenarios.CinderTestCase):
     """``spdk-vhost-target run`` as operators start it: a process with a
@@ -778,7 +770,7 @@ class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                 except subprocess.TimeoutExpired:
                     os.killpg(daemon.pid, signal.SIGKILL)
                     daemon.wait()
-            for pid in _pids_of(rpc_socket):
+            for pid in spdk_fixtures.pids_serving(rpc_socket):
                 os.kill(pid, signal.SIGKILL)
         self.addCleanup(stop)
         conf = self.useFixture(config_fixture.Config(cfg.CONF)).conf
