@@ -1,5 +1,6 @@
 """VhostAgent's own logic: validation, CPU choice, state, notifications."""
 
+import types
 import uuid
 
 import fixtures
@@ -42,6 +43,9 @@ class RecordingVhost:
         # Volumes SPDK has under the agent's names that are not attached.
         self.leftovers = set()
         self.busy = set()
+        # volume -> its NVMe controller's state; 'gone': SPDK deleted it.
+        self.states = {}
+        self.conf = types.SimpleNamespace(stall_report_after_sec=30)
 
     def attach(self, attachment):
         self.calls.append(('attach', attachment.volume_id))
@@ -82,10 +86,18 @@ class RecordingVhost:
     def controllers(self):
         return {'vhost': list(self.attached), 'nvme': list(self.attached)}
 
+    def nvme_states(self):
+        self.calls.append(('nvme_states',))
+        return {v: self.states.get(v, 'enabled') for v in self.attached
+                if self.states.get(v) != 'gone'}
+
 
 class TestAgent(base.TestCase):
     def setUp(self):
         super().setUp()
+        self.make_agent()
+
+    def make_agent(self):
         topo = helpers.read_fixture_topology('two_nodes')
         conf = helpers.make_conf(self, reactors_per_node=2)
         self.plan = planner.plan(conf, topo)
@@ -343,3 +355,119 @@ class TestAgent(base.TestCase):
         self.agent.attach_volume(V, info(), numa_nodes=[1])
         self.assertEqual((cpu, [0]), (self.desired.get(V).cpu,
                                       self.desired.get(V).numa_nodes))
+
+
+class TestHealth(base.TestCase):
+    """Lost and stalled storage controllers (check_health)."""
+
+    events = TestAgent.events
+    make_agent = TestAgent.make_agent
+
+    def setUp(self):
+        super().setUp()
+        self.make_agent()
+        self.now = 1000.0
+        self.agent._clock = lambda: self.now
+        self.agent.attach_volume(V, info())
+        _impl_test.reset()
+        del self.vhost.calls[:]
+
+    def health(self):
+        return self.agent.get_status()['attachments'][0]['health']
+
+    def payloads(self):
+        return [m['payload'] for _c, m, _p, _r in _impl_test.NOTIFICATIONS]
+
+    def test_one_listing_call_per_look_whatever_the_volumes(self):
+        self.agent.attach_volume(A, info())
+        _impl_test.reset()
+        del self.vhost.calls[:]
+        self.agent.check_health()
+        self.assertEqual([('nvme_states',)], self.vhost.calls)
+        self.assertEqual([], self.events())
+
+    def test_lost_controller_is_notified_and_rebuilt(self):
+        self.vhost.states[V] = 'gone'
+        self.vhost.fail = vhost.AttachError(volume=V, reason='refused')
+        logger = self.useFixture(fixtures.FakeLogger(level='INFO'))
+        self.agent.check_health()
+        self.agent.check_health()
+        self.assertEqual([('spdk_vhost_target.attachment.lost', 'ERROR')],
+                         self.events())
+        payload = self.payloads()[0]
+        self.assertEqual((V, '1.0', [['10.0.0.1', '4420', 'tcp']]),
+                         (payload['volume_id'], payload['version'],
+                          payload['portals']))
+        self.assertEqual('lost', self.health())
+        self.assertEqual(2, self.vhost.calls.count(('attach', V)))
+        # The retry's failure is logged once, not on every look.
+        self.assertEqual(1, logger.output.count('failed, retrying'))
+        self.assertIn('nqn.2010-10.org.openstack:volume-1 at 10.0.0.1:4420',
+                      logger.output)
+        # The target is back: the next look's rebuild succeeds.
+        self.vhost.fail = None
+        self.now += 7
+        self.agent.check_health()
+        self.assertEqual(('spdk_vhost_target.attachment.recovered', 'INFO'),
+                         self.events()[-1])
+        self.assertEqual(('lost', 7.0),
+                         (self.payloads()[-1]['previous_state'],
+                          self.payloads()[-1]['seconds']))
+        self.assertEqual('ok', self.health())
+
+    def test_attach_volume_rebuilds_a_lost_chain(self):
+        self.vhost.states[V] = 'gone'
+        self.vhost.fail = vhost.AttachError(volume=V, reason='refused')
+        self.agent.check_health()
+        # Not "ok" while the chain cannot be rebuilt.
+        self.assertRaises(vhost.AttachError, self.agent.attach_volume, V,
+                          info())
+        self.vhost.fail = None
+        self.agent.attach_volume(V, info())
+        self.assertEqual('ok', self.health())
+        self.assertIn(('spdk_vhost_target.attachment.recovered', 'INFO'),
+                      self.events())
+
+    def test_a_detached_volume_is_not_rebuilt(self):
+        self.vhost.states[V] = 'gone'
+        self.agent.check_health()   # lost, rebuilt
+        self.vhost.states[V] = 'gone'
+        real_get = self.desired.get
+        # The detach ran between the listing and the rebuild.
+        self.desired.get = lambda volume_id: None
+        del self.vhost.calls[:]
+        self.agent.check_health()
+        self.desired.get = real_get
+        self.assertNotIn(('attach', V), self.vhost.calls)
+
+    def test_stall_reported_after_the_configured_time_then_recovery(self):
+        self.vhost.states[V] = 'reconnect_is_delayed'
+        self.agent.check_health()
+        self.now += 29
+        self.agent.check_health()
+        self.assertEqual([], self.events())
+        self.assertEqual('disconnected', self.health())
+        self.now += 1
+        self.agent.check_health()
+        self.agent.check_health()
+        self.assertEqual([('spdk_vhost_target.attachment.stalled', 'ERROR')],
+                         self.events())
+        self.assertEqual(('reconnect_is_delayed', 30.0),
+                         (self.payloads()[0]['nvme_state'],
+                          self.payloads()[0]['seconds']))
+        self.assertEqual('stalled', self.health())
+        self.vhost.states[V] = 'enabled'
+        self.agent.check_health()
+        self.assertEqual(('spdk_vhost_target.attachment.recovered', 'INFO'),
+                         self.events()[-1])
+        self.assertEqual('ok', self.health())
+        self.assertNotIn(('attach', V), self.vhost.calls)
+
+    def test_a_short_disconnect_is_not_reported(self):
+        self.vhost.states[V] = 'resetting'
+        self.agent.check_health()
+        self.vhost.states[V] = 'enabled'
+        self.now += 60
+        self.agent.check_health()
+        self.assertEqual([], self.events())
+        self.assertEqual('ok', self.health())

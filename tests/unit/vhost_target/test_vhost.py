@@ -53,6 +53,8 @@ class ScriptedVhost:
         self.calls = []
         # ctrlr -> the vhost-user sessions (open connections) SPDK lists.
         self.sessions = {}
+        # NVMe controller name -> its state, when not "enabled".
+        self.nvme_state = {}
 
     def call(self, method, params=None):
         self.calls.append(method)
@@ -88,7 +90,7 @@ class ScriptedVhost:
 
     def _bdev_nvme_get_controllers(self, params):
         return [{'name': n, 'ctrlrs': [{
-            'state': 'enabled',
+            'state': self.nvme_state.get(n, 'enabled'),
             'trid': {'trtype': 'TCP', 'adrfam': 'IPv4',
                      'traddr': p['traddr'], 'trsvcid': p['trsvcid'],
                      'subnqn': p['subnqn']},
@@ -193,6 +195,44 @@ class TestVhostTarget(base.TestCase):
         self.assertEqual([V], list(self.spdk.nvme))
         self.target.detach(V)
         self.assert_nothing_left()
+
+    def lose_controller(self):
+        """What SPDK does when ctrlr_loss_timeout_sec runs out: the NVMe
+        controller and its bdev go, the vhost controller stays with none.
+        """
+        del self.spdk.nvme[V]
+        self.spdk.vhost[vhost.vhost_controller_name(V)]['dev_name'] = None
+
+    def test_attach_rebuilds_a_vhost_controller_that_lost_its_bdev(self):
+        self.target.attach(self.attachment())
+        self.lose_controller()
+        path = self.target.attach(self.attachment())
+        ctrlr = vhost.vhost_controller_name(V)
+        self.assertEqual('%sn1' % V, self.spdk.vhost[ctrlr]['dev_name'])
+        self.assertEqual([V], list(self.spdk.nvme))
+        self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
+
+    def test_rebuild_under_an_open_connection_is_refused(self):
+        # Deleting it would make SPDK loop; the NVMe controller made for
+        # the rebuild is undone, and the agent retries later.
+        self.target.attach(self.attachment())
+        self.lose_controller()
+        ctrlr = vhost.vhost_controller_name(V)
+        self.spdk.sessions[ctrlr] = [{'vid': 0}]
+        self.assertRaises(vhost.VolumeBusy, self.target.attach,
+                          self.attachment())
+        self.assertIsNone(self.spdk.vhost[ctrlr]['dev_name'])
+        self.assertEqual({}, self.spdk.nvme)
+        self.assertNotIn('vhost_delete_controller', self.spdk.calls)
+
+    def test_nvme_states_is_one_listing_call(self):
+        self.target.attach(self.attachment())
+        self.spdk.nvme['not-ours'] = self.spdk.nvme[V]
+        self.spdk.nvme_state[V] = 'reconnect_is_delayed'
+        del self.spdk.calls[:]
+        self.assertEqual({V: 'reconnect_is_delayed'},
+                         self.target.nvme_states())
+        self.assertEqual(['bdev_nvme_get_controllers'], self.spdk.calls)
 
     def test_detach_of_a_disk_the_guest_holds_changes_nothing(self):
         path = self.target.attach(self.attachment(dhchap.make_secret()))
