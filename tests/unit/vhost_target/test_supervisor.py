@@ -151,3 +151,30 @@ class TestStart(base.TestCase):
         keeper.stop()
         self.assertEqual(-15, child.wait(5))
         self.assertFalse(os.path.exists(supervisor.pid_file_path(self.conf)))
+
+
+class TestHealthPolls(base.TestCase):
+    """The watcher that waits for SPDK's exit also runs the agent's health
+    checks, and a failing one does not end it.
+    """
+
+    def test_polls_while_spdk_runs_and_notices_its_exit(self):
+        conf = helpers.make_conf(self, health_check_interval_sec=0.5)
+        child = subprocess.Popen(['sleep', '30'])
+        self.addCleanup(lambda: child.poll() is None and (
+            child.kill() or child.wait()))
+        polls = []
+
+        def poll():
+            polls.append(1)
+            if len(polls) == 1:
+                raise RuntimeError('SPDK did not answer')
+            if len(polls) == 3:
+                child.kill()
+        keeper = supervisor.Supervisor(conf, mock.Mock(), on_ready=None,
+                                       on_poll=poll)
+        keeper._pid = child.pid
+        keeper._started = supervisor.process_start_time(child.pid)
+        self.assertTrue(keeper._wait_gone())
+        self.assertEqual(3, len(polls))
+        child.wait()
