@@ -35,27 +35,15 @@ HOST = 'compute-test'
 SPDK_MIB = 256
 
 
-def spdk_pids(rpc_socket):
-    """PIDs of SPDK processes started for ``rpc_socket``."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        if rpc_socket.encode() in argv and supervisor.process_start_time(
-                int(pid)) is not None:
-            pids.append(int(pid))
-    return pids
-
-
 class DaemonMixin:
     """Runs the agent as a process of its own with a config file, against
     a private RabbitMQ; the test talks to it as nova-compute does.
     """
 
     socket_group = None
+
+    def spdk_pids(self):
+        return spdk_fixtures.pids_serving(self.rpc_socket)
 
     def setup_daemon(self):
         if not spdk_fixtures.spdk_available('vhost'):
@@ -147,7 +135,7 @@ class DaemonMixin:
             if daemon.poll() is None:
                 daemon.kill()
                 daemon.wait()
-        for pid in spdk_pids(self.rpc_socket):
+        for pid in self.spdk_pids():
             started = supervisor.process_start_time(pid)
             os.kill(pid, signal.SIGKILL)
             supervisor.wait_for_exit(pid, started, 30)
@@ -200,18 +188,18 @@ class TestTakeover(DaemonMixin, spdk_base.OnRealSPDK,
 
     def test_sigterm_leaves_spdk_serving_and_the_next_run_takes_it_over(self):
         daemon = self.start_daemon()
-        spdk_pid, = spdk_pids(self.rpc_socket)
+        spdk_pid, = self.spdk_pids()
         volume, info = self.exported_vhost_volume()
         path = self.client.attach_volume(volume.id, info)
         daemon.send_signal(signal.SIGTERM)
         self.assertEqual(0, daemon.wait(60))
         # SPDK kept serving: same process, the controller still there.
-        self.assertEqual([spdk_pid], spdk_pids(self.rpc_socket))
+        self.assertEqual([spdk_pid], self.spdk_pids())
         self.assertEqual(['vhost-' + volume.id], [
             c['ctrlr'] for c in self.spdk.call('vhost_get_controllers')])
         socket_inode = os.stat(path).st_ino
         self.start_daemon()
-        self.assertEqual([spdk_pid], spdk_pids(self.rpc_socket))
+        self.assertEqual([spdk_pid], self.spdk_pids())
         self.assertEqual(socket_inode, os.stat(path).st_ino)
         status = self.client.get_status()
         self.assertEqual([volume.id],
@@ -222,21 +210,21 @@ class TestTakeover(DaemonMixin, spdk_base.OnRealSPDK,
         result = self.command('stop', '--with-spdk')
         self.assertEqual(0, result.returncode, result.stdout + result.stderr)
         self.assertIn('Stopped SPDK vhost, pid %d' % spdk_pid, result.stdout)
-        self.assertEqual([], spdk_pids(self.rpc_socket))
+        self.assertEqual([], self.spdk_pids())
         self.assertRaises(spdk_exc.SPDKUnavailable,
                           rpc.SPDKClient(self.rpc_socket, timeout=2).call,
                           'spdk_get_version')
 
     def test_kill_9_of_the_agent_then_start_takes_over(self):
         daemon = self.start_daemon()
-        spdk_pid, = spdk_pids(self.rpc_socket)
+        spdk_pid, = self.spdk_pids()
         volume, info = self.exported_vhost_volume()
         self.client.attach_volume(volume.id, info)
         daemon.kill()
         daemon.wait()
         self.start_daemon()
         # One SPDK, the same: no second one fighting over hugepages.
-        self.assertEqual([spdk_pid], spdk_pids(self.rpc_socket))
+        self.assertEqual([spdk_pid], self.spdk_pids())
         self.assertEqual([volume.id], [
             a['volume_id'] for a in self.client.get_status()['attachments']])
         self.assertIn('Took over SPDK vhost pid %d' % spdk_pid, self.logs())
@@ -245,12 +233,12 @@ class TestTakeover(DaemonMixin, spdk_base.OnRealSPDK,
         os.kill(spdk_pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            pids = spdk_pids(self.rpc_socket)
+            pids = self.spdk_pids()
             if pids and pids != [spdk_pid] and self.spdk_has(volume.id):
                 break
             time.sleep(0.1)
-        self.assertNotIn(spdk_pid, spdk_pids(self.rpc_socket))
-        self.assertEqual(1, len(spdk_pids(self.rpc_socket)))
+        self.assertNotIn(spdk_pid, self.spdk_pids())
+        self.assertEqual(1, len(self.spdk_pids()))
         self.assertTrue(self.spdk_has(volume.id))
 
     def spdk_has(self, volume_id):
@@ -265,7 +253,7 @@ class TestTakeover(DaemonMixin, spdk_base.OnRealSPDK,
         # An SPDK the agent did not start (no pid file names it) serves
         # the RPC socket: the agent refuses to start and deletes nothing.
         daemon = self.start_daemon()
-        spdk_pid, = spdk_pids(self.rpc_socket)
+        spdk_pid, = self.spdk_pids()
         daemon.kill()
         daemon.wait()
         os.unlink(os.path.join(self.state_dir, 'spdk-vhost.pid'))
@@ -276,7 +264,7 @@ class TestTakeover(DaemonMixin, spdk_base.OnRealSPDK,
         self.assertNotEqual(0, result.returncode)
         self.assertIn('is served by process %d, which this agent did not '
                       'start' % spdk_pid, result.stderr + self.logs())
-        self.assertEqual([spdk_pid], spdk_pids(self.rpc_socket))
+        self.assertEqual([spdk_pid], self.spdk_pids())
         self.assertIn('version', self.spdk.call('spdk_get_version'))
 
 
@@ -319,7 +307,7 @@ class TestCrashOnly(DaemonMixin, spdk_base.OnRealSPDK,
             'name': 'operator-bdev', 'num_blocks': 2048, 'block_size': 512})
         self.spdk.call('vhost_create_blk_controller', {
             'ctrlr': 'operator-disk', 'dev_name': 'operator-bdev'})
-        spdk_pid, = spdk_pids(self.rpc_socket)
+        spdk_pid, = self.spdk_pids()
 
         def agents():
             found = self.leftovers()
@@ -346,6 +334,6 @@ class TestCrashOnly(DaemonMixin, spdk_base.OnRealSPDK,
             self.client.detach_volume(volume.id)
             self.assertEqual(NOTHING, agents(), point)
         # All along one SPDK, taken over by each start.
-        self.assertEqual([spdk_pid], spdk_pids(self.rpc_socket))
+        self.assertEqual([spdk_pid], self.spdk_pids())
         self.assertIn('operator-disk', [
             c['ctrlr'] for c in self.spdk.call('vhost_get_controllers')])

@@ -169,7 +169,7 @@ class TestAgentRestartUnderGuestIO(GuestMixin, crash_only.DaemonMixin,
 
     def test_sigterm_and_kill_9_restarts_do_not_stall_the_guest(self):
         self.start_daemon()
-        spdk_pid, = crash_only.spdk_pids(self.rpc_socket)
+        spdk_pid, = self.spdk_pids()
         volume, info = self.exported_vhost_volume()
         path = self.client.attach_volume(volume.id, info)
         self.boot_guest(path)
@@ -184,7 +184,7 @@ class TestAgentRestartUnderGuestIO(GuestMixin, crash_only.DaemonMixin,
             results[label] = self.restart_under_io(stop)
             # The same SPDK all along: none started, none stopped.
             self.assertEqual([spdk_pid],
-                             crash_only.spdk_pids(self.rpc_socket), label)
+                             self.spdk_pids(), label)
         print('MEASURED guest I/O without restart: longest gap %.2f s, '
               '%d writes, %d errors' % baseline)
         for label, (gap, writes, errors, restart_s) in results.items():
