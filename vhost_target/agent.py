@@ -354,6 +354,7 @@ class VhostAgent:
                 self._health.pop(volume_id, None)
                 return
             try:
+                self._vhost.check_rebuildable(volume_id)
                 self._vhost.attach(attachment)
             except spdk_exc.SPDKException as exc:
                 reason = 'rebuilding failed: %s' % exc

@@ -385,6 +385,15 @@ class VhostTarget:
             return False
         return True
 
+    def check_rebuildable(self, volume_id):
+        """VolumeBusy when the volume's vhost controller has a vhost-user
+        session: a rebuild could not delete it, and would only connect
+        and disconnect the NVMe controller again.
+        """
+        found = self._vhost_controller(vhost_controller_name(volume_id))
+        if found is not None:
+            self.check_not_busy(volume_id, found)
+
     def check_not_busy(self, volume_id, controller):
         """VolumeBusy when the controller (vhost_get_controllers' entry)
         has a vhost-user session: QEMU holds the socket open.

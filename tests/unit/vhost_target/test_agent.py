@@ -86,6 +86,12 @@ class RecordingVhost:
     def controllers(self):
         return {'vhost': list(self.attached), 'nvme': list(self.attached)}
 
+    def check_rebuildable(self, volume_id):
+        self.calls.append(('check_rebuildable', volume_id))
+        if volume_id in self.busy:
+            raise vhost.VolumeBusy(volume=volume_id, sessions=1,
+                                   socket=self.socket_path(volume_id))
+
     def nvme_states(self):
         self.calls.append(('nvme_states',))
         return {v: self.states.get(v, 'enabled') for v in self.attached
@@ -470,4 +476,18 @@ class TestHealth(base.TestCase):
         self.now += 60
         self.agent.check_health()
         self.assertEqual([], self.events())
+        self.assertEqual('ok', self.health())
+
+    def test_a_lost_chain_the_guest_holds_is_not_touched(self):
+        self.vhost.states[V] = 'gone'
+        self.vhost.busy.add(V)
+        self.agent.check_health()
+        self.agent.check_health()
+        self.assertNotIn(('attach', V), self.vhost.calls)
+        status = self.agent.get_status()['attachments'][0]
+        self.assertEqual('lost', status['health'])
+        self.assertIn('is busy', status['health_reason'])
+        self.vhost.busy.discard(V)
+        self.agent.check_health()
+        self.assertIn(('attach', V), self.vhost.calls)
         self.assertEqual('ok', self.health())

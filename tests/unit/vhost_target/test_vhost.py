@@ -225,6 +225,14 @@ class TestVhostTarget(base.TestCase):
         self.assertEqual({}, self.spdk.nvme)
         self.assertNotIn('vhost_delete_controller', self.spdk.calls)
 
+    def test_check_rebuildable(self):
+        self.target.check_rebuildable(V)   # nothing there
+        self.target.attach(self.attachment())
+        self.target.check_rebuildable(V)
+        self.spdk.sessions[vhost.vhost_controller_name(V)] = [{'vid': 0}]
+        self.assertRaises(vhost.VolumeBusy, self.target.check_rebuildable,
+                          V)
+
     def test_nvme_states_is_one_listing_call(self):
         self.target.attach(self.attachment())
         self.spdk.nvme['not-ours'] = self.spdk.nvme[V]
