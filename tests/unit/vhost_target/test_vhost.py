@@ -150,6 +150,10 @@ def closed_port():
     return port
 
 
+def _my_group():
+    return grp.getgrgid(os.getgid()).gr_name
+
+
 class TestVhostTarget(base.TestCase):
     def setUp(self):
         super().setUp()
@@ -382,10 +386,6 @@ class TestVhostTarget(base.TestCase):
         self.assertEqual([V], list(self.spdk.nvme))
         self.assertEqual(1, len(self.spdk.vhost))
         self.assertEqual(1, len(self.spdk.keys))
-
-
-def _my_group():
-    return grp.getgrgid(os.getgid()).gr_name
 
     def test_an_existing_controller_of_another_connection_is_refused(self):
         # Left by an agent that died between SPDK's attach and its state
