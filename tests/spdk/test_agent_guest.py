@@ -4,7 +4,6 @@ agent restart (SIGTERM or kill -9) does not stall the guest's I/O.
 """
 
 import os
-import pwd
 import signal
 import time
 
@@ -20,21 +19,9 @@ from vhost_target import vhost
 
 class GuestMixin:
     def boot_guest(self, vhost_socket):
-        serial_dir = os.path.join(self.top, 'serial')
-        os.mkdir(serial_dir)
-        qemu_user = pwd.getpwnam('libvirt-qemu')
-        os.chown(serial_dir, qemu_user.pw_uid, qemu_user.pw_gid)
-        serial = os.path.join(serial_dir, 'ttyS0')
-        self.domain = 'spdk-test-%d' % os.getpid()
-        self.libvirt.start_domain(
-            self.domain, libvirt_fixtures.vhost_user_guest_xml(
-                self.domain, self.guest.kernel, self.guest.initrd, serial,
-                vhost_socket))
-        console = guest_fixtures.SerialConsole(serial)
-        self.addCleanup(console.close)
-        console.wait_ready()
-        self.console = console
-        return console
+        self.domain, self.console = libvirt_fixtures.boot_vhost_user_guest(
+            self, self.libvirt, self.guest, self.top, vhost_socket)
+        return self.console
 
     def guest_run(self, command, timeout=None):
         status, output = self.console.run(command, timeout=timeout)

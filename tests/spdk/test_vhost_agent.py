@@ -5,9 +5,7 @@ import base64
 import grp
 import json
 import os
-import pwd
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from spdk_common import rpc
 from tests.fixtures import guest as guest_fixtures
 from tests.fixtures import hugepages
 from tests.fixtures import libvirt as libvirt_fixtures
+from tests.fixtures import net
 from tests.fixtures import rabbitmq
 from tests.fixtures import spdk as spdk_fixtures
 from tests.functional.cinder_driver import scenarios
@@ -249,15 +248,6 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual(1, len(self.spdk_objects()[0]))
 
 
-def closed_port():
-    """A local TCP port nothing listens on: connects to it are refused."""
-    probe = socket.socket()
-    probe.bind(('127.0.0.1', 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
 class LeftoversMixin:
     def leftovers(self):
         """Everything an attach may create, as SPDK and the disk show it."""
@@ -395,7 +385,7 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
             # These reach SPDK, which must be left as it was.
             ('nothing listening', vhost.AttachError, 'Connection refused',
              lambda: attach(vb, data(portals=[
-                 ['127.0.0.1', closed_port(), 'tcp']]))),
+                 ['127.0.0.1', net.closed_port(), 'tcp']]))),
             ("another host's NQN", invalid, "is not this host's NQN",
              lambda: attach(vb, data(host_nqn=scenarios.OTHER_NQN))),
             ('host not on the ACL', vhost.AttachError,
@@ -471,7 +461,7 @@ class TestSPDKReplies(AgentTestBase):
         # unknown subsystem, host not on the ACL (and, in
         # TestAgentDHHMACCHAP, failed authentication).
         self.assert_error(-5, eio, 'bdev_nvme_attach_controller', dict(
-            params, trsvcid=str(closed_port())))
+            params, trsvcid=str(net.closed_port())))
         self.assert_error(-5, eio, 'bdev_nvme_attach_controller', dict(
             params, subnqn='nqn.2016-06.io.spdk:nope'))
         self.assert_error(-5, eio, 'bdev_nvme_attach_controller', dict(
@@ -581,18 +571,8 @@ class TestGuestSurvivesSPDKCrash(AgentTestBase):
         super().setUp()
 
     def guest_console(self, vhost_socket):
-        serial_dir = os.path.join(self.top, 'serial')
-        os.mkdir(serial_dir)
-        qemu_user = pwd.getpwnam('libvirt-qemu')
-        os.chown(serial_dir, qemu_user.pw_uid, qemu_user.pw_gid)
-        serial = os.path.join(serial_dir, 'ttyS0')
-        name = 'spdk-test-%d' % os.getpid()
-        self.libvirt.start_domain(name, libvirt_fixtures.vhost_user_guest_xml(
-            name, self.guest.kernel, self.guest.initrd, serial, vhost_socket))
-        console = guest_fixtures.SerialConsole(serial)
-        self.addCleanup(console.close)
-        console.wait_ready()
-        return console
+        return libvirt_fixtures.boot_vhost_user_guest(
+            self, self.libvirt, self.guest, self.top, vhost_socket)[1]
 
     def guest_run(self, console, command):
         status, output = console.run(command)

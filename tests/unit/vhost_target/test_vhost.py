@@ -18,6 +18,7 @@ import fixtures
 from cinder_driver import dhchap
 from spdk_common import exception as spdk_exc
 from tests import base
+from tests.fixtures import net
 from tests.unit import vhost_target as helpers
 from vhost_target import state
 from vhost_target import vhost
@@ -139,15 +140,6 @@ class ScriptedVhost:
 
     def _bdev_set_qos_limit(self, params):
         return True
-
-
-def closed_port():
-    """A local TCP port nothing listens on (connects are refused)."""
-    probe = socket.socket()
-    probe.bind(('127.0.0.1', 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def _my_group():
@@ -324,7 +316,7 @@ class TestVhostTarget(base.TestCase):
         self.assert_nothing_left()
 
     def test_nothing_listening_is_not_blamed_on_the_acl(self):
-        port = str(closed_port())
+        port = str(net.closed_port())
         self.spdk.connect[('127.0.0.1', port)] = -errno.EIO
         exc = self.assertRaises(
             vhost.AttachError, self.target.attach,
@@ -362,7 +354,7 @@ class TestVhostTarget(base.TestCase):
         self.assertNotIn('allowed', str(exc))
 
     def test_each_portal_is_tried_and_reported(self):
-        port = str(closed_port())
+        port = str(net.closed_port())
         self.spdk.connect[('127.0.0.1', port)] = -errno.EIO
         self.spdk.connect[('::1', port)] = -errno.EIO
         exc = self.assertRaises(
