@@ -57,6 +57,26 @@ def minimum_memory_mib(reactors):
                      2 * pools_mib(smallest))
 
 
+# What one attachment allocates in SPDK vhost v25.09 beside the pools: an
+# NVMe/TCP controller (admin and one I/O queue pair) and a vhost-user-blk
+# controller. Measured by benchmarks/storage_scale.py: with
+# hugepage_mib_per_node=1024 and one reactor, 469 attachments fit in the
+# 479 MiB the pools leave, and the 470th failed (vhost_create_blk_controller
+# answered "Input/output error").
+ATTACHMENT_MIB = 1.05
+
+
+def attachment_capacity(memory_mib, reactors):
+    """How many attachments fit in ``memory_mib`` beside the buffer pools
+    :func:`buffer_pools` sizes for it.
+    """
+    if memory_mib < minimum_memory_mib(reactors):
+        return 0
+    beside_pools = (memory_mib - SPDK_FIXED_MIB -
+                    SPDK_PER_REACTOR_MIB * reactors) / 2
+    return int(beside_pools / ATTACHMENT_MIB)
+
+
 def buffer_pools(memory_mib, reactors):
     """SPDK's buffer pools for an application given ``memory_mib`` of
     hugepages (on its main core's node); None when that is below the

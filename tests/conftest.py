@@ -3,7 +3,10 @@ line says it is left out), the Nova-side tests only in their own process."""
 
 import os
 
+import pytest
+
 from tests.fixtures import hugepages
+from tests.fixtures import privsep
 from tests.fixtures import spdk as spdk_fixtures
 
 
@@ -26,10 +29,21 @@ def pytest_collection_modifyitems(config, items):
     config._spdk_left_out = len(left_out)
 
 
+@pytest.fixture(autouse=True)
+def privsep_daemon():
+    """The agent's privsep daemon, forked once per process (the tests run
+    as root): what constructs a VhostTarget or a Supervisor, or runs the
+    agent in-process, reaches it as the agent does.
+    """
+    privsep.start()
+    yield
+
+
 def pytest_unconfigure(config):
     # What the fixtures added to the host's hugepages goes back, also
     # after failures and ^C.
     hugepages.give_back()
+    privsep.stop()
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -6,6 +6,7 @@ parallel.
 """
 
 import collections
+import concurrent.futures
 import time
 
 from oslo_concurrency import lockutils
@@ -22,6 +23,18 @@ LOG = logging.getLogger(__name__)
 AGENT_VERSION = '1.0'
 # Version of the notification payloads; bumped when a field changes.
 NOTIFICATION_VERSION = '1.0'
+# Attachments restored at once by a reconcile, and how often (seconds) a
+# long one logs its progress.
+RECONCILE_WORKERS = 32
+PROGRESS_EVERY = 1.0
+
+
+class NoRoom(spdk_exc.SPDKException):
+    message = ('This host\'s SPDK vhost holds at most %(limit)d '
+               'attachment(s) in hugepage_mib_per_node=%(memory)d MiB, and '
+               '%(attached)d are attached: raise [spdk_vhost_target] '
+               'hugepage_mib_per_node (about 1 MiB per attachment; Nova\'s '
+               'reserved_huge_pages with it) or attach on another host.')
 
 
 class InvalidAttachRequest(spdk_exc.SPDKException):
@@ -142,6 +155,7 @@ class VhostAgent:
                     numa_nodes = existing.numa_nodes
             else:
                 self._check_own_host_nqn(request)
+                self._check_room()
                 cpu, fallback = planner.least_loaded_core(
                     self._plan, numa_nodes, self._load_by_cpu())
                 if fallback:
@@ -246,6 +260,14 @@ class VhostAgent:
             attachment.qos = qos
             self._desired.put(attachment)
 
+    def _check_room(self):
+        attached = len(self._desired.all())
+        if attached >= self._plan.attachment_capacity:
+            raise NoRoom(limit=self._plan.attachment_capacity,
+                         attached=attached,
+                         memory=max(self._plan.memory_mib_by_node.values(),
+                                    default=0))
+
     def _require(self, volume_id):
         attachment = self._desired.get(volume_id)
         if attachment is None:
@@ -289,9 +311,11 @@ class VhostAgent:
         A controller SPDK deleted (ctrlr_loss_timeout_sec ran out) left
         the vhost controller with no bdev: the attachment is marked lost,
         notified, and its chain rebuilt now and on every later look until
-        the target answers. One disconnected (SPDK reconnecting) for
-        longer than ``stall_report_after_sec`` is reported stalled; both
-        report their recovery.
+        the target answers; the guest's vhost-user session is ended then,
+        so that QEMU reconnects to the rebuilt controller. One
+        disconnected (SPDK reconnecting) for longer than
+        ``stall_report_after_sec`` is reported stalled; both report their
+        recovery.
         """
         states = self._vhost.nvme_states()
         now = self._clock()
@@ -354,7 +378,6 @@ class VhostAgent:
                 self._health.pop(volume_id, None)
                 return
             try:
-                self._vhost.check_rebuildable(volume_id)
                 self._vhost.attach(attachment)
             except spdk_exc.SPDKException as exc:
                 reason = 'rebuilding failed: %s' % exc
@@ -379,6 +402,8 @@ class VhostAgent:
             'host_nqn': self._host_nqn,
             'reactor_cpus': self._plan.reactor_cpus,
             'cpumask': self._plan.cpumask,
+            # How many attachments SPDK's hugepage memory holds.
+            'attachment_capacity': self._plan.attachment_capacity,
             'attachments': [
                 {'volume_id': a.volume_id, 'cpu': a.cpu,
                  'numa_nodes': a.numa_nodes,
@@ -411,28 +436,31 @@ class VhostAgent:
         """
         found = self._vhost.inventory()
         restored, failed, removed, problems = [], [], [], []
-        for attachment in self._desired.all():
-            volume_id = attachment.volume_id
-            with _lock(volume_id):
-                objects = found.get(volume_id)
-                try:
-                    if objects and self._vhost.complete(attachment, objects):
-                        # SPDK kept it (a take-over): only the socket's
-                        # owner and mode are the agent's to check.
-                        self._vhost.secure_socket(volume_id)
-                    else:
-                        self._vhost.attach(attachment)
+        wanted = self._desired.all()
+        started = time.monotonic()
+        last_report = started
+        # Several at once: the RPC client pipelines them, so SPDK serves
+        # a batch per RPC poll and the NVMe connects overlap.
+        with concurrent.futures.ThreadPoolExecutor(RECONCILE_WORKERS) as pool:
+            for volume_id, problem in pool.map(
+                    lambda a: self._restore(a, found.get(a.volume_id)),
+                    wanted):
+                if problem is None:
                     restored.append(volume_id)
-                except (spdk_exc.SPDKException, OSError) as exc:
+                else:
                     failed.append(volume_id)
-                    problems.append('volume %s could not be restored: %s'
-                                    % (volume_id, exc))
+                    problems.append(problem)
+                if time.monotonic() - last_report >= PROGRESS_EVERY:
+                    last_report = time.monotonic()
+                    LOG.info('Reconcile: %(done)d of %(total)d attachments '
+                             'looked at', {'done': len(restored) +
+                                           len(failed),
+                                           'total': len(wanted)})
         for volume_id in sorted(set(found) - {a.volume_id for a in
                                               self._desired.all()}):
             with _lock(volume_id):
                 if self._desired.get(volume_id) is not None:
                     continue   # attached since the listing
-                objects = found[volume_id]
                 try:
                     self._vhost.detach(volume_id)
                     removed.append(volume_id)
@@ -453,6 +481,24 @@ class VhostAgent:
                                       'problems': problems},
                      error=bool(problems))
         return restored, failed
+
+    def _restore(self, attachment, objects):
+        """Put one desired attachment in place: (volume id, problem or
+        None).
+        """
+        volume_id = attachment.volume_id
+        with _lock(volume_id):
+            try:
+                if objects and self._vhost.complete(attachment, objects):
+                    # SPDK kept it (a take-over): only the socket's owner
+                    # and mode are the agent's to check.
+                    self._vhost.secure_socket(volume_id)
+                else:
+                    self._vhost.attach(attachment)
+            except (spdk_exc.SPDKException, OSError) as exc:
+                return volume_id, ('volume %s could not be restored: %s'
+                                   % (volume_id, exc))
+        return volume_id, None
 
     # The name the supervisor and the tests knew it by.
     replay = reconcile

@@ -23,6 +23,7 @@ import threading
 
 from oslo_config import cfg
 from oslo_log import log as logging
+from oslo_privsep import priv_context
 
 from spdk_common import exception as spdk_exc
 from spdk_common import rpc
@@ -31,6 +32,7 @@ from vhost_target import checks
 from vhost_target import config
 from vhost_target import hostnqn
 from vhost_target import planner
+from vhost_target import privileged
 from vhost_target import state
 from vhost_target import supervisor
 from vhost_target import topology
@@ -65,6 +67,30 @@ def _layout(conf):
     group = conf.spdk_vhost_target
     host = topology.read_topology()
     return group, host, planner.plan(group, host)
+
+
+def _start_privsep():
+    """Start the privsep daemon unless it runs; True when started here.
+
+    As root the daemon is forked (no sudo); otherwise it is started the
+    default way, ``sudo privsep-helper`` (or the context's
+    ``helper_command``), at once: a host that does not allow it fails the
+    start, not the first attach.
+    """
+    if privileged.default.channel is not None:
+        return False
+    if os.geteuid() == 0:
+        privileged.default.start(priv_context.Method.FORK)
+    else:
+        privileged.default.start()
+    return True
+
+
+def _stop_privsep(started):
+    # SPDK is not the daemon's child once the daemon is gone: init reaps
+    # it, and it keeps serving.
+    if started:
+        privileged.default.stop()
 
 
 def cmd_plan(conf):
@@ -122,6 +148,15 @@ def cmd_run(conf):
     from vhost_target import rpcapi
 
     logging.setup(conf, 'spdk-vhost-target')
+    # Before any thread or connection: the fork copies this process.
+    started_privsep = _start_privsep()
+    try:
+        return _run(conf, messaging, rpcapi)
+    finally:
+        _stop_privsep(started_privsep)
+
+
+def _run(conf, messaging, rpcapi):
     group, host, layout = _layout(conf)
     for note in layout.notes:
         LOG.warning('%s', note)
@@ -186,7 +221,11 @@ def cmd_stop(conf):
     if conf.command.with_spdk:
         keeper = supervisor.Supervisor(group, None, on_ready=None)
         spdk_pid = supervisor.read_live_pid(supervisor.pid_file_path(group))
-        keeper.stop_spdk()
+        started_privsep = _start_privsep()
+        try:
+            keeper.stop_spdk()
+        finally:
+            _stop_privsep(started_privsep)
         print('Stopped SPDK vhost, pid %d' % spdk_pid if spdk_pid
               else 'SPDK vhost is not running')
     return 0

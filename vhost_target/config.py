@@ -1,8 +1,15 @@
-"""Options of the spdk-vhost-target agent, group ``[spdk_vhost_target]``."""
+"""Options of the spdk-vhost-target agent, group ``[spdk_vhost_target]``,
+and those of its privsep daemon, ``[spdk_vhost_target_privileged]``.
+"""
 
+import copy
 import socket
 
 from oslo_config import cfg
+from oslo_privsep import capabilities
+from oslo_privsep import priv_context
+
+from vhost_target import privileged
 
 GROUP = 'spdk_vhost_target'
 
@@ -77,8 +84,11 @@ nvme_opts = [
                     'target before deleting the controller; -1: forever, so '
                     'that a guest resumes after a storage-node restart.'),
     cfg.IntOpt('reconnect_delay_sec',
-               default=2, min=1,
-               help='Seconds between reconnect attempts.'),
+               default=1, min=1,
+               help='Seconds between reconnect attempts to a storage '
+                    'target that went away: after a storage-node restart '
+                    'a guest\'s I/O resumes at most this long after its '
+                    'export is back.'),
     cfg.IntOpt('fast_io_fail_timeout_sec',
                default=0, min=0,
                help='Seconds after which I/O fails while reconnecting '
@@ -119,5 +129,18 @@ def register(conf=cfg.CONF):
     return conf
 
 
+def _privsep_opts():
+    """oslo.privsep's options with this context's defaults (the
+    capabilities the daemon keeps), as the sample shows them.
+    """
+    opts = copy.deepcopy(priv_context.OPTS)
+    for opt in opts:
+        if opt.name == 'capabilities':
+            opt.default = [capabilities.CAPS_BYVALUE.get(cap, str(cap))
+                           for cap in privileged.default.conf.capabilities]
+    return opts
+
+
 def list_opts():
-    return [('DEFAULT', [host_opt]), (GROUP, ALL_OPTS)]
+    return [('DEFAULT', [host_opt]), (GROUP, ALL_OPTS),
+            (privileged.CFG_SECTION, _privsep_opts())]

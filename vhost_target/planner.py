@@ -44,6 +44,9 @@ class Plan:
     notes: list = dataclasses.field(default_factory=list)
     # True when reactor_cpus came from the config, not from the topology.
     explicit: bool = False
+    # Attachments SPDK's memory holds beside its pools (the main reactor's
+    # node, where SPDK allocates them).
+    attachment_capacity: int = 0
 
 
 def cpumask(cpus):
@@ -156,7 +159,9 @@ def plan(conf, topology):
                 pages_needed_by_node=pages_needed_by_node,
                 startup_config=memory.startup_config(pools),
                 notes=notes,
-                explicit=explicit)
+                explicit=explicit,
+                attachment_capacity=memory.attachment_capacity(
+                    memory_mib, len(reactors)))
 
 
 def _env_context(memory_mib_by_node, topology, page_mib):
@@ -233,6 +238,9 @@ def format_plan(plan, topology):
                         plan.memory_mib_by_node[node],
                         plan.pages_needed_by_node[node], plan.page_size_kib))
     lines.append('  env context: %s' % (plan.env_context or 'none'))
+    lines.append('  attachments the memory holds: %d (about %.2f MiB each '
+                 'beside the buffer pools)'
+                 % (plan.attachment_capacity, memory.ATTACHMENT_MIB))
     for subsystem in plan.startup_config.get('subsystems', ()):
         for call in subsystem['config']:
             lines.append('  start-up: %s %s' % (

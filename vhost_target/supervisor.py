@@ -20,14 +20,12 @@ RPC socket.
 """
 
 import errno
-import grp
 import json
 import os
 import select
-import signal
 import socket
+import stat
 import struct
-import subprocess
 import threading
 import time
 
@@ -36,6 +34,8 @@ from oslo_log import log as logging
 from spdk_common import binaries
 from spdk_common import exception as spdk_exc
 from spdk_common import rpc
+from vhost_target.privileged import files as privileged_files
+from vhost_target.privileged import spdk as privileged_spdk
 
 LOG = logging.getLogger(__name__)
 
@@ -182,19 +182,16 @@ def _readable(fd, timeout):
     return bool(select.select([fd], [], [], timeout)[0])
 
 
-def vhost_command(binary, plan, conf):
-    # --no-pci: the compute-side SPDK only speaks NVMe/TCP and vhost-user;
-    # it must not take the host's PCI devices.
-    cmd = [binary, '--no-pci', '-m', plan.cpumask, '-r', conf.rpc_socket,
-           '-S', conf.socket_dir, '--json', startup_config_path(conf)]
-    if plan.env_context:
-        # DPDK's --socket-mem: hugepage memory on each NUMA node.
-        cmd += ['--env-context', plan.env_context]
-    else:
-        cmd += ['-s', str(sum(plan.memory_mib_by_node.values()))]
-    if plan.page_size_kib != 2048:
-        cmd += ['--huge-dir', '/dev/hugepages1G']
-    return cmd
+def _vhost_args(binary, plan, conf):
+    # privileged.spdk.start_vhost's arguments, of which it makes the
+    # command line itself.
+    # SPDK's own -s only without an env context (which has the per-node
+    # sizes).
+    memory_mib = (None if plan.env_context
+                  else sum(plan.memory_mib_by_node.values()))
+    return (binary, plan.cpumask, conf.rpc_socket, conf.socket_dir,
+            startup_config_path(conf), plan.env_context, memory_mib,
+            plan.page_size_kib)
 
 
 class Supervisor:
@@ -229,16 +226,17 @@ class Supervisor:
         return self._pid
 
     def _prepare_dirs(self):
-        # The RPC socket is for root only; QEMU's group may reach the
-        # vhost-user sockets but nobody else.
-        rpc_dir = os.path.dirname(self._conf.rpc_socket)
-        os.makedirs(rpc_dir, mode=0o750, exist_ok=True)
-        os.chmod(rpc_dir, 0o750)
-        os.makedirs(self._conf.socket_dir, mode=0o750, exist_ok=True)
-        gid = grp.getgrnam(self._conf.socket_group).gr_gid
-        os.chown(self._conf.socket_dir, -1, gid)
-        os.chmod(self._conf.socket_dir, 0o750)
+        # The agent's own, its user's: first, so that the daemon does not
+        # make it root's on the way to a socket_dir inside it (the
+        # default).
         os.makedirs(self._conf.state_dir, mode=0o700, exist_ok=True)
+        # Both root's, 0750 (the privsep daemon sets them up): the RPC
+        # socket's directory for the agent's group only (SPDK RPC has no
+        # authentication), the vhost-user sockets' for QEMU's group.
+        privileged_files.set_up_rpc_dir(self._conf.rpc_socket,
+                                        os.getegid())
+        privileged_files.set_up_socket_dir(self._conf.socket_dir,
+                                           self._conf.socket_group)
 
     def _alive(self):
         return (self._pid is not None
@@ -252,17 +250,24 @@ class Supervisor:
         on its hugepages and CPU locks.
         """
         state, owner = socket_owner(self._conf.rpc_socket)
-        if state == 'live':
-            raise SupervisorError(
-                reason='%s is served by process %s, which this agent did '
-                       'not start (%s does not name it); stop it, or set '
-                       '[spdk_vhost_target] adopt = true to use it' % (
-                           self._conf.rpc_socket, owner, self._pid_file))
+        if state == 'live' and owner is not None:
+            raise self._served_by(owner)
         if state == 'stale':
             LOG.info('Removing the stale RPC socket %s', self._conf.rpc_socket)
-        for stale in (self._conf.rpc_socket,
-                      self._conf.rpc_socket + '.lock'):
-            remove_file(stale)
+        # In root's directory; the daemon looks again that nobody listens
+        # (also when this process could not: a socket root still owns,
+        # left by an agent that ran as root, refuses its connection).
+        try:
+            privileged_spdk.remove_stale_rpc_socket(self._conf.rpc_socket)
+        except FileExistsError:
+            raise self._served_by(owner)
+
+    def _served_by(self, owner):
+        return SupervisorError(
+            reason='%s is served by process %s, which this agent did '
+                   'not start (%s does not name it); stop it, or set '
+                   '[spdk_vhost_target] adopt = true to use it' % (
+                       self._conf.rpc_socket, owner, self._pid_file))
 
     def _spawn(self):
         binary = (self._binary or self._conf.spdk_vhost_binary
@@ -275,13 +280,17 @@ class Supervisor:
         # Buffer pools that fit in the hugepages Nova leaves to SPDK.
         with open(startup_config_path(self._conf), 'w') as f:
             json.dump(self._plan.startup_config, f)
-        env = binaries.environment(binary)
-        with open(self._log_path, 'ab') as log:
-            self._proc = subprocess.Popen(
-                vhost_command(binary, self._plan, self._conf),
-                stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self._pid = self._proc.pid
+        # Started by the privsep daemon, which reaps it: not this
+        # process' child, so it is watched by pid and start time, as one
+        # taken over is.
+        self._proc = None
+        try:
+            self._pid = privileged_spdk.start_vhost(
+                *_vhost_args(binary, self._plan, self._conf),
+                log_path=self._log_path)
+        except (privileged_files.UnsafePath, ValueError, OSError) as exc:
+            # A SupervisorError, which the watcher logs and retries on.
+            raise SupervisorError(reason='could not be started: %s' % exc)
         self._started = process_start_time(self._pid)
         # Recorded at once: an agent killed from here on finds its SPDK.
         write_pid_file(self._pid_file, self._pid)
@@ -332,6 +341,7 @@ class Supervisor:
                         reason='exited with status %s during start-up (%s); '
                                'see %s' % (status, self._logged_errors(),
                                            self._log_path))
+                self._secure_rpc_socket()
                 try:
                     client.call('spdk_get_version')
                     return
@@ -341,6 +351,32 @@ class Supervisor:
             client.close()
         raise SupervisorError(reason='no RPC answer at %s within %ds' % (
             self._conf.rpc_socket, STARTUP_TIMEOUT))
+
+    def _secure_rpc_socket(self):
+        """Have the RPC socket SPDK (root) made given to this process'
+        user, 0600, so that the agent reaches SPDK also when it runs
+        unprivileged. An adopted SPDK's socket is its owner's business.
+        """
+        if self._adopt or self._pid is None:
+            return
+        try:
+            st = os.stat(self._conf.rpc_socket)
+        except FileNotFoundError:
+            return   # not made yet
+        if (st.st_uid == os.geteuid()
+                and stat.S_IMODE(st.st_mode) == 0o600):
+            return
+        # False while SPDK does not listen yet: the next look retries.
+        try:
+            privileged_spdk.secure_rpc_socket(
+                self._pid, self._conf.rpc_socket, os.geteuid())
+        except privileged_spdk.NotSPDK as exc:
+            if self._alive():
+                raise SupervisorError(reason=str(exc))
+            # Died meanwhile: the next look tells it.
+        except (privileged_files.UnsafePath, OSError) as exc:
+            raise SupervisorError(reason='securing %s: %s' % (
+                self._conf.rpc_socket, exc))
 
     def _logged_errors(self, last=3):
         """SPDK's last error lines: why it would not start."""
@@ -463,9 +499,13 @@ class Supervisor:
                              if self._pid is not None else None)
         if self._alive():
             LOG.info('Stopping SPDK vhost pid %d', self._pid)
-            os.kill(self._pid, signal.SIGTERM)
+            # SPDK is root's: the privsep daemon signals it, once it made
+            # sure the pid is still that SPDK.
+            privileged_spdk.stop_vhost(self._pid, self._started,
+                                       self._conf.rpc_socket)
             if not wait_for_exit(self._pid, self._started, STOP_TIMEOUT):
-                os.kill(self._pid, signal.SIGKILL)
+                privileged_spdk.stop_vhost(self._pid, self._started,
+                                           self._conf.rpc_socket, force=True)
                 wait_for_exit(self._pid, self._started, STOP_TIMEOUT)
         if self._proc is not None:
             self._proc.wait()

@@ -14,12 +14,16 @@ import os
 import re
 import signal
 import socket
+import time
 
 from oslo_log import log as logging
 
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import qos as spdk_qos
+from vhost_target.privileged import files as privileged_files
+from vhost_target.privileged import vhost_user
+from vhost_target import supervisor
 
 LOG = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ _CONNECT_FAILED = (-errno.EIO, -errno.ENODEV)
 # How long the agent's own TCP probe of a portal may take, after SPDK's
 # connect already failed.
 PROBE_TIMEOUT = 2.0
+# How long SPDK may take to stop the sessions whose socket was shut down.
+SESSION_END_TIMEOUT = 5.0
 
 
 def _served_bdev(controller):
@@ -304,6 +310,8 @@ class VhostTarget:
                         '%(old)s, not %(new)s; re-creating it',
                         {'ctrlr': ctrlr, 'old': _served_bdev(found),
                          'new': bdev})
+            if _served_bdev(found) is None:
+                found = self._end_sessions(attachment.volume_id, found)
             # Deleting it under an open vhost-user connection would make
             # SPDK loop on the delete; the caller retries later.
             self.check_not_busy(attachment.volume_id, found)
@@ -337,13 +345,15 @@ class VhostTarget:
     def secure_socket(self, volume_id):
         path = self.socket_path(volume_id)
         try:
-            gid = grp.getgrnam(self._conf.socket_group).gr_gid
+            grp.getgrnam(self._conf.socket_group)
         except KeyError:
             raise AttachError(volume=volume_id,
                               reason='socket_group %r does not exist on '
                                      'this host' % self._conf.socket_group)
-        os.chown(path, -1, gid)
-        os.chmod(path, int(self._conf.socket_mode, 8))
+        # SPDK (root) made the socket in root's directory: the privsep
+        # daemon gives it to QEMU's group.
+        privileged_files.secure_vhost_socket(
+            path, self._conf.socket_group, int(self._conf.socket_mode, 8))
         return path
 
     # -- detach, resize, QoS ----------------------------------------------
@@ -379,20 +389,44 @@ class VhostTarget:
         self._remove_socket(volume_id)
 
     def _set_socket_mode(self, volume_id, mode):
-        try:
-            os.chmod(self.socket_path(volume_id), mode)
-        except FileNotFoundError:
-            return False
-        return True
+        # False when the socket is not there.
+        return privileged_files.set_vhost_socket_mode(
+            self.socket_path(volume_id), mode)
 
-    def check_rebuildable(self, volume_id):
-        """VolumeBusy when the volume's vhost controller has a vhost-user
-        session: a rebuild could not delete it, and would only connect
-        and disconnect the NVMe controller again.
+    def _end_sessions(self, volume_id, controller):
+        """End the guest's vhost-user sessions on a controller whose bdev
+        was hot-removed; return the controller as SPDK then lists it.
+
+        Every I/O of those sessions already fails, so nothing is lost:
+        QEMU reconnects (its chardev has ``reconnect``) to the controller
+        re-created on the same path and resubmits what was in flight.
         """
-        found = self._vhost_controller(vhost_controller_name(volume_id))
-        if found is not None:
-            self.check_not_busy(volume_id, found)
+        if not controller.get('sessions'):
+            return controller
+        path = self.socket_path(volume_id)
+        _state, pid = supervisor.socket_owner(self._conf.rpc_socket)
+        if pid is None:
+            return controller
+        try:
+            closed = vhost_user.disconnect_sessions(pid, path)
+        except (vhost_user.SessionsError, OSError) as exc:
+            # The controller stays busy; the next look tries again.
+            LOG.warning('Volume %(id)s: could not end the vhost-user '
+                        'sessions on %(path)s: %(err)s',
+                        {'id': volume_id, 'path': path, 'err': exc})
+            return controller
+        LOG.warning('Volume %(id)s: ended %(n)d vhost-user session(s) on '
+                    '%(path)s, whose bdev is gone, so that the guest '
+                    'reconnects to the rebuilt chain',
+                    {'id': volume_id, 'n': closed, 'path': path})
+        ctrlr = vhost_controller_name(volume_id)
+        deadline = time.monotonic() + SESSION_END_TIMEOUT
+        while True:
+            found = self._vhost_controller(ctrlr)
+            if (found is None or not found.get('sessions')
+                    or time.monotonic() >= deadline):
+                return found or controller
+            time.sleep(0.05)
 
     def check_not_busy(self, volume_id, controller):
         """VolumeBusy when the controller (vhost_get_controllers' entry)
@@ -404,10 +438,8 @@ class VhostTarget:
                              socket=self.socket_path(volume_id))
 
     def _remove_socket(self, volume_id):
-        try:
-            os.unlink(self.socket_path(volume_id))
-        except FileNotFoundError:
-            pass
+        # socket_dir is root's: the privsep daemon unlinks.
+        privileged_files.remove_vhost_socket(self.socket_path(volume_id))
 
     def size_bytes(self, volume_id):
         bdev = self._client.call('bdev_get_bdevs', {

@@ -20,3 +20,12 @@ class TestBufferPools(base.TestCase):
         minimum = memory.minimum_memory_mib(1)
         self.assertIsNone(memory.buffer_pools(minimum - 1, 1))
         self.assertIsNotNone(memory.buffer_pools(minimum, 1))
+
+    def test_attachment_capacity_is_what_the_pools_leave(self):
+        # 469 attachments were seen to fit at 1024 MiB with one reactor.
+        self.assertEqual(456, memory.attachment_capacity(1024, 1))
+        self.assertLess(memory.attachment_capacity(1024, 1), 469)
+        self.assertEqual(0, memory.attachment_capacity(
+            memory.minimum_memory_mib(1) - 1, 1))
+        self.assertGreater(memory.attachment_capacity(2048, 1),
+                           2 * memory.attachment_capacity(1024, 1))

@@ -86,12 +86,6 @@ class RecordingVhost:
     def controllers(self):
         return {'vhost': list(self.attached), 'nvme': list(self.attached)}
 
-    def check_rebuildable(self, volume_id):
-        self.calls.append(('check_rebuildable', volume_id))
-        if volume_id in self.busy:
-            raise vhost.VolumeBusy(volume=volume_id, sessions=1,
-                                   socket=self.socket_path(volume_id))
-
     def nvme_states(self):
         self.calls.append(('nvme_states',))
         return {v: self.states.get(v, 'enabled') for v in self.attached
@@ -137,6 +131,19 @@ class TestAgent(base.TestCase):
                          self.events()[0])
         self.assertEqual('1.0',
                          _impl_test.NOTIFICATIONS[0][1]['payload']['version'])
+
+    def test_an_attach_beyond_the_memory_is_refused_before_spdk(self):
+        self.plan.attachment_capacity = 2
+        for n in range(2):
+            self.agent.attach_volume(str(uuid.UUID(int=n)), info())
+        exc = self.assertRaises(vhost_agent.NoRoom, self.agent.attach_volume,
+                                str(uuid.UUID(int=2)), info())
+        self.assertIn('at most 2 attachment(s) in hugepage_mib_per_node=1024 '
+                      'MiB, and 2 are attached', str(exc))
+        self.assertEqual(2, len(self.vhost.attached))
+        self.assertEqual(2, len(self.desired.all()))
+        # Attaching one already attached again takes no more room.
+        self.agent.attach_volume(str(uuid.UUID(int=1)), info())
 
     def test_reattach_keeps_the_cpu_and_state_survives_a_restart(self):
         self.agent.attach_volume(V, info(), numa_nodes=[0])
@@ -478,16 +485,15 @@ class TestHealth(base.TestCase):
         self.assertEqual([], self.events())
         self.assertEqual('ok', self.health())
 
-    def test_a_lost_chain_the_guest_holds_is_not_touched(self):
+    def test_a_rebuild_refused_as_busy_is_retried(self):
         self.vhost.states[V] = 'gone'
-        self.vhost.busy.add(V)
+        self.vhost.fail = vhost.VolumeBusy(volume=V, sessions=1,
+                                           socket=self.vhost.socket_path(V))
         self.agent.check_health()
         self.agent.check_health()
-        self.assertNotIn(('attach', V), self.vhost.calls)
         status = self.agent.get_status()['attachments'][0]
         self.assertEqual('lost', status['health'])
         self.assertIn('is busy', status['health_reason'])
-        self.vhost.busy.discard(V)
+        self.vhost.fail = None
         self.agent.check_health()
-        self.assertIn(('attach', V), self.vhost.calls)
         self.assertEqual('ok', self.health())

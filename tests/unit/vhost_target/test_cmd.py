@@ -11,10 +11,13 @@ from unittest import mock
 
 import fixtures
 from oslo_config import cfg
+from oslo_privsep import priv_context
 
 from tests import base
 from tests.unit.vhost_target import read_fixture_topology
+from tests.unit.vhost_target import spawn_fake_spdk
 from vhost_target import cmd
+from vhost_target import privileged
 from vhost_target import supervisor
 from vhost_target import topology
 
@@ -124,7 +127,7 @@ class TestCommands(base.TestCase):
         state_dir = os.path.join(self.dir, 'state')
         os.mkdir(state_dir, 0o700)
         agent = subprocess.Popen(['sleep', '60'])
-        spdk = subprocess.Popen(['sleep', '60'])
+        spdk = spawn_fake_spdk(os.path.join(self.dir, 'spdk.sock'))
         self.addCleanup(lambda: [p.kill() or p.wait() for p in (agent, spdk)])
         supervisor.write_pid_file(os.path.join(state_dir, 'agent.pid'),
                                   agent.pid)
@@ -153,3 +156,39 @@ class TestCommands(base.TestCase):
                                         'nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-'
                                         '9a55-6f2b2a1e0c11')
         self.assertEqual(1, status)
+
+
+class TestPrivsepStart(base.TestCase):
+    """run and stop start the privsep daemon: forked as root, with the
+    helper (sudo privsep-helper) otherwise; one that runs is kept.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.start = self.useFixture(fixtures.MockPatchObject(
+            privileged.default, 'start')).mock
+        self.stop = self.useFixture(fixtures.MockPatchObject(
+            privileged.default, 'stop')).mock
+
+    def test_a_running_daemon_is_kept(self):
+        self.useFixture(fixtures.MockPatchObject(
+            privileged.default, 'channel', mock.Mock()))
+        self.assertFalse(cmd._start_privsep())
+        cmd._stop_privsep(False)
+        self.start.assert_not_called()
+        self.stop.assert_not_called()
+
+    def test_forked_as_root_helper_otherwise(self):
+        # None: not started (MockPatchObject would read None as "a mock").
+        patcher = mock.patch.object(privileged.default, 'channel', None)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        with mock.patch('os.geteuid', return_value=0):
+            self.assertTrue(cmd._start_privsep())
+        self.start.assert_called_once_with(priv_context.Method.FORK)
+        self.start.reset_mock()
+        with mock.patch('os.geteuid', return_value=1000):
+            self.assertTrue(cmd._start_privsep())
+        self.start.assert_called_once_with()
+        cmd._stop_privsep(True)
+        self.stop.assert_called_once_with()

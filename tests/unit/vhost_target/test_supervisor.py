@@ -13,6 +13,7 @@ import fixtures
 
 from tests import base
 from tests.unit import vhost_target as helpers
+from vhost_target.privileged import spdk as privileged_spdk
 from vhost_target import supervisor
 
 
@@ -91,11 +92,10 @@ class TestStart(base.TestCase):
             state_dir=os.path.join(self.dir, 'state'), socket_group='root',
             spdk_vhost_binary='/bin/true')
         os.makedirs(os.path.join(self.dir, 'rpc'))
-        # Real processes for the tests themselves: the patch below is on
-        # the subprocess module everybody shares.
         self.spawn = subprocess.Popen
+        # SPDK is started by the privsep daemon; not here.
         self.popen = self.useFixture(fixtures.MockPatchObject(
-            supervisor.subprocess, 'Popen')).mock
+            privileged_spdk, 'start_vhost')).mock
         self.plan = mock.Mock(startup_config={})
 
     def keeper(self):
@@ -118,7 +118,7 @@ class TestStart(base.TestCase):
         listener.bind(self.conf.rpc_socket)
         listener.close()
         open(self.conf.rpc_socket + '.lock', 'w').close()
-        self.popen.return_value.pid = os.getpid()
+        self.popen.return_value = os.getpid()
         keeper = self.keeper()
         with mock.patch.object(keeper, '_wait_for_rpc',
                                side_effect=RuntimeError('stop here')):
@@ -140,7 +140,7 @@ class TestStart(base.TestCase):
         self.assertFalse(self.keeper()._take_over())
 
     def test_stop_leaves_spdk_running_unless_asked(self):
-        child = self.spawn(['sleep', '30'])
+        child = helpers.spawn_fake_spdk(self.conf.rpc_socket)
         self.addCleanup(lambda: child.kill() or child.wait())
         os.makedirs(self.conf.state_dir)
         supervisor.write_pid_file(supervisor.pid_file_path(self.conf),
@@ -151,6 +151,72 @@ class TestStart(base.TestCase):
         keeper.stop()
         self.assertEqual(-15, child.wait(5))
         self.assertFalse(os.path.exists(supervisor.pid_file_path(self.conf)))
+
+
+class TestPrivileged(base.TestCase):
+    """What the supervisor asks of the privsep daemon, and when."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.conf = helpers.make_conf(
+            self, rpc_socket=os.path.join(self.dir, 'spdk.sock'),
+            state_dir=os.path.join(self.dir, 'state'))
+        self.secure = self.useFixture(fixtures.MockPatchObject(
+            privileged_spdk, 'secure_rpc_socket')).mock
+
+    def keeper(self):
+        keeper = supervisor.Supervisor(self.conf, mock.Mock(), on_ready=None)
+        keeper._pid = os.getpid()
+        keeper._started = supervisor.process_start_time(os.getpid())
+        return keeper
+
+    def test_rpc_socket_secured_once_spdk_made_it(self):
+        keeper = self.keeper()
+        keeper._secure_rpc_socket()   # not there yet
+        self.secure.assert_not_called()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.conf.rpc_socket)
+        self.addCleanup(listener.close)
+        os.chmod(self.conf.rpc_socket, 0o755)
+        keeper._secure_rpc_socket()
+        self.secure.assert_called_once_with(
+            os.getpid(), self.conf.rpc_socket, os.geteuid())
+        self.secure.reset_mock()
+        # This user's, 0600 already: nothing to ask.
+        os.chmod(self.conf.rpc_socket, 0o600)
+        keeper._secure_rpc_socket()
+        self.secure.assert_not_called()
+
+    def test_an_adopted_spdk_socket_is_left_alone(self):
+        self.conf = helpers.make_conf(
+            self, rpc_socket=self.conf.rpc_socket, adopt=True)
+        open(self.conf.rpc_socket, 'w').close()
+        self.keeper()._secure_rpc_socket()
+        self.secure.assert_not_called()
+
+    def test_not_spdk_is_a_supervisor_error_while_it_lives(self):
+        open(self.conf.rpc_socket, 'w').close()
+        self.secure.side_effect = privileged_spdk.NotSPDK('not SPDK')
+        keeper = self.keeper()
+        self.assertRaises(supervisor.SupervisorError,
+                          keeper._secure_rpc_socket)
+        # Gone meanwhile: the wait's next look tells it, not this.
+        keeper._started += 1
+        keeper._secure_rpc_socket()
+
+    def test_a_socket_this_process_cannot_probe_is_left_to_the_daemon(self):
+        remove = self.useFixture(fixtures.MockPatchObject(
+            privileged_spdk, 'remove_stale_rpc_socket')).mock
+        keeper = self.keeper()
+        with mock.patch.object(supervisor, 'socket_owner',
+                               return_value=('live', None)):
+            keeper._remove_stale_socket()
+            remove.assert_called_once_with(self.conf.rpc_socket)
+            remove.side_effect = FileExistsError()
+            exc = self.assertRaises(supervisor.SupervisorError,
+                                    keeper._remove_stale_socket)
+        self.assertIn('which this agent did not start', str(exc))
 
 
 class TestHealthPolls(base.TestCase):

@@ -208,26 +208,53 @@ class TestVhostTarget(base.TestCase):
         self.assertEqual([V], list(self.spdk.nvme))
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
 
-    def test_rebuild_under_an_open_connection_is_refused(self):
-        # Deleting it would make SPDK loop; the NVMe controller made for
-        # the rebuild is undone, and the agent retries later.
+    def end_sessions_with(self, closed):
+        """disconnect_sessions (a privsep entrypoint, run against a real
+        SPDK by tests/spdk/test_agent_storage_loss.py) as SPDK answers it:
+        the sessions go.
+        """
+        calls = []
+
+        def disconnect(pid, path):
+            calls.append((pid, path))
+            self.spdk.sessions.clear()
+            return closed
+        self.useFixture(fixtures.MockPatch(
+            'vhost_target.privileged.vhost_user.disconnect_sessions',
+            side_effect=disconnect))
+        self.useFixture(fixtures.MockPatch(
+            'vhost_target.supervisor.socket_owner',
+            return_value=('live', 4321)))
+        return calls
+
+    def test_rebuild_ends_the_sessions_of_a_controller_without_bdev(self):
+        # Its guest's I/O fails anyway; QEMU reconnects to the new one.
         self.target.attach(self.attachment())
         self.lose_controller()
         ctrlr = vhost.vhost_controller_name(V)
         self.spdk.sessions[ctrlr] = [{'vid': 0}]
+        calls = self.end_sessions_with(1)
+        path = self.target.attach(self.attachment())
+        self.assertEqual([(4321, path)], calls)
+        self.assertEqual('%sn1' % V, self.spdk.vhost[ctrlr]['dev_name'])
+        self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
+
+    def test_sessions_of_a_controller_serving_a_bdev_are_kept(self):
+        # A vhost controller on another bdev serves its guest: deleting
+        # it would make SPDK loop and the guest would lose its disk. The
+        # NVMe controller made for the rebuild is undone.
+        self.target.attach(self.attachment())
+        ctrlr = vhost.vhost_controller_name(V)
+        del self.spdk.nvme[V]
+        self.spdk.vhost[ctrlr]['dev_name'] = 'other-bdev'
+        self.spdk.sessions[ctrlr] = [{'vid': 0}]
+        calls = self.end_sessions_with(1)
         self.assertRaises(vhost.VolumeBusy, self.target.attach,
                           self.attachment())
-        self.assertIsNone(self.spdk.vhost[ctrlr]['dev_name'])
+        self.assertEqual([], calls)
+        self.assertEqual('other-bdev', self.spdk.vhost[ctrlr]['dev_name'])
         self.assertEqual({}, self.spdk.nvme)
         self.assertNotIn('vhost_delete_controller', self.spdk.calls)
-
-    def test_check_rebuildable(self):
-        self.target.check_rebuildable(V)   # nothing there
-        self.target.attach(self.attachment())
-        self.target.check_rebuildable(V)
-        self.spdk.sessions[vhost.vhost_controller_name(V)] = [{'vid': 0}]
-        self.assertRaises(vhost.VolumeBusy, self.target.check_rebuildable,
-                          V)
 
     def test_nvme_states_is_one_listing_call(self):
         self.target.attach(self.attachment())

@@ -1,0 +1,34 @@
+"""The agent's one privilege-separation context, as os-brick's
+``os_brick/privileged`` does it.
+
+The agent itself runs unprivileged where the host allows it; what needs
+root runs in the privsep daemon, which keeps only the capabilities named
+here, through the narrow entrypoints of this package's modules. Each
+entrypoint checks its arguments itself: it trusts nothing the agent's
+process passes, because that process takes input from the message bus.
+"""
+
+from oslo_privsep import capabilities as caps
+from oslo_privsep import priv_context
+
+# Option group of this context's privsep settings (user, group,
+# capabilities, helper_command).
+CFG_SECTION = 'spdk_vhost_target_privileged'
+
+default = priv_context.PrivContext(
+    __name__,
+    cfg_section=CFG_SECTION,
+    pypath=__name__ + '.default',
+    capabilities=[
+        # The vhost-user sockets SPDK makes go to QEMU's group, 0660; the
+        # socket and RPC directories are set up the same way.
+        caps.CAP_CHOWN,
+        caps.CAP_FOWNER,
+        caps.CAP_DAC_OVERRIDE,
+        # Stopping the SPDK vhost application (root's process).
+        caps.CAP_KILL,
+        # Closing a guest's vhost-user connection inside SPDK, so that
+        # QEMU reconnects to a rebuilt controller (vhost_user.py).
+        caps.CAP_SYS_PTRACE,
+    ],
+)

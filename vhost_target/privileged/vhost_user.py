@@ -1,0 +1,122 @@
+"""Closing the vhost-user connections of one socket inside SPDK.
+
+SPDK v25.09 has no RPC that ends a vhost-user session, and refuses to
+delete a controller that has one; a vhost-blk controller whose bdev was
+hot-removed (bdev_nvme gave up on the storage target) can never be given a
+new one. So that a guest resumes on a rebuilt chain, the agent ends the
+session the way the guest's side would: the socket is shut down, SPDK's
+vhost-user library sees the peer gone and stops the session, and QEMU
+(its chardev has ``reconnect``) connects again to the controller made
+anew on the same path, resubmitting its in-flight requests.
+
+The socket is reached with ``pidfd_getfd(2)`` (Linux 5.6), which needs
+ptrace access to SPDK (CAP_SYS_PTRACE); ``shutdown(2)`` acts on the socket
+itself, so the copy's shutdown is SPDK's.
+"""
+
+import ctypes
+import errno
+import os
+import re
+import socket
+
+from vhost_target import privileged
+
+# x86_64 and aarch64 share the number (it is in the common table).
+_SYS_PIDFD_GETFD = 438
+_UNIX_CONNECTED = '03'
+_UNIX_LISTENING = '01'
+# Only a vhost-user socket the agent names (naming of vhost controllers).
+_SOCKET_NAME = re.compile(
+    r'vhost-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
+
+
+class SessionsError(Exception):
+    pass
+
+
+def _unix_sockets(path):
+    """Inodes of the unix sockets bound to ``path``: (listening,
+    connected). An accepted connection carries its listener's path in
+    /proc/net/unix.
+    """
+    listening, connected = set(), set()
+    with open('/proc/net/unix') as table:
+        next(table)
+        for line in table:
+            fields = line.split(None, 7)
+            if len(fields) < 8 or fields[7].rstrip('\n') != path:
+                continue
+            if fields[5] == _UNIX_LISTENING:
+                listening.add(int(fields[6]))
+            elif fields[5] == _UNIX_CONNECTED:
+                connected.add(int(fields[6]))
+    return listening, connected
+
+
+def _socket_fds(pid):
+    """{inode: fd number} of the sockets process ``pid`` holds."""
+    fds = {}
+    fd_dir = '/proc/%d/fd' % pid
+    for name in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, name))
+        except FileNotFoundError:
+            continue   # closed meanwhile
+        if target.startswith('socket:['):
+            fds[int(target[len('socket:['):-1])] = int(name)
+    return fds
+
+
+def _shutdown_in(pidfd, fd):
+    libc = ctypes.CDLL(None, use_errno=True)
+    copy = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+    if copy < 0:
+        err = ctypes.get_errno()
+        if err == errno.EBADF:
+            return False   # SPDK closed it meanwhile
+        raise OSError(err, 'pidfd_getfd: %s' % os.strerror(err))
+    conn = socket.socket(fileno=copy)
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise
+    finally:
+        conn.close()
+    return True
+
+
+def check_socket_path(path):
+    """The path of one of the agent's vhost-user sockets, or ValueError."""
+    if (not isinstance(path, str) or not os.path.isabs(path)
+            or os.path.normpath(path) != path
+            or not _SOCKET_NAME.fullmatch(os.path.basename(path))):
+        raise ValueError('socket_path %r is not a vhost-user socket path '
+                         '(absolute, normalised, named vhost-<volume uuid>)'
+                         % (path,))
+    return path
+
+
+@privileged.default.entrypoint
+def disconnect_sessions(pid, socket_path):
+    """Shut down the vhost-user connections process ``pid`` accepted on
+    ``socket_path``; return how many.
+
+    Refused (SessionsError) unless ``pid`` is the process listening on
+    that path: only the server of a socket has its sessions ended.
+    """
+    check_socket_path(socket_path)
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        raise ValueError('pid %r is not a process id' % (pid,))
+    listening, connected = _unix_sockets(socket_path)
+    held = _socket_fds(pid)
+    if not listening & set(held):
+        raise SessionsError('process %d does not listen on %s'
+                            % (pid, socket_path))
+    pidfd = os.pidfd_open(pid)
+    try:
+        return sum(_shutdown_in(pidfd, held[inode])
+                   for inode in sorted(connected & set(held)))
+    finally:
+        os.close(pidfd)
