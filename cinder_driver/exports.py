@@ -16,6 +16,7 @@ volumes, and replayed with the export.
 import concurrent.futures
 import contextlib
 import threading
+import time
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
@@ -29,9 +30,17 @@ LOG = logging.getLogger(__name__)
 
 TRANSPORT = 'TCP'
 MODEL_NUMBER = 'OpenStack Cinder SPDK'
-# Replay concurrency: the client pipelines requests on one connection, so a
-# few workers let SPDK serve several replayed exports per RPC poll.
-REPLAY_WORKERS = 8
+# Replay concurrency. SPDK's RPC server reads up to 32 KiB of requests per
+# poll (every 4 ms) and answers the asynchronous export steps a poll or two
+# later, so one export's four steps take ~30 ms whatever else is in flight:
+# the replay rate is the number of exports in flight. Measured on 1000
+# exports (2 cores): 8 workers 4.05 s, 32 1.06 s, 64 0.63 s, 128 0.46 s,
+# 256 0.50 s.
+REPLAY_WORKERS = 128
+# A replay of thousands of exports logs its progress this often (seconds).
+PROGRESS_EVERY = 1.0
+# NQNs a replay names in its log line.
+LOGGED_NQNS = 10
 
 
 class _Export:
@@ -75,10 +84,17 @@ class NVMeoFExports:
                    for t in transports)
 
     def ensure_transport(self):
-        if not self.transport_present():
+        if self.transport_present():
+            return
+        try:
             self._client.call('nvmf_create_transport',
                               {'trtype': TRANSPORT})
-            LOG.info('Created the NVMe-oF %s transport', TRANSPORT)
+        except spdk_exc.SPDKRPCError:
+            # Another thread (an operation racing the replay) made it.
+            if not self.transport_present():
+                raise
+            return
+        LOG.info('Created the NVMe-oF %s transport', TRANSPORT)
 
     # -- exports ------------------------------------------------------------
 
@@ -313,7 +329,7 @@ class NVMeoFExports:
         """Re-create every desired export that SPDK does not have.
 
         One listing tells what is present; only what is missing is sent.
-        Returns the NQNs restored.
+        Returns (NQNs restored, how many could not be).
         """
         self.ensure_transport()
         present = {s['nqn']: s for s in
@@ -323,14 +339,40 @@ class NVMeoFExports:
         missing = [e for e in wanted if e.nqn not in present]
         incomplete = [e for e in wanted if e.nqn in present
                       and _lacks(present[e.nqn], e, self.portals())]
+        todo = missing + incomplete
+        results = []
+        last_report = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(REPLAY_WORKERS) as pool:
-            results = list(pool.map(self._restore, missing + incomplete))
+            for nqn in pool.map(self._restore, todo):
+                results.append(nqn)
+                if time.monotonic() - last_report >= PROGRESS_EVERY:
+                    last_report = time.monotonic()
+                    LOG.info('Export replay: %(done)d of %(total)d done',
+                             {'done': len(results), 'total': len(todo)})
         restored = [nqn for nqn in results if nqn]
         if restored:
+            # Thousands of NQNs would make one line of hundreds of KiB.
+            shown = ', '.join(restored[:LOGGED_NQNS])
+            if len(restored) > LOGGED_NQNS:
+                shown += ' and %d more' % (len(restored) - LOGGED_NQNS)
             LOG.warning('SPDK had lost %(count)d export(s); restored: '
-                        '%(nqns)s', {'count': len(restored),
-                                     'nqns': ', '.join(restored)})
-        return restored
+                        '%(nqns)s', {'count': len(restored), 'nqns': shown})
+        failed = len(todo) - len(restored)
+        if failed:
+            LOG.error('Export replay: %(failed)d of %(total)d export(s) '
+                      'could not be restored (see the errors above)',
+                      {'failed': failed, 'total': len(todo)})
+        return restored, failed
+
+    def restore(self, volume_id):
+        """Re-create or complete one desired export (nothing for a volume
+        that is not exported).
+        """
+        with self._desired_lock:
+            export = self._desired.get(volume_id)
+        if export is not None:
+            with lockutils.lock('spdk-export-%s' % volume_id):
+                self._create_subsystem(export)
 
     def _restore(self, export):
         try:

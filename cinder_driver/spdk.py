@@ -29,6 +29,7 @@ from cinder_driver import exports as nvmf_exports
 from cinder_driver import image_copy
 from cinder_driver import lvols as spdk_lvols
 from cinder_driver import qos
+from cinder_driver import recovery
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc
@@ -41,6 +42,13 @@ spdk_opts = [
                help='Unix socket of the storage node\'s SPDK target '
                     '(nvmf_tgt). Keep it 0600/0660: SPDK RPC has no '
                     'authentication.'),
+    cfg.FloatOpt('spdk_restart_check_interval',
+                 default=1.0, min=0.1,
+                 help='Seconds between looks for the storage target while '
+                      'it is away (the first looks come sooner). A '
+                      'restart is noticed the moment the target exits, '
+                      'and the exports are replayed as soon as it '
+                      'answers again.'),
     cfg.FloatOpt('spdk_rpc_timeout',
                  default=60.0, min=1.0,
                  help='Seconds to wait for one SPDK RPC before the '
@@ -180,7 +188,7 @@ class SPDKDriver(driver.VolumeDriver):
         self._lvols = None
         self._exports = None
         self._lvstores = {}
-        self._replay_pending = False
+        self._recovery = None
 
     @staticmethod
     def get_driver_options():
@@ -218,6 +226,9 @@ class SPDKDriver(driver.VolumeDriver):
         self._exports = nvmf_exports.NVMeoFExports(
             self._client, conf.spdk_nqn_prefix, addresses,
             conf.spdk_target_port, keys=keys)
+        self._recovery = recovery.ExportRecovery(
+            self._client, self._exports, conf.spdk_rpc_socket,
+            conf.spdk_restart_check_interval)
         self._images = image_copy.ImageCopier(
             self._client, self._lvols, self._exports,
             cpumask=conf.spdk_dd_cpumask, mem_mib=conf.spdk_dd_mem_mib)
@@ -227,9 +238,11 @@ class SPDKDriver(driver.VolumeDriver):
             version = self._client.call('spdk_get_version')
             self._refresh_lvstores()
             self._exports.ensure_transport()
+            self._recovery.check()
             self._lvols.load(self._client.call('bdev_get_bdevs'))
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
+        self._recovery.start()
         LOG.info('SPDK %(version)s at %(socket)s: pools %(pools)s',
                  {'version': version.get('version'),
                   'socket': self.configuration.spdk_rpc_socket,
@@ -550,6 +563,7 @@ class SPDKDriver(driver.VolumeDriver):
     # -- exports ------------------------------------------------------------
 
     def create_export(self, context, volume, connector):
+        self._call(self._recovery.before_operation, volume.id)
         alias = self._volume_alias(volume)
         self._call(self._exports.export, volume.id, alias,
                    qos.limits_for_type(volume.volume_type_id))
@@ -575,7 +589,7 @@ class SPDKDriver(driver.VolumeDriver):
                                                   'err': exc})
         self._exports.remember(volume.id, self._volume_alias(volume), hosts,
                                qos.limits_for_type(volume.volume_type_id))
-        self._replay_pending = True
+        self._recovery.request_replay()
 
     def remove_export(self, context, volume):
         if not self._exports.hosts(volume.id):
@@ -654,6 +668,7 @@ class SPDKDriver(driver.VolumeDriver):
         if not host_nqn:
             raise exception.InvalidConnectorException(missing='nqn')
         vhost = self._vhost_allowed(volume, connector)
+        self._call(self._recovery.before_operation, volume.id)
         if not self._exports.is_exported(volume.id):
             self.create_export(None, volume, connector)
         try:
@@ -678,6 +693,7 @@ class SPDKDriver(driver.VolumeDriver):
                 'data': data}
 
     def terminate_connection(self, volume, connector, **kwargs):
+        self._call(self._recovery.before_operation, volume.id)
         if connector is None:
             # Force detach of every attachment.
             for host_nqn in self._exports.hosts(volume.id):
@@ -700,7 +716,9 @@ class SPDKDriver(driver.VolumeDriver):
     def _update_volume_stats(self):
         try:
             lvstores = self._refresh_lvstores()
-            self._reconcile()
+            # The watcher replays at once; this look covers a target that
+            # was away when the watcher last tried.
+            self._recovery.check()
             provisioned = self._lvols.provisioned()
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
@@ -736,19 +754,6 @@ class SPDKDriver(driver.VolumeDriver):
             'sparse_copy_volume': True,
             'pools': pools,
         }
-
-    def _reconcile(self):
-        """Restore what SPDK lost in a restart: exports, hosts, QoS."""
-        restarted = not self._exports.transport_present()
-        if not (restarted or self._replay_pending):
-            return
-        self._replay_pending = False
-        restored = self._exports.replay()
-        if restarted:
-            LOG.warning('SPDK at %(socket)s had restarted; restored %(n)d '
-                        'export(s) with their hosts and QoS limits',
-                        {'socket': self.configuration.spdk_rpc_socket,
-                         'n': len(restored)})
 
     # -- manage / unmanage --------------------------------------------------
 

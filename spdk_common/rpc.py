@@ -12,7 +12,10 @@ services, so this small client closes those gaps:
 * a wall-clock timeout per call; after a timeout or a broken socket the
   connection is dropped and the next call opens a new one;
 * SPDK's error codes are kept and mapped to typed exceptions
-  (:mod:`spdk_common.exception`).
+  (:mod:`spdk_common.exception`);
+* the connection's end is visible (``connection_generation``,
+  ``wait_disconnected``): SPDK exiting closes it at once, which is how a
+  restart of the target is noticed without polling.
 
 Pipelining matters: the SPDK application reads its RPC socket on a timer
 (every 4 ms), so concurrent callers that share one connection get their
@@ -52,6 +55,7 @@ class _Connection:
         self.sock = sock
         self.pending = {}
         self.closed = False
+        self.gone = threading.Event()
         self._reader = threading.Thread(
             target=self._read_loop, name='spdk-rpc-reader', daemon=True)
         self._reader.start()
@@ -126,6 +130,9 @@ class SPDKClient:
         self._ids = itertools.count(1)
         self._conn = None
         self.calls_sent = 0
+        # Connections opened so far: a new one after a lost one may reach
+        # a restarted SPDK.
+        self.connections = 0
 
     def _connect(self):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -135,13 +142,36 @@ class SPDKClient:
             sock.close()
             raise exception.SPDKUnavailable(socket=self.socket_path,
                                             reason=exc.strerror or str(exc))
+        self.connections += 1
         return _Connection(self, sock)
+
+    def connection_generation(self):
+        """The number of the connection now open, opening one if none is:
+        it changes when the connection was lost and made anew.
+
+        :raises SPDKUnavailable: when SPDK cannot be reached.
+        """
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            return self.connections
+
+    def wait_disconnected(self, timeout):
+        """Wait until the open connection ends, at most ``timeout``
+        seconds; True when none is open (any more).
+        """
+        with self._lock:
+            conn = self._conn
+        if conn is None:
+            return True
+        return conn.gone.wait(timeout)
 
     def _connection_lost(self, conn, reason):
         with self._lock:
             if self._conn is conn:
                 self._conn = None
             pending, conn.pending = conn.pending, {}
+        conn.gone.set()
         if not conn.closed:
             conn.close()
         for call in pending.values():

@@ -7,6 +7,7 @@ on a real Cinder database. The functional tier runs them against the SPDK
 test double; the SPDK tier runs the very same scenarios against real SPDK.
 """
 
+import time
 import uuid
 
 import fixtures
@@ -65,6 +66,8 @@ class DriverTestBase:
                                                  host=HOST)
         self.manager.init_host(service_id=None)
         self.driver = self.manager.driver
+        # Its export-recovery watcher would outlive the test's target.
+        self.addCleanup(self.driver._recovery.stop)
         self.assertTrue(self.driver.initialized)
         self.ctxt = context.get_admin_context()
         self.rpc = self.target.client
@@ -710,13 +713,47 @@ class DriverScenarios(DriverTestBase):
         self.driver.create_export(self.ctxt, volume, self.connector())
         self.driver.initialize_connection(volume, self.connector())
         self.target.restart()
-        self.assertIsNone(self.subsystem(volume))
-        self.driver.get_volume_stats(refresh=True)
-        sub = self.subsystem(volume)
+        # No stats poll: the driver's watcher saw its connection end and
+        # replayed as soon as the target answered.
+        sub = self.wait_for_subsystem(volume)
         self.assertEqual([HOST_NQN], [h['nqn'] for h in sub['hosts']])
         self.assertEqual(1, len(sub['namespaces']))
         self.assertEqual(5000, self.vol_lvol(volume)['assigned_rate_limits']
                          ['rw_ios_per_sec'])
+
+    def wait_for_subsystem(self, volume, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            sub = self.subsystem(volume)
+            if sub is not None and sub['hosts']:
+                return sub
+            self.assertLess(time.monotonic(), deadline,
+                            'the export of %s did not come back' % volume.id)
+            time.sleep(0.05)
+
+    def test_an_attach_meeting_a_restarted_target_restores_first(self):
+        # The attach of one volume does not wait for, nor depend on, the
+        # replay of every other: it restores the transport and its own
+        # export (with its hosts) itself, then allows the new host.
+        volume = self.create_volume()
+        other = self.create_volume()
+        for vol in (volume, other):
+            self.driver.initialize_connection(vol, self.connector())
+        self.driver._recovery.stop()
+        self.target.restart()
+        info = self.driver.initialize_connection(
+            volume, self.connector(nqn=OTHER_NQN))
+        self.assertEqual(self.driver._exports.nqn(volume.id),
+                         info['data']['target_nqn'])
+        sub = self.subsystem(volume)
+        self.assertEqual({HOST_NQN, OTHER_NQN},
+                         {h['nqn'] for h in sub['hosts']})
+        self.assertEqual(1, len(sub['listen_addresses']))
+        self.assertIsNone(self.subsystem(other))
+        # The stats task's look replays the rest.
+        self.driver.get_volume_stats(refresh=True)
+        self.assertEqual([HOST_NQN], [h['nqn'] for h in
+                                      self.subsystem(other)['hosts']])
 
     def test_both_restarting_restores_in_use_exports_from_cinder(self):
         volume = self.create_volume()

@@ -67,11 +67,11 @@ class TestExports(base.TestCase):
     def test_replay_after_restart_restores_only_what_is_missing(self):
         self.exports.export(VOL, self.bdev, {'rw_ios_per_sec': 2000})
         self.exports.allow_host(VOL, HOST)
-        self.assertEqual([], self.exports.replay())
+        self.assertEqual(([], 0), self.exports.replay())
         self.target.restart()
         self.exports._client = self.target.client
         self.assertFalse(self.exports.transport_present())
-        self.assertEqual([self.exports.nqn(VOL)], self.exports.replay())
+        self.assertEqual(([self.exports.nqn(VOL)], 0), self.exports.replay())
         self.assertEqual([HOST], [h['nqn'] for h in self.subsystem()['hosts']])
         bdev = self.target.client.call('bdev_get_bdevs',
                                        {'name': self.bdev})[0]

@@ -178,6 +178,37 @@ class TestSPDKClient(base.TestCase):
         self.assertRaises(exception.SPDKUnavailable, client.call, 'first')
         self.assertEqual('ok', client.call('second'))
 
+    def test_generation_changes_only_with_a_new_connection(self):
+        server, client = self.serve(lambda r: (0, {
+            'jsonrpc': '2.0', 'id': r['id'], 'result': 'ok'}))
+        first = client.connection_generation()
+        client.call('x')
+        self.assertEqual(first, client.connection_generation())
+        self.assertEqual(1, server.connections)
+
+    def test_wait_disconnected_wakes_when_the_peer_exits(self):
+        accepted = []
+
+        class Holding(ScriptedServer):
+            def _serve(self, conn):
+                accepted.append(conn)
+        server = Holding(self.path, None)
+        self.addCleanup(server.close)
+        client = rpc.SPDKClient(self.path, timeout=2)
+        self.addCleanup(client.close)
+        generation = client.connection_generation()
+        self.assertFalse(client.wait_disconnected(0.05))
+        waker = threading.Timer(0.1, lambda: accepted[0].close())
+        waker.start()
+        self.assertTrue(client.wait_disconnected(5))
+        self.assertTrue(client.wait_disconnected(0))   # none open now
+        self.assertEqual(generation + 1, client.connection_generation())
+
+    def test_generation_of_an_unreachable_spdk_is_unavailable(self):
+        client = rpc.SPDKClient(self.path)
+        self.assertRaises(exception.SPDKUnavailable,
+                          client.connection_generation)
+
 
 class TestErrorMapping(base.TestCase):
     def test_errno_text_under_generic_codes(self):
