@@ -35,6 +35,9 @@ DATABASES = ('keystone', 'placement', 'nova_api', 'nova', 'nova_cell0',
 REGION = 'RegionOne'
 
 # Hugepage memory (-s) of the two SPDK processes; nova-compute reserves it.
+# nvmf_tgt's 512 MiB: its buffer pools and ~90 attachments from SPDK
+# initiators (spdk_deploy.storage.target_memory_mib); exports nobody is
+# connected to cost next to nothing, and its startup config allows 8191.
 NVMF_MEM_MIB = 512
 VHOST_MEM_MIB = 256
 # The spdk_dd the Cinder driver runs for an image -> volume copy, while

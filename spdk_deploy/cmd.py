@@ -6,7 +6,9 @@ writes one thing::
     spdk-openstack-config --config-file agent.conf nova-options [...]
     spdk-openstack-config provider-config PATH
     spdk-openstack-config storage-target-config --output PATH \\
-        (--aio-file FILE | --nvme-pci ADDRESS ...)
+        (--aio-file FILE | --nvme-pci ADDRESS ...) [--max-subsystems N]
+    spdk-openstack-config storage-target-memory --connections N \\
+        [--queue-pairs N]
     spdk-openstack-config storage-target-ready --target-config PATH \\
         --rpc-socket SOCKET [--socket-group GROUP]
 
@@ -56,6 +58,25 @@ def _add_commands(subparsers):
     parser.add_argument('--aio-block-size', type=int, default=512)
     parser.add_argument('--nvme-pci', nargs='*', default=[],
                         help='PCI addresses of NVMe devices')
+    parser.add_argument('--max-subsystems', type=int,
+                        default=storage.DEFAULT_MAX_SUBSYSTEMS,
+                        help='NVMe-oF subsystems nvmf_tgt allows: one per '
+                             'exported volume, one per image copy in '
+                             'flight, and SPDK\'s discovery subsystem '
+                             '(default: %(default)s; SPDK\'s own is 1024)')
+
+    parser = subparsers.add_parser(
+        'storage-target-memory',
+        help="print the nvmf_tgt -s (MiB) for N connected controllers")
+    parser.add_argument('--connections', type=int, required=True,
+                        help='attached volumes, counted once per host '
+                             'each is attached to')
+    parser.add_argument('--queue-pairs', type=int,
+                        default=storage.QUEUE_PAIRS_PER_CONNECTION,
+                        help='queue pairs per connection, the admin one '
+                             'included (default: %(default)s, an SPDK '
+                             'initiator on one reactor; the Linux kernel '
+                             'opens one more per CPU)')
 
     parser = subparsers.add_parser(
         'storage-target-ready',
@@ -92,9 +113,15 @@ def cmd_provider_config(conf):
 def cmd_storage_target_config(conf):
     args = conf.command
     config = storage.target_config(args.aio_file, args.aio_block_size,
-                                   args.nvme_pci)
+                                   args.nvme_pci,
+                                   max_subsystems=args.max_subsystems)
     with open(args.output, 'w') as f:
         json.dump(config, f, indent=2)
+
+
+def cmd_storage_target_memory(conf):
+    args = conf.command
+    print(storage.target_memory_mib(args.connections, args.queue_pairs))
 
 
 def cmd_storage_target_ready(conf):
@@ -116,6 +143,7 @@ def cmd_storage_target_ready(conf):
 COMMANDS = {'nova-options': cmd_nova_options,
             'provider-config': cmd_provider_config,
             'storage-target-config': cmd_storage_target_config,
+            'storage-target-memory': cmd_storage_target_memory,
             'storage-target-ready': cmd_storage_target_ready}
 
 

@@ -1,16 +1,24 @@
 """The storage node's ``nvmf_tgt``: its startup config and its lvstores.
 
-The startup config (``nvmf_tgt --json``) re-creates only the base bdevs;
-SPDK finds the lvstores on them again by examining their metadata. The
-NVMe-oF transport is left out on purpose: the Cinder driver creates it and
-takes its absence as the sign that SPDK restarted and lost its exports.
+The startup config (``nvmf_tgt --json``) re-creates the base bdevs, and
+SPDK finds the lvstores on them again by examining their metadata. It also
+raises the NVMe-oF target's subsystem limit: the Cinder driver exports each
+volume as a subsystem of its own, and SPDK v25.09 allows 1024 subsystems
+by default (``SPDK_NVMF_DEFAULT_MAX_SUBSYSTEMS``, lib/nvmf/nvmf.c), one of
+them the discovery subsystem, which it settles when the framework starts:
+``nvmf_set_max_subsystems`` works only from the startup config (or under
+``--wait-for-rpc``). The NVMe-oF transport is left out on purpose: the
+Cinder driver creates it and takes its absence as the sign that SPDK
+restarted and lost its exports.
 """
 
 import grp
+import math
 import os
 import time
 
 from spdk_common import exception as spdk_exc
+from spdk_common import memory
 from spdk_common import rpc
 
 AIO_BDEV = 'aio0'
@@ -19,12 +27,47 @@ NVME_CONTROLLER = 'nvme%d'
 # namespace carries the lvstore.
 NVME_BDEV = NVME_CONTROLLER + 'n1'
 
+# Subsystems the target allows: one per exported volume, one per image copy
+# in flight (a temporary export), and SPDK's own discovery subsystem. A
+# subsystem slot that is not used costs one ``spdk_nvmf_subsystem_poll_group``
+# per poll group (calloc'd, not hugepages) and a bit: nvmf_tgt with one
+# reactor started with 35.4 MiB RSS at 1024 slots, 35.7 MiB at 8192
+# (doc/source/benchmarks.rst, storage_scale).
+DEFAULT_MAX_SUBSYSTEMS = 8192
+# What SPDK v25.09 allows without nvmf_set_max_subsystems.
+SPDK_DEFAULT_MAX_SUBSYSTEMS = 1024
+# SPDK's own subsystems among them: the discovery subsystem.
+SPDK_OWN_SUBSYSTEMS = 1
 
-def target_config(aio_file=None, aio_block_size=512, nvme_pci=()):
-    """The ``--json`` config of the base bdevs: an AIO file or NVMe devices.
+# nvmf_tgt's hugepage memory (its -s), measured with SPDK v25.09
+# (benchmarks/storage_scale.py, doc/source/benchmarks.rst): its default
+# buffer pools map memory.DEFAULT_POOLS_FOOTPRINT_MIB; an export nobody is
+# connected to costs next to nothing of it (4000 exports: +0.75 MiB of DPDK
+# heap, +36 MiB of ordinary memory, i.e. ~9 KiB each with its lvol), but
+# every NVMe/TCP queue pair a host connects, admin or I/O, takes
+# QUEUE_PAIR_MIB with the transport's defaults (max_queue_depth 128 x
+# in_capsule_data_size 4 KiB of in-capsule buffers, and 2 x 128 + 1 PDUs:
+# lib/nvmf/tcp.c nvmf_tcp_qpair_init_mem_resource).
+QUEUE_PAIR_MIB = 0.77
+# An SPDK initiator (the compute agent's bdev_nvme) opens an admin queue
+# pair and one I/O queue pair per reactor that serves the volume: 2. The
+# Linux kernel's opens one I/O queue pair per CPU of the compute node.
+QUEUE_PAIRS_PER_CONNECTION = 2
+PAGE_MIB = 2
 
-    :raises ValueError: when neither or both are given.
+
+def target_config(aio_file=None, aio_block_size=512, nvme_pci=(),
+                  max_subsystems=DEFAULT_MAX_SUBSYSTEMS):
+    """The ``--json`` config of the base bdevs (an AIO file or NVMe
+    devices) and of the NVMe-oF target's subsystem limit.
+
+    :raises ValueError: when neither or both kinds of device are given, or
+        when ``max_subsystems`` leaves no room for a single export.
     """
+    if max_subsystems <= SPDK_OWN_SUBSYSTEMS:
+        raise ValueError('max_subsystems=%s leaves no subsystem for a volume '
+                         '(SPDK keeps %d for itself)'
+                         % (max_subsystems, SPDK_OWN_SUBSYSTEMS))
     if bool(aio_file) == bool(nvme_pci):
         raise ValueError('Give the storage target either a backing file or '
                          'NVMe PCI addresses, not %s'
@@ -38,7 +81,42 @@ def target_config(aio_file=None, aio_block_size=512, nvme_pci=()):
                     'params': {'name': NVME_CONTROLLER % index,
                                'trtype': 'PCIe', 'traddr': address}}
                    for index, address in enumerate(nvme_pci)]
-    return {'subsystems': [{'subsystem': 'bdev', 'config': methods}]}
+    # No nvmf_create_transport here, ever: see the module's docstring.
+    nvmf = [{'method': 'nvmf_set_max_subsystems',
+             'params': {'max_subsystems': max_subsystems}}]
+    return {'subsystems': [{'subsystem': 'bdev', 'config': methods},
+                           {'subsystem': 'nvmf', 'config': nvmf}]}
+
+
+def max_exports(config):
+    """How many volumes the target of ``config`` can export at once (image
+    copies in flight take from them too).
+    """
+    for subsystem in config['subsystems']:
+        for entry in subsystem['config']:
+            if entry['method'] == 'nvmf_set_max_subsystems':
+                return (entry['params']['max_subsystems'] -
+                        SPDK_OWN_SUBSYSTEMS)
+    return SPDK_DEFAULT_MAX_SUBSYSTEMS - SPDK_OWN_SUBSYSTEMS
+
+
+def target_memory_mib(connections,
+                      queue_pairs=QUEUE_PAIRS_PER_CONNECTION):
+    """The hugepage memory (``nvmf_tgt -s``, and what Nova must leave it)
+    for ``connections`` connected NVMe-oF controllers: one per attached
+    volume and host, each with ``queue_pairs`` queue pairs.
+
+    DPDK maps more than ``-s`` on demand while free hugepages last, so a
+    smaller ``-s`` fails only once the host's pool is spent, or guests
+    have taken it: connections past that are refused.
+    """
+    if connections < 0 or queue_pairs < 1:
+        raise ValueError('connections=%s, queue_pairs=%s: give a count of '
+                         'connections and at least one queue pair each'
+                         % (connections, queue_pairs))
+    mib = (memory.DEFAULT_POOLS_FOOTPRINT_MIB +
+           connections * queue_pairs * QUEUE_PAIR_MIB)
+    return PAGE_MIB * math.ceil(mib / PAGE_MIB)
 
 
 def base_bdevs(config):

@@ -175,13 +175,26 @@ class TestStack(PluginHarness):
         self.assertIn('--json %s --interrupt-mode --no-pci' % config,
                       command)
         with open(config) as f:
-            bdevs = json.load(f)['subsystems'][0]['config']
+            subsystems = json.load(f)['subsystems']
+        bdevs = subsystems[0]['config']
         aio_file = os.path.join(self.path('DATA_DIR'), 'spdk', 'lvstore.img')
         self.assertEqual(aio_file, bdevs[0]['params']['filename'])
+        # Room for thousands of exports, one subsystem each.
+        self.assertEqual([{'subsystem': 'nvmf', 'config': [{
+            'method': 'nvmf_set_max_subsystems',
+            'params': {'max_subsystems': 8192}}]}], subsystems[1:])
         self.assertEqual(16 << 20, os.path.getsize(aio_file))
         ready = [c for c in self.calls('sudo') if 'storage-target-ready' in c]
         self.assertEqual(1, len(ready))
         self.assertIn('--socket-mode', ready[0])
+
+    def test_storage_target_max_subsystems(self):
+        self.stack(SPDK_NVMF_MAX_SUBSYSTEMS='16384')
+        config = os.path.join(self.path('SPDK_CONF_DIR'), 'nvmf_tgt.json')
+        with open(config) as f:
+            nvmf = json.load(f)['subsystems'][1]
+        self.assertEqual({'max_subsystems': 16384},
+                         nvmf['config'][0]['params'])
 
     def test_hugepages_on_every_node(self):
         self.stack(SPDK_HUGEPAGES_PER_NODE='300')

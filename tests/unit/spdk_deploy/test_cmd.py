@@ -6,6 +6,7 @@ from unittest import mock
 import fixtures
 
 from spdk_deploy import cmd
+from spdk_deploy import storage
 from tests import base
 from vhost_target import topology
 
@@ -52,6 +53,31 @@ class TestCommands(base.TestCase):
             self.assertEqual('bdev_aio_create',
                              json.load(f)['subsystems'][0]['config'][0][
                                  'method'])
+
+    def test_storage_target_config_max_subsystems(self):
+        output = os.path.join(self.dir, 'nvmf.json')
+        status, _, _ = self.run_command(
+            'storage-target-config', '--output', output, '--nvme-pci',
+            '0000:01:00.0', '--max-subsystems', '16384')
+        self.assertEqual(0, status)
+        with open(output) as f:
+            config = json.load(f)
+        self.assertEqual(16383, storage.max_exports(config))
+        status, _, err = self.run_command(
+            'storage-target-config', '--output', output, '--aio-file', '/f',
+            '--max-subsystems', '1')
+        self.assertEqual(1, status)
+        self.assertIn('leaves no subsystem for a volume', err)
+
+    def test_storage_target_memory(self):
+        status, out, _ = self.run_command('storage-target-memory',
+                                          '--connections', '4000')
+        self.assertEqual(0, status)
+        self.assertEqual(storage.target_memory_mib(4000), int(out))
+        status, out, _ = self.run_command(
+            'storage-target-memory', '--connections', '100',
+            '--queue-pairs', '5')
+        self.assertEqual(storage.target_memory_mib(100, 5), int(out))
 
     def test_errors_are_one_line(self):
         status, _, err = self.run_command(

@@ -1,4 +1,5 @@
 from spdk_common import exception as spdk_exc
+from spdk_common import memory
 from spdk_deploy import storage
 from tests import base
 
@@ -19,11 +20,42 @@ class TestTargetConfig(base.TestCase):
     def test_aio_file(self):
         config = storage.target_config(aio_file='/data/lvs.img')
         self.assertEqual(
-            {'subsystems': [{'subsystem': 'bdev', 'config': [{
-                'method': 'bdev_aio_create',
-                'params': {'name': 'aio0', 'filename': '/data/lvs.img',
-                           'block_size': 512}}]}]}, config)
+            {'subsystems': [
+                {'subsystem': 'bdev', 'config': [{
+                    'method': 'bdev_aio_create',
+                    'params': {'name': 'aio0', 'filename': '/data/lvs.img',
+                               'block_size': 512}}]},
+                {'subsystem': 'nvmf', 'config': [{
+                    'method': 'nvmf_set_max_subsystems',
+                    'params': {'max_subsystems': 8192}}]}]}, config)
         self.assertEqual(['aio0'], storage.base_bdevs(config))
+
+    def test_room_for_thousands_of_exports_by_default(self):
+        # One subsystem per exported volume; SPDK's own default (1024,
+        # the discovery subsystem among them) is too few.
+        config = storage.target_config(aio_file='/f')
+        self.assertGreaterEqual(storage.max_exports(config), 4000)
+        self.assertEqual(8191, storage.max_exports(config))
+
+    def test_max_subsystems_is_set(self):
+        config = storage.target_config(aio_file='/f', max_subsystems=4096)
+        self.assertEqual(4095, storage.max_exports(config))
+        nvmf = [s for s in config['subsystems'] if s['subsystem'] == 'nvmf']
+        self.assertEqual([{'method': 'nvmf_set_max_subsystems',
+                           'params': {'max_subsystems': 4096}}],
+                         nvmf[0]['config'])
+
+    def test_max_subsystems_must_leave_room_for_a_volume(self):
+        for value in (0, 1, -5):
+            self.assertRaises(ValueError, storage.target_config, '/f',
+                              max_subsystems=value)
+        self.assertEqual(1, storage.max_exports(
+            storage.target_config('/f', max_subsystems=2)))
+
+    def test_max_exports_of_an_older_config(self):
+        # A config written before the nvmf section: SPDK's default.
+        old = {'subsystems': [{'subsystem': 'bdev', 'config': []}]}
+        self.assertEqual(1023, storage.max_exports(old))
 
     def test_nvme_devices_one_lvstore_each(self):
         config = storage.target_config(
@@ -38,14 +70,39 @@ class TestTargetConfig(base.TestCase):
     def test_no_transport_in_the_config(self):
         # The Cinder driver detects an SPDK restart by the missing
         # transport; a config that re-created it would hide restarts.
-        config = storage.target_config(aio_file='/f')
-        self.assertEqual(['bdev'], [s['subsystem']
-                                    for s in config['subsystems']])
+        for config in (storage.target_config(aio_file='/f'),
+                       storage.target_config(nvme_pci=['0000:01:00.0'],
+                                             max_subsystems=16384)):
+            methods = [entry['method'] for s in config['subsystems']
+                       for entry in s['config']]
+            self.assertNotIn('nvmf_create_transport', methods)
+            self.assertEqual(['nvmf_set_max_subsystems'],
+                             [m for m in methods if m.startswith('nvmf_')])
 
     def test_exactly_one_kind_of_device(self):
         self.assertRaises(ValueError, storage.target_config)
         self.assertRaises(ValueError, storage.target_config, '/f', 512,
                           ['0000:01:00.0'])
+
+
+class TestTargetMemory(base.TestCase):
+    def test_idle_target_gets_its_pools(self):
+        self.assertEqual(memory.DEFAULT_POOLS_FOOTPRINT_MIB,
+                         storage.target_memory_mib(0))
+
+    def test_grows_with_connected_queue_pairs(self):
+        one = storage.target_memory_mib(1000)
+        two = storage.target_memory_mib(2000)
+        # 2 queue pairs of 0.77 MiB each per connection
+        self.assertAlmostEqual(1540, two - one, delta=2)
+        self.assertEqual(0, one % 2)     # whole 2 MiB hugepages
+        self.assertGreater(storage.target_memory_mib(1000, queue_pairs=9),
+                           one)
+
+    def test_bad_counts(self):
+        self.assertRaises(ValueError, storage.target_memory_mib, -1)
+        self.assertRaises(ValueError, storage.target_memory_mib, 10,
+                          queue_pairs=0)
 
 
 class TestLvstores(base.TestCase):
