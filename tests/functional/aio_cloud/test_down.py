@@ -102,6 +102,9 @@ class TestDownStopsStrays(base.TestCase):
         output = self.useFixture(fixtures.StringStream('stdout')).stream
         self.useFixture(fixtures.MonkeyPatch('sys.stdout', output))
 
+        # python, python3 (not "pytest", whatever runs the tests).
+        names = [(proc, processes.command_name(proc.pid))
+                 for proc in (polite, stubborn)]
         self.assertFalse(cloud.status(self.layout))
         cloud.down(self.layout, delete_resources=False)
 
@@ -109,8 +112,7 @@ class TestDownStopsStrays(base.TestCase):
         self.assertEqual(-9, stubborn.wait(timeout=5))
         output.seek(0)
         text = output.read()
-        for proc in (polite, stubborn):
-            name = processes.command_name(os.getpid())  # python, python3
+        for proc, name in names:
             self.assertIn('stray: %s (pid %d) is not in the process table '
                           'but its command line names %s'
                           % (name, proc.pid, self.layout.root), text)
