@@ -84,9 +84,8 @@ from oslo_config import cfg
 
 from cinder import context
 from cinder import objects
-from cinder.volume import configuration
 
-from cinder_driver import spdk as spdk_driver
+from benchmarks import volume_ops
 from spdk_common import binaries
 from spdk_common import exception as spdk_exc
 from spdk_common import rpc
@@ -118,24 +117,10 @@ READER_NICE = 10
 
 
 def make_driver(socket_path, lvstore, workdir):
-    """The driver as cinder-volume builds it."""
-    objects.register_all()
-    conf = cfg.CONF
-    conf([], project='cinder', default_config_files=[])
-    conf.set_override('state_path', workdir)
-    for name, value in (('spdk_rpc_socket', socket_path),
-                        ('spdk_lvstores', [lvstore]),
-                        ('spdk_target_addresses', ['127.0.0.1']),
-                        ('spdk_target_port', PORT),
-                        ('spdk_state_dir', os.path.join(workdir, 'state')),
-                        ('max_over_subscription_ratio', '1000')):
-        conf.set_override(name, value, group=configuration.SHARED_CONF_GROUP)
-    config = configuration.Configuration(
-        spdk_driver.spdk_opts, config_group='spdk')
-    drv = spdk_driver.SPDKDriver(configuration=config, host='bench@spdk')
-    drv.do_setup(None)
-    drv.check_for_setup_error()
-    return drv
+    """The driver as cinder-volume builds it, on this benchmark's port."""
+    return volume_ops.make_driver(
+        socket_path, lvstore, workdir, spdk_target_port=PORT,
+        spdk_state_dir=os.path.join(workdir, 'state'))
 
 
 def memory(pid, client=None):

@@ -39,8 +39,10 @@ SIZES_GB = (1, 1024)
 OPS = ('create', 'snapshot', 'clone', 'extend', 'delete')
 
 
-def make_driver(socket_path, lvstore, workdir):
-    """The driver as cinder-volume builds it."""
+def make_driver(socket_path, lvstore, workdir, **options):
+    """The driver as cinder-volume builds it; ``options`` are more
+    back-end options.
+    """
     objects.register_all()
     conf = cfg.CONF
     conf([], project='cinder', default_config_files=[])
@@ -50,7 +52,8 @@ def make_driver(socket_path, lvstore, workdir):
     for name, value in (('spdk_rpc_socket', socket_path),
                         ('spdk_lvstores', [lvstore]),
                         ('spdk_target_addresses', ['127.0.0.1']),
-                        ('max_over_subscription_ratio', '1000')):
+                        ('max_over_subscription_ratio', '1000'),
+                        *options.items()):
         conf.set_override(name, value, group=configuration.SHARED_CONF_GROUP)
     config = configuration.Configuration(
         spdk_driver.spdk_opts, config_group='spdk')

@@ -64,25 +64,9 @@ def agent_pid_file_path(conf):
     return os.path.join(conf.state_dir, 'agent.pid')
 
 
-def process_start_time(pid):
-    """When ``pid`` started (clock ticks after boot), or None.
-
-    None for a process that does not exist or is a zombie: either way it
-    serves nothing. The start time tells a reused pid from the process
-    recorded under it.
-    """
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name may hold spaces and parentheses: the fields that
-    # follow it start after the last ')'. Field 3 is the state, 22 the
-    # start time.
-    fields = data.rsplit(')', 1)[1].split()
-    if fields[0] in ('Z', 'X'):
-        return None
-    return int(fields[19])
+# One reading of /proc/<pid>/stat for the agent and its privsep daemon
+# (which cannot import this module).
+process_start_time = privileged_spdk.start_time
 
 
 def write_pid_file(path, pid):

@@ -190,14 +190,20 @@ def start_vhost(binary, cpumask, rpc_socket, socket_dir, json_config,
 
 
 def start_time(pid):
-    """The start time (clock ticks after boot) of live process ``pid``,
-    or None (gone or a zombie); as supervisor.process_start_time.
+    """When ``pid`` started (clock ticks after boot), or None.
+
+    None for a process that does not exist or is a zombie: either way it
+    serves nothing. The start time tells a reused pid from the process
+    recorded under it.
     """
     try:
         with open('/proc/%d/stat' % pid) as f:
             data = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
+    # The command name may hold spaces and parentheses: the fields that
+    # follow it start after the last ')'. Field 3 is the state, 22 the
+    # start time.
     fields = data.rsplit(')', 1)[1].split()
     if fields[0] in ('Z', 'X'):
         return None
