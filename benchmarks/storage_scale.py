@@ -67,7 +67,6 @@ The last line is machine-readable.
 import argparse
 import concurrent.futures
 import grp
-import importlib
 import json
 import os
 import shutil
@@ -96,6 +95,7 @@ from tests.fixtures import storage_target
 from vhost_target import agent as vhost_agent
 from vhost_target import config as agent_config
 from vhost_target import planner
+from vhost_target import privileged
 from vhost_target import state
 from vhost_target import supervisor
 from vhost_target import topology
@@ -400,23 +400,11 @@ def agent_conf(top, memory_mib):
     return conf.spdk_vhost_target
 
 
-def privsep_daemon():
-    """The agent's privsep daemon, forked as the SPDK test tier forks it;
-    None where the agent has none.
-    """
-    try:
-        daemon = importlib.import_module('tests.fixtures.privsep')
-    except ImportError:
-        return None
-    daemon.start()
-    return daemon
-
-
 def measure_agent(exports, count, memory_mib, target):
     """Attach ``count`` volumes through the agent, kill SPDK vhost, time
     the agent's replay. Returns a dict of figures.
     """
-    daemon = privsep_daemon()
+    started = privileged.start()
     top = tempfile.mkdtemp(prefix='scale-agent-')
     group = agent_conf(top, memory_mib)
     host = topology.read_topology()
@@ -459,8 +447,8 @@ def measure_agent(exports, count, memory_mib, target):
     finally:
         keeper.stop()
         client.close()
-        if daemon is not None:
-            daemon.stop()
+        if started:
+            privileged.default.stop()
         shutil.rmtree(top, ignore_errors=True)
     return result
 

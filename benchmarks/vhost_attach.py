@@ -40,6 +40,7 @@ from tests.fixtures import spdk as spdk_fixtures
 from vhost_target import agent as vhost_agent
 from vhost_target import config
 from vhost_target import planner
+from vhost_target import privileged
 from vhost_target import state
 from vhost_target import supervisor
 from vhost_target import topology
@@ -117,6 +118,8 @@ def main():
             and spdk_fixtures.spdk_available('vhost')):
         print(spdk_fixtures.SKIP_MESSAGE)
         return 2
+    # The agent's root work goes through its privsep daemon.
+    privileged.start()
     with fixtures.TempDir() as tmp, spdk_fixtures.SPDKTarget(
             interrupt=True, size_mib=8192) as storage:
         top = tempfile.mkdtemp(dir=tmp.path)

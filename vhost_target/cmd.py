@@ -23,7 +23,6 @@ import threading
 
 from oslo_config import cfg
 from oslo_log import log as logging
-from oslo_privsep import priv_context
 
 from spdk_common import exception as spdk_exc
 from spdk_common import rpc
@@ -67,23 +66,6 @@ def _layout(conf):
     group = conf.spdk_vhost_target
     host = topology.read_topology()
     return group, host, planner.plan(group, host)
-
-
-def _start_privsep():
-    """Start the privsep daemon unless it runs; True when started here.
-
-    As root the daemon is forked (no sudo); otherwise it is started the
-    default way, ``sudo privsep-helper`` (or the context's
-    ``helper_command``), at once: a host that does not allow it fails the
-    start, not the first attach.
-    """
-    if privileged.default.channel is not None:
-        return False
-    if os.geteuid() == 0:
-        privileged.default.start(priv_context.Method.FORK)
-    else:
-        privileged.default.start()
-    return True
 
 
 def _stop_privsep(started):
@@ -149,7 +131,7 @@ def cmd_run(conf):
 
     logging.setup(conf, 'spdk-vhost-target')
     # Before any thread or connection: the fork copies this process.
-    started_privsep = _start_privsep()
+    started_privsep = privileged.start()
     try:
         return _run(conf, messaging, rpcapi)
     finally:
@@ -221,7 +203,7 @@ def cmd_stop(conf):
     if conf.command.with_spdk:
         keeper = supervisor.Supervisor(group, None, on_ready=None)
         spdk_pid = supervisor.read_live_pid(supervisor.pid_file_path(group))
-        started_privsep = _start_privsep()
+        started_privsep = privileged.start()
         try:
             keeper.stop_spdk()
         finally:

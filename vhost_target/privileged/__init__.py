@@ -8,6 +8,8 @@ entrypoint checks its arguments itself: it trusts nothing the agent's
 process passes, because that process takes input from the message bus.
 """
 
+import os
+
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
@@ -32,3 +34,20 @@ default = priv_context.PrivContext(
         caps.CAP_SYS_PTRACE,
     ],
 )
+
+
+def start():
+    """Start the daemon unless it runs; True when started here.
+
+    As root the daemon is forked (no sudo); otherwise it is started the
+    default way, ``sudo privsep-helper`` (or the context's
+    ``helper_command``), at once: a host that does not allow it fails the
+    start, not the first attach.
+    """
+    if default.channel is not None:
+        return False
+    if os.geteuid() == 0:
+        default.start(priv_context.Method.FORK)
+    else:
+        default.start()
+    return True

@@ -173,7 +173,7 @@ class TestPrivsepStart(base.TestCase):
     def test_a_running_daemon_is_kept(self):
         self.useFixture(fixtures.MockPatchObject(
             privileged.default, 'channel', mock.Mock()))
-        self.assertFalse(cmd._start_privsep())
+        self.assertFalse(privileged.start())
         cmd._stop_privsep(False)
         self.start.assert_not_called()
         self.stop.assert_not_called()
@@ -184,11 +184,11 @@ class TestPrivsepStart(base.TestCase):
         patcher.start()
         self.addCleanup(patcher.stop)
         with mock.patch('os.geteuid', return_value=0):
-            self.assertTrue(cmd._start_privsep())
+            self.assertTrue(privileged.start())
         self.start.assert_called_once_with(priv_context.Method.FORK)
         self.start.reset_mock()
         with mock.patch('os.geteuid', return_value=1000):
-            self.assertTrue(cmd._start_privsep())
+            self.assertTrue(privileged.start())
         self.start.assert_called_once_with()
         cmd._stop_privsep(True)
         self.stop.assert_called_once_with()
