@@ -202,11 +202,6 @@ class NVMeoFExports:
                 raise
             LOG.debug('Subsystem %s was already gone', nqn)
 
-    def forget(self, volume_id):
-        """Drop the desired export of a volume whose lvol SPDK deleted."""
-        if volume_id in self._desired:
-            self.unexport(volume_id)
-
     def hosts(self, volume_id):
         export = self._desired.get(volume_id)
         return set(export.hosts) if export else set()

@@ -30,6 +30,7 @@ from cinder_driver import image_copy
 from cinder_driver import lvols as spdk_lvols
 from cinder_driver import qos
 from cinder_driver import recovery
+from spdk_common import connection
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc
@@ -114,7 +115,6 @@ CONF.register_opts(spdk_opts, group=configuration.SHARED_CONF_GROUP)
 
 VHOST_ATTACH_SPEC = 'spdk:vhost_attach'
 PROVISIONING_SPEC = 'provisioning:type'
-SPDK_VHOST = 'spdk_vhost'
 # SPDK multiplies size_in_mib by 2**20 in 64 bits without an overflow
 # check (module/bdev/lvol/vbdev_lvol_rpc.c): a bigger size would wrap into
 # a small lvol that Cinder believes huge.
@@ -607,28 +607,23 @@ class SPDKDriver(driver.VolumeDriver):
         if not isinstance(connector, dict):
             raise exception.InvalidInput(reason=_(
                 'connector=%r is not a dictionary') % (connector,))
-        vhost = connector.get(SPDK_VHOST)
-        if vhost and not isinstance(vhost, dict):
-            raise exception.InvalidInput(reason=_(
-                'connector field %(field)s=%(value)r is not a dictionary') %
-                {'field': SPDK_VHOST, 'value': vhost})
-        fields = [('nqn', connector.get('nqn')),
-                  (SPDK_VHOST + '.host_nqn', (vhost or {}).get('host_nqn'))]
-        fields = [(field, value) for field, value in fields if value]
-        if not fields:
+        try:
+            # The spdk_vhost capability is the contract module's to check
+            # (its version, its host NQN).
+            vhost = connection.offered(connector)
+            if connector.get('nqn') is not None:
+                connection.nqn(connector['nqn'], 'nqn')
+        except spdk_exc.InvalidField as exc:
+            raise exception.InvalidInput(reason=_('connector field %s') %
+                                         exc)
+        if not (connector.get('nqn')
+                or (vhost or {}).get(connection.CAP_HOST_NQN)):
             raise exception.InvalidConnectorException(missing='nqn')
-        for field, value in fields:
-            try:
-                naming.validate_nqn(value)
-            except spdk_exc.InvalidNQN as exc:
-                raise exception.InvalidInput(reason=_(
-                    'connector field %(field)s=%(value)r: %(err)s') % {
-                        'field': field, 'value': value, 'err': exc})
 
     @staticmethod
     def _vhost_info(connector):
-        vhost = connector.get(SPDK_VHOST) if isinstance(connector,
-                                                        dict) else None
+        vhost = (connector.get(connection.SPDK_VHOST)
+                 if isinstance(connector, dict) else None)
         return vhost if isinstance(vhost, dict) and vhost else None
 
     def _vhost_allowed(self, volume, connector):
@@ -655,11 +650,13 @@ class SPDKDriver(driver.VolumeDriver):
             LOG.warning('Volume %(id)s: %(err)s', {'id': volume.id,
                                                    'err': exc})
             on_acl = self._exports.hosts(volume.id)
-            candidates = [(vhost or {}).get('host_nqn'), connector.get('nqn')]
+            candidates = [(vhost or {}).get(connection.CAP_HOST_NQN),
+                          connector.get('nqn')]
             return next((n for n in candidates if n and n in on_acl),
                         connector.get('nqn'))
         if allowed:
-            return vhost.get('host_nqn') or connector.get('nqn')
+            return (vhost.get(connection.CAP_HOST_NQN)
+                    or connector.get('nqn'))
         return connector.get('nqn')
 
     def initialize_connection(self, volume, connector):
@@ -677,20 +674,16 @@ class SPDKDriver(driver.VolumeDriver):
                 authenticate=vhost and self.configuration.spdk_dhchap)
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
-        data = {
-            'target_nqn': self._exports.nqn(volume.id),
-            'portals': self._exports.portals(),
-            'vol_uuid': volume.id,
-            'host_nqn': host_nqn,
-            'discard': True,
-        }
-        if secret:
-            data['dhchap_secret'] = secret
+        nqn, portals = self._exports.nqn(volume.id), self._exports.portals()
+        if vhost:
+            info = connection.spdk_vhost_info(nqn, portals, volume.id,
+                                              host_nqn, secret)
+        else:
+            info = connection.nvmeof_info(nqn, portals, volume.id, host_nqn)
         LOG.info('Volume %(id)s connects to %(host)s over %(mode)s',
                  {'id': volume.id, 'host': host_nqn,
-                  'mode': SPDK_VHOST if vhost else 'nvmeof'})
-        return {'driver_volume_type': SPDK_VHOST if vhost else 'nvmeof',
-                'data': data}
+                  'mode': info['driver_volume_type']})
+        return info
 
     def terminate_connection(self, volume, connector, **kwargs):
         self._call(self._recovery.before_operation, volume.id)

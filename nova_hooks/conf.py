@@ -2,7 +2,10 @@
 
 from oslo_config import cfg
 
-GROUP = 'spdk_vhost'
+from spdk_common import connection
+
+# Named after the volume type it configures.
+GROUP = connection.SPDK_VHOST
 
 opts = [
     cfg.IntOpt('max_queues',

@@ -12,12 +12,14 @@ from oslo_log import log as logging
 import oslo_messaging as messaging
 
 from nova import exception as nova_exception
+from nova import utils
 from nova.virt import driver as virt_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_hooks import agent_client
 from nova_hooks import conf as hooks_conf
 from nova_hooks import volume as spdk_volume
+from spdk_common import connection
 
 LOG = logging.getLogger(__name__)
 CONF = hooks_conf.register(cfg.CONF)
@@ -41,17 +43,25 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _get_volume_driver(self, connection_info):
         kind = connection_info.get('driver_volume_type')
-        if kind != spdk_volume.SPDK_VHOST:
+        if kind != connection.SPDK_VHOST:
             return super()._get_volume_driver(connection_info)
         driver = self.volume_drivers.get(kind)
-        if driver is None:
-            driver = spdk_volume.LibvirtSPDKVhostVolumeDriver(self._host)
-            self.volume_drivers[kind] = driver
-        return driver
+        if driver is not None:
+            return driver
+
+        # Nova's own lock, as its _get_volume_driver caches its drivers:
+        # two attaches at once make one driver.
+        @utils.synchronized('cache_volume_driver')
+        def _cache_volume_driver():
+            if kind not in self.volume_drivers:
+                self.volume_drivers[kind] = (
+                    spdk_volume.LibvirtSPDKVhostVolumeDriver(self._host))
+            return self.volume_drivers[kind]
+        return _cache_volume_driver()
 
     def extend_volume(self, context, connection_info, instance,
                       requested_size):
-        if connection_info.get('driver_volume_type') != spdk_volume.SPDK_VHOST:
+        if connection_info.get('driver_volume_type') != connection.SPDK_VHOST:
             return super().extend_volume(context, connection_info, instance,
                                          requested_size)
         # The agent resizes the disk it serves, and SPDK vhost tells the
@@ -69,7 +79,7 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
         for bdm in virt_driver.block_device_info_get_mapping(
                 block_device_info):
             info = bdm.get('connection_info') or {}
-            if info.get('driver_volume_type') == spdk_volume.SPDK_VHOST:
+            if info.get('driver_volume_type') == connection.SPDK_VHOST:
                 raise nova_exception.MigrationPreCheckError(
                     reason='live migration of instances with SPDK '
                            'vhost-user volumes is not supported; stop the '
@@ -81,7 +91,7 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
         connector = super().get_volume_connector(instance)
         capability = self._spdk_vhost_capability(instance)
         if capability:
-            connector[spdk_volume.SPDK_VHOST] = capability
+            connector[connection.SPDK_VHOST] = capability
         return connector
 
     def _spdk_vhost_capability(self, instance):
@@ -96,6 +106,5 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
                         'attach over kernel NVMe/TCP', exc,
                         instance=instance)
             return None
-        return {'version': status['version'],
-                'host_nqn': status['host_nqn'],
-                'numa_nodes': spdk_volume.host_numa_nodes(instance)}
+        return connection.capability(
+            status['host_nqn'], spdk_volume.host_numa_nodes(instance))

@@ -1,4 +1,4 @@
-"""Nova's libvirt volume driver for ``driver_volume_type='spdk_vhost'``.
+"""Nova's libvirt volume driver for the spdk_vhost volume type.
 
 The compute node's spdk-vhost-target agent connects the volume over
 NVMe/TCP and serves it as a vhost-user-blk socket; this driver asks the
@@ -16,6 +16,7 @@ from nova.virt.libvirt.volume import volume as libvirt_volume
 from nova_hooks import agent_client
 from nova_hooks import conf as hooks_conf
 from nova_hooks import config as vhost_config
+from spdk_common import connection
 from spdk_common import qos as spdk_qos
 from vhost_target import vhost as vhost_target
 
@@ -28,8 +29,6 @@ BUSY_POLL = 0.25
 
 LOG = logging.getLogger(__name__)
 CONF = hooks_conf.register(cfg.CONF)
-
-SPDK_VHOST = 'spdk_vhost'
 
 
 def volume_id(connection_info):
@@ -55,16 +54,16 @@ class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
 
     def connect_volume(self, connection_info, instance):
         data = connection_info['data']
-        data['vhost_socket'] = agent_client.get().attach_volume(
+        data[connection.VHOST_SOCKET] = agent_client.get().attach_volume(
             volume_id(connection_info), connection_info,
             numa_nodes=host_numa_nodes(instance),
             qos=front_end_qos(data))
         # get_config() does not see the instance: keep what it needs here.
-        data['vhost_queues'] = min(instance.flavor.vcpus,
-                                   CONF.spdk_vhost.max_queues)
+        data[connection.VHOST_QUEUES] = min(instance.flavor.vcpus,
+                                            CONF.spdk_vhost.max_queues)
         LOG.info('Volume %(id)s served at %(path)s',
                  {'id': volume_id(connection_info),
-                  'path': data['vhost_socket']}, instance=instance)
+                  'path': data[connection.VHOST_SOCKET]}, instance=instance)
 
     def disconnect_volume(self, connection_info, instance, force=False):
         deadline = time.monotonic() + BUSY_WAIT
@@ -93,8 +92,8 @@ class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
         # of which libvirt refuses on vhost-user disks.
         disk = vhost_config.LibvirtConfigGuestVhostUserDisk()
         data = connection_info['data']
-        disk.source_path = data['vhost_socket']
-        disk.queues = data.get('vhost_queues')
+        disk.source_path = data[connection.VHOST_SOCKET]
+        disk.queues = data.get(connection.VHOST_QUEUES)
         disk.target_dev = disk_info['dev']
         # Nova finds volume disks by this alias to detach them.
         disk.alias = libvirt_config.make_libvirt_device_alias(

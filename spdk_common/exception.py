@@ -81,6 +81,46 @@ class InvalidNQN(SPDKException):
     message = "Invalid NVMe qualified name %(nqn)r: %(reason)s."
 
 
+# Enough for the NQNs and ids of real requests; longer values are cut.
+_SHOWN_CHARS = 100
+
+
+def shown(value, secret=False):
+    """The value for an error message: its repr, cut short if long.
+
+    A secret is never shown, only its type and length, so that errors and
+    the logs that carry them stay free of key material.
+    """
+    if secret:
+        if isinstance(value, str):
+            return '(withheld, %d characters)' % len(value)
+        return '(withheld, a %s)' % type(value).__name__
+    text = repr(value)
+    if len(text) > _SHOWN_CHARS:
+        try:
+            size = ', %d long' % len(value)
+        except TypeError:
+            size = ''
+        text = '%s... (%s%s)' % (text[:_SHOWN_CHARS],
+                                 type(value).__name__, size)
+    return text
+
+
+class InvalidField(SPDKException, ValueError):
+    """One field of a request or a connection contract is wrong; the
+    message names the field and its value (a secret's only by type and
+    length).
+    """
+
+    message = '%(field)s %(value)s %(reason)s'
+
+    def __init__(self, field, value, reason, secret=False):
+        self.field = field
+        self.value = shown(value, secret)
+        self.reason = reason
+        super().__init__(field=field, value=self.value, reason=reason)
+
+
 # JSON-RPC 2.0 codes that SPDK uses next to negative errno values.
 JSONRPC_INVALID_PARAMS = -32602
 JSONRPC_METHOD_NOT_FOUND = -32601

@@ -38,10 +38,9 @@ _RECV_CHUNK = 1 << 20
 
 
 class _PendingCall:
-    __slots__ = ('method', 'done', 'response', 'failure')
+    __slots__ = ('done', 'response', 'failure')
 
-    def __init__(self, method):
-        self.method = method
+    def __init__(self):
         self.done = threading.Event()
         self.response = None
         self.failure = None
@@ -190,7 +189,7 @@ class SPDKClient:
         request = {'jsonrpc': '2.0', 'method': method, 'id': None}
         if params:
             request['params'] = params
-        call = _PendingCall(method)
+        call = _PendingCall()
         with self._lock:
             if self._conn is None:
                 self._conn = self._connect()

@@ -12,6 +12,7 @@ import time
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
+from spdk_common import connection
 from spdk_common import exception as spdk_exc
 from vhost_target import planner
 from vhost_target import state as agent_state
@@ -78,7 +79,7 @@ def refuse_unknown_arguments(method, arguments):
     if arguments:
         name = sorted(arguments, key=str)[0]
         raise InvalidRequest(
-            method=method, field='argument %s' % validation.shown(name),
+            method=method, field='argument %s' % spdk_exc.shown(name),
             value='(a %s)' % type(arguments[name]).__name__,
             reason='is not an argument of %s in API version 1.0' % method)
 
@@ -93,7 +94,7 @@ _CONNECTION_FIELDS = (('target_nqn', 'connection_info.data.target_nqn'),
 
 def _normalized_portals(portals):
     try:
-        return validation.portals(portals)
+        return connection.portals(portals)
     except validation.Invalid:
         return list(portals)
 
@@ -135,7 +136,7 @@ class VhostAgent:
         if unknown:
             raise InvalidRequest(
                 method='attach_volume', field='numa_nodes',
-                value=validation.shown(unknown),
+                value=spdk_exc.shown(unknown),
                 reason='names NUMA node(s) this host does not have (it has '
                        '%s)' % sorted(self._topology.nodes))
         with _lock(volume_id):
@@ -200,7 +201,7 @@ class VhostAgent:
         if self._host_nqn and request.host_nqn != self._host_nqn:
             raise InvalidRequest(
                 method='attach_volume', field='connection_info.data.host_nqn',
-                value=validation.shown(request.host_nqn),
+                value=spdk_exc.shown(request.host_nqn),
                 reason="is not this host's NQN %r, the one the agent "
                        "reports and connects as" % self._host_nqn)
 
@@ -218,12 +219,12 @@ class VhostAgent:
                 secret = attr == 'dhchap_secret'
                 raise InvalidRequest(
                     method='attach_volume', field=field,
-                    value=validation.shown(new, secret=secret),
+                    value=spdk_exc.shown(new, secret=secret),
                     reason='differs from the attachment of volume %s this '
                            'host serves now%s; detach the volume first' % (
                                existing.volume_id,
                                '' if secret else ' (%s)' % (
-                                   validation.shown(old), )))
+                                   spdk_exc.shown(old), )))
 
     def detach_volume(self, volume_id):
         # A volume this host does not know is fine (detach is idempotent),

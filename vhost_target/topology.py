@@ -130,11 +130,6 @@ class HostTopology:
                 return node.id
         return None
 
-    @property
-    def all_cpus(self):
-        """Every CPU some node lists, online or not."""
-        return frozenset().union(*(n.cpus for n in self.nodes.values()))
-
 
 def _read(path):
     with open(path) as f:

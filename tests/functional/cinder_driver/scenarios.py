@@ -265,11 +265,18 @@ class DriverScenarios(DriverTestBase):
                          lambda: self.driver.initialize_connection(
                              vol, connector)):
                 exc = self.assertRaises(exception.InvalidInput, call)
-                self.assertIn('connector field %s=' % field, str(exc))
+                self.assertIn('connector field %s %r is not a valid NQN'
+                              % (field, connector.get('nqn') if field == 'nqn'
+                                 else bad), str(exc))
             self.assertEqual([], self.subsystem(vol)['hosts'])
         for connector, what in (
                 (['nqn', HOST_NQN], 'connector='),
-                (self.connector(spdk_vhost='yes'), 'spdk_vhost=')):
+                (self.connector(spdk_vhost='yes'),
+                 "spdk_vhost 'yes' is not a dict"),
+                (self.connector(spdk_vhost={'version': '2.0',
+                                            'host_nqn': HOST_NQN}),
+                 "spdk_vhost.version '2.0' is not a version this side "
+                 "speaks (1.x)")):
             exc = self.assertRaises(exception.InvalidInput,
                                     self.driver.initialize_connection,
                                     vhost_volume, connector)

@@ -152,7 +152,11 @@ class TestHooks(base.TestCase):
             hooks_driver.SPDKLibvirtDriver)
         drv.volume_drivers, drv._host = {}, None
         vhost_info = {'driver_volume_type': 'spdk_vhost'}
-        found = drv._get_volume_driver(vhost_info)
+        with mock.patch.object(hooks_driver.utils, 'synchronized',
+                               wraps=hooks_driver.utils.synchronized) as lock:
+            found = drv._get_volume_driver(vhost_info)
+        # Cached under Nova's own lock, as Nova caches its drivers.
+        lock.assert_called_once_with('cache_volume_driver')
         self.assertIsInstance(found, spdk_volume.LibvirtSPDKVhostVolumeDriver)
         self.assertIs(found, drv._get_volume_driver(vhost_info))
         with mock.patch.object(libvirt_driver.LibvirtDriver,

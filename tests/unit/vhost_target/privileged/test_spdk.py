@@ -175,11 +175,15 @@ class TestInTheDaemon(SPDKFiles):
             fields = f.read().rsplit(')', 1)[1].split()
         self.assertNotEqual(os.getpid(), int(fields[1]))
         self.assertEqual(pid, int(fields[3]))   # the session leader
-        wait_until(lambda: os.path.exists(self.log)
-                   and os.path.getsize(self.log))
-        with open(self.log) as f:
-            self.assertIn('vhost --no-pci -m 0x4 -r %s' % self.rpc_socket,
-                          f.read())
+
+        # Written by the process as it starts: wait for the whole line.
+        def logged():
+            if not os.path.exists(self.log):
+                return False
+            with open(self.log) as f:
+                return ('vhost --no-pci -m 0x4 -r %s' % self.rpc_socket
+                        in f.read())
+        wait_until(logged)
         self.assertTrue(spdk.stop_vhost(pid, started, self.rpc_socket))
         self.assertTrue(supervisor.wait_for_exit(pid, started, 10))
         # Reaped: no zombie of the daemon stays.

@@ -1,0 +1,252 @@
+"""The ``spdk_vhost`` connection contract, built and parsed here alone.
+
+Two formats cross from one service to another, as os-brick's
+``initiator/connectors/nvmeof.py`` owns its keys:
+
+* the **connector capability**: nova-compute offers it under the
+  connector's ``spdk_vhost`` key when its host can serve vhost-user
+  volumes (its agent's host NQN, the instance's NUMA nodes);
+* the **connection data**: Cinder's ``initialize_connection`` answers with
+  ``driver_volume_type = 'spdk_vhost'`` and this data, which Nova passes to
+  the compute node's agent.
+
+Both carry ``version``. A reader takes every 1.x (minor versions only add
+fields) and refuses another major version with a clear error; data
+written before versions were sent reads as 1.0. The stock ``nvmeof``
+answer is os-brick's NVMe-oF v2 connection properties, built here too
+(``tests`` parse it with os-brick's own ``NVMeOFConnProps``).
+"""
+
+import base64
+import ipaddress
+import re
+import zlib
+
+from spdk_common import exception
+from spdk_common import naming
+
+SPDK_VHOST = 'spdk_vhost'
+NVMEOF = 'nvmeof'
+
+VERSION = '1.0'
+_MAJOR = VERSION.split('.')[0]
+
+# Connector capability keys (connector[SPDK_VHOST][...]).
+CAP_VERSION = 'version'
+CAP_HOST_NQN = 'host_nqn'
+CAP_NUMA_NODES = 'numa_nodes'
+
+# Connection data keys (connection_info['data'][...]); the first five are
+# os-brick's NVMe-oF v2 keys, which the nvmeof answer shares.
+TARGET_NQN = 'target_nqn'
+PORTALS = 'portals'
+VOL_UUID = 'vol_uuid'
+HOST_NQN = 'host_nqn'
+DISCARD = 'discard'
+DATA_VERSION = 'version'
+DHCHAP_SECRET = 'dhchap_secret'
+# What the Nova hooks add on the compute node for the guest's XML.
+VHOST_SOCKET = 'vhost_socket'
+VHOST_QUEUES = 'vhost_queues'
+
+# NVMe DH-HMAC-CHAP secret representation (NVMe Base Specification 8.13.5.8,
+# nvme-cli's gen-dhchap-key, cinder_driver.dhchap.make_secret): the hash
+# id 00-03, then base64 of the key and its CRC-32, little-endian.
+_DHCHAP_SECRET = re.compile(r'DHHC-1:0[0-3]:([A-Za-z0-9+/]+={0,2}):')
+# SPDK (lib/nvme/nvme_auth.c) takes 32, 48 and 64 byte keys.
+_DHCHAP_KEY_BYTES = (32, 48, 64)
+_PORT = re.compile(r'[0-9]{1,5}')
+# Bounds that keep a request small; real ones are far below them.
+MAX_PORTALS = 16
+
+Invalid = exception.InvalidField
+
+
+# -- fields -------------------------------------------------------------------
+
+def checked_dict(value, field):
+    if not isinstance(value, dict):
+        raise Invalid(field, value, 'is not a dict')
+    return value
+
+
+def checked_list(value, field, max_len):
+    # JSON arrays arrive as lists; tuples are what Python callers send.
+    if not isinstance(value, (list, tuple)):
+        raise Invalid(field, value, 'is not a list')
+    if len(value) > max_len:
+        raise Invalid(field, value, 'has more than %d entries' % max_len)
+    return value
+
+
+def nqn(value, field):
+    try:
+        return naming.validate_nqn(value)
+    except exception.InvalidNQN as exc:
+        raise Invalid(field, value, 'is not a valid NQN: %s'
+                      % exc.kwargs.get('reason'))
+
+
+def _address(value, field):
+    """An IP literal, as SPDK's traddr for TCP takes it."""
+    if not isinstance(value, str):
+        raise Invalid(field, value, 'is not a string')
+    try:
+        if '%' in value:   # an interface scope is not Cinder's to choose
+            raise ValueError(value)
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise Invalid(field, value, 'is not an IPv4 or IPv6 address; SPDK '
+                      'connects to an address literal (traddr), not a name')
+    if address.is_multicast or address.is_unspecified:
+        raise Invalid(field, value, 'is not a unicast address')
+    return str(address)
+
+
+def _port(value, field):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise Invalid(field, value, 'is not a port number')
+    if isinstance(value, str) and not _PORT.fullmatch(value):
+        raise Invalid(field, value, 'is not a port number')
+    if not 1 <= int(value) <= 65535:
+        raise Invalid(field, value, 'is not a port number in 1-65535')
+    return str(int(value))
+
+
+def portals(value, field='connection_info.data.portals'):
+    """A non-empty list of (IP address, port, 'tcp'), normalized."""
+    checked_list(value, field, MAX_PORTALS)
+    if not value:
+        raise Invalid(field, value, 'is empty')
+    result = []
+    for i, portal in enumerate(value):
+        where = '%s[%d]' % (field, i)
+        if not isinstance(portal, (list, tuple)) or len(portal) != 3:
+            raise Invalid(where, portal, 'is not an (address, port, '
+                          '"tcp") triple')
+        address, port, transport = portal
+        if not isinstance(transport, str) or transport.lower() != 'tcp':
+            raise Invalid(where + ' transport', transport,
+                          'is not tcp, the only transport the agent '
+                          'connects with')
+        result.append((_address(address, where + ' address'),
+                       _port(port, where + ' port'), 'tcp'))
+    return result
+
+
+def dhchap_secret(value, field='connection_info.data.dhchap_secret'):
+    """None, or a DH-HMAC-CHAP secret SPDK can use."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid(field, value, 'is not a string', secret=True)
+    match = _DHCHAP_SECRET.fullmatch(value)
+    if not match:
+        raise Invalid(field, value, 'is not a DH-HMAC-CHAP secret in the '
+                      'form DHHC-1:0[0-3]:<base64 key and CRC-32>:',
+                      secret=True)
+    try:
+        raw = base64.b64decode(match.group(1), validate=True)
+    except ValueError:
+        raise Invalid(field, value, 'has an invalid base64 part',
+                      secret=True)
+    key, crc = raw[:-4], raw[-4:]
+    if len(key) not in _DHCHAP_KEY_BYTES:
+        raise Invalid(field, value, 'holds a %d-byte key; SPDK takes %s'
+                      % (len(key), '/'.join(map(str, _DHCHAP_KEY_BYTES))),
+                      secret=True)
+    if zlib.crc32(key).to_bytes(4, 'little') != crc:
+        raise Invalid(field, value, 'fails its CRC-32 check (mistyped or '
+                      'cut short?)', secret=True)
+    return value
+
+
+def _version(value, field):
+    """A 1.x version; missing reads as 1.0 (written before versions)."""
+    if value is None:
+        return VERSION
+    if (not isinstance(value, str)
+            or not re.fullmatch(r'[0-9]+\.[0-9]+', value)):
+        raise Invalid(field, value, 'is not a version (major.minor)')
+    if value.split('.')[0] != _MAJOR:
+        raise Invalid(field, value, 'is not a version this side speaks '
+                      '(%s.x): upgrade the older of Cinder\'s SPDK driver '
+                      'and the compute node\'s SPDK hooks and agent'
+                      % _MAJOR)
+    return value
+
+
+# -- the connector capability -----------------------------------------------
+
+def capability(host_nqn, numa_nodes):
+    """What nova-compute offers under ``connector[SPDK_VHOST]``."""
+    return {CAP_VERSION: VERSION, CAP_HOST_NQN: host_nqn,
+            CAP_NUMA_NODES: list(numa_nodes)}
+
+
+def offered(connector):
+    """The connector's capability, checked, or None when it offers none.
+
+    :raises InvalidField: naming the connector field that is wrong.
+    """
+    if not isinstance(connector, dict):
+        return None
+    value = connector.get(SPDK_VHOST)
+    if not value:
+        return None
+    checked_dict(value, SPDK_VHOST)
+    _version(value.get(CAP_VERSION), '%s.%s' % (SPDK_VHOST, CAP_VERSION))
+    if value.get(CAP_HOST_NQN) is not None:
+        nqn(value[CAP_HOST_NQN], '%s.%s' % (SPDK_VHOST, CAP_HOST_NQN))
+    return value
+
+
+# -- the connection data ------------------------------------------------------
+
+def nvmeof_info(target_nqn, target_portals, volume_id, host_nqn):
+    """os-brick's NVMe-oF v2 connection_info for a kernel attach."""
+    return {'driver_volume_type': NVMEOF,
+            'data': {TARGET_NQN: target_nqn, PORTALS: list(target_portals),
+                     VOL_UUID: volume_id, HOST_NQN: host_nqn,
+                     DISCARD: True}}
+
+
+def spdk_vhost_info(target_nqn, target_portals, volume_id, host_nqn,
+                    secret=None):
+    """The connection_info of a vhost-user attach through the agent."""
+    info = nvmeof_info(target_nqn, target_portals, volume_id, host_nqn)
+    info['driver_volume_type'] = SPDK_VHOST
+    info['data'][DATA_VERSION] = VERSION
+    if secret:
+        info['data'][DHCHAP_SECRET] = secret
+    return info
+
+
+class SPDKVhostConnProps:
+    """The parts of an ``spdk_vhost`` connection_info the agent uses,
+    checked; :class:`InvalidField` names the first field that is wrong.
+
+    Keys other than those checked here pass: Cinder and Nova add their own
+    (``serial``, ``qos_specs``, ``access_mode``, ``vhost_socket``...).
+    """
+
+    def __init__(self, value, volume_id, field='connection_info'):
+        checked_dict(value, field)
+        kind = value.get('driver_volume_type')
+        if kind != SPDK_VHOST:
+            raise Invalid(field + '.driver_volume_type', kind,
+                          'is not %s' % SPDK_VHOST)
+        data = checked_dict(value.get('data'), field + '.data')
+        prefix = field + '.data.'
+        self.version = _version(data.get(DATA_VERSION),
+                                prefix + DATA_VERSION)
+        # The volume id names everything the attach creates: connection
+        # data of another volume would serve it under this one's name.
+        if VOL_UUID in data and data[VOL_UUID] != volume_id:
+            raise Invalid(prefix + VOL_UUID, data[VOL_UUID],
+                          'is not the volume_id %r' % volume_id)
+        self.target_nqn = nqn(data.get(TARGET_NQN), prefix + TARGET_NQN)
+        self.portals = portals(data.get(PORTALS), prefix + PORTALS)
+        self.host_nqn = nqn(data.get(HOST_NQN), prefix + HOST_NQN)
+        self.dhchap_secret = dhchap_secret(data.get(DHCHAP_SECRET),
+                                           prefix + DHCHAP_SECRET)
