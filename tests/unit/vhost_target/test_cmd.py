@@ -178,6 +178,20 @@ class TestPrivsepStart(base.TestCase):
         self.start.assert_not_called()
         self.stop.assert_not_called()
 
+    def test_a_configuration_reset_does_not_drop_the_capabilities(self):
+        # oslo.config's reset() (test fixtures) drops set_default values,
+        # the context's capabilities among them.
+        patcher = mock.patch.object(privileged.default, 'channel', None)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        group = privileged.CFG_SECTION
+        cfg.CONF.set_default('capabilities', [], group=group)
+        self.addCleanup(cfg.CONF.set_default, 'capabilities',
+                        privileged.CAPABILITIES, group=group)
+        self.assertTrue(privileged.start())
+        self.assertEqual(privileged.CAPABILITIES,
+                         cfg.CONF[group].capabilities)
+
     def test_forked_as_root_helper_otherwise(self):
         # None: not started (MockPatchObject would read None as "a mock").
         patcher = mock.patch.object(privileged.default, 'channel', None)
