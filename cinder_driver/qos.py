@@ -3,13 +3,14 @@
 from cinder import exception
 from cinder.volume import volume_types
 
+from spdk_common import exception as spdk_exc
 from spdk_common import qos as spdk_qos
 
 
 def limits_from_specs(specs):
     try:
         return spdk_qos.limits_from_specs(specs)
-    except spdk_qos.InvalidQoS as exc:
+    except spdk_exc.InvalidQoS as exc:
         raise exception.InvalidInput(reason=str(exc))
 
 

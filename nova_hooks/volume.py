@@ -17,8 +17,8 @@ from nova_hooks import agent_client
 from nova_hooks import conf as hooks_conf
 from nova_hooks import config as vhost_config
 from spdk_common import connection
+from spdk_common import exception as spdk_exc
 from spdk_common import qos as spdk_qos
-from vhost_target import vhost as vhost_target
 
 # Nova calls disconnect_volume once the disk is detached from the guest;
 # QEMU's vhost-user connection may close a moment after that. A volume
@@ -71,7 +71,7 @@ class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
             try:
                 agent_client.get().detach_volume(volume_id(connection_info))
                 return
-            except vhost_target.VolumeBusy as exc:
+            except spdk_exc.VolumeBusy as exc:
                 if time.monotonic() >= deadline:
                     LOG.error('%s', exc, instance=instance)
                     raise

@@ -1,4 +1,6 @@
-"""Exceptions raised by the SPDK client and the naming helpers.
+"""Every spdk-openstack error: the SPDK client's, the naming and contract
+checks', the compute agent's (which reach nova-compute over RPC as these
+very classes) and its privsep daemon's.
 
 One root, ``SPDKException``, with a templated ``message`` the way os-brick
 does it: subclasses set ``message`` and callers pass the template's fields
@@ -165,3 +167,79 @@ def from_rpc_error(method, error):
                 cls = text_cls
                 break
     return cls(method=method, code=code, error=text)
+
+
+# -- The compute node's agent (vhost_target): what its RPC callers get back.
+
+
+class InvalidAttachRequest(SPDKException):
+    message = 'Invalid attach request for volume %(volume)s: %(reason)s'
+
+
+class InvalidRequest(InvalidAttachRequest):
+    """One field of an RPC request is wrong (any call, not only attach).
+
+    A subclass of InvalidAttachRequest so that callers that catch that keep
+    working; defined here, in a module the RPC transport lists in
+    ``allowed_remote_exmods``, so callers get this class back.
+    """
+
+    message = 'Invalid %(method)s request: %(field)s %(value)s %(reason)s.'
+
+
+class UnknownVolume(SPDKException):
+    message = 'Volume %(volume)s is not attached on this host.'
+
+
+class NoRoom(SPDKException):
+    message = ('This host\'s SPDK vhost holds at most %(limit)d '
+               'attachment(s) in hugepage_mib_per_node=%(memory)d MiB, and '
+               '%(attached)d are attached: raise [spdk_vhost_target] '
+               'hugepage_mib_per_node (about 1 MiB per attachment; Nova\'s '
+               'reserved_huge_pages with it) or attach on another host.')
+
+
+class AttachError(SPDKException):
+    message = 'Could not attach volume %(volume)s: %(reason)s'
+
+
+class VolumeBusy(SPDKException):
+    message = ('Volume %(volume)s is busy: the guest still has the disk open '
+               '(%(sessions)d vhost-user connection(s) on %(socket)s); '
+               'detach the disk from the guest, then detach the volume '
+               'again.')
+
+
+class SupervisorError(SPDKException):
+    message = 'SPDK vhost: %(reason)s'
+
+
+class TopologyError(SPDKException):
+    """The host's topology cannot be read from the given root."""
+
+
+# -- The agent's privsep daemon refuses an argument (raised in the daemon,
+# re-raised in the agent).
+
+
+class UnsafePath(SPDKException):
+    """A path the daemon will not act on: a symlink, not root's, or a file
+    of the wrong type.
+    """
+
+
+class NotSPDK(SPDKException):
+    """The process named is not the SPDK vhost application of that RPC
+    socket.
+    """
+
+
+class SessionsError(SPDKException):
+    pass
+
+
+# -- Front-end and back-end QoS limits.
+
+
+class InvalidQoS(SPDKException):
+    message = '%(reason)s'

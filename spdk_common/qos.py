@@ -38,13 +38,9 @@ LIMIT_MAX = {'rw_ios_per_sec': UINT64_MAX // 1000 * 1000,
 _DIGITS = re.compile(r'[0-9]+')
 
 
-class InvalidQoS(exception.SPDKException):
-    message = '%(reason)s'
-
-
 def _refuse(key, value, reason):
-    raise InvalidQoS(key=key, value=value, why=reason,
-                     reason='QoS %s=%r %s' % (key, value, reason))
+    raise exception.InvalidQoS(key=key, value=value, why=reason,
+                               reason='QoS %s=%r %s' % (key, value, reason))
 
 
 def _integer(key, value):
@@ -71,9 +67,9 @@ def _integer(key, value):
 def _unknown(keys, known):
     unsupported = sorted(map(str, set(keys) - set(known)))
     if unsupported:
-        raise InvalidQoS(reason='QoS keys %s are not supported by SPDK; it '
-                         'enforces %s' % (', '.join(unsupported),
-                                          ', '.join(sorted(known))))
+        raise exception.InvalidQoS(
+            reason='QoS keys %s are not supported by SPDK; it enforces %s'
+            % (', '.join(unsupported), ', '.join(sorted(known))))
 
 
 def limits_from_specs(specs):
@@ -83,7 +79,8 @@ def limits_from_specs(specs):
     rounded up to that granularity (as SPDK itself would).
     """
     if not isinstance(specs, dict):
-        raise InvalidQoS(reason='QoS specs %r are not a dict' % (specs,))
+        raise exception.InvalidQoS(
+            reason='QoS specs %r are not a dict' % (specs,))
     _unknown(specs, SPEC_TO_SPDK)
     limits = {}
     for key, value in specs.items():
@@ -106,7 +103,8 @@ def validate_limits(limits):
     would otherwise round up behind the caller's back.
     """
     if not isinstance(limits, dict):
-        raise InvalidQoS(reason='QoS limits %r are not a dict' % (limits,))
+        raise exception.InvalidQoS(
+            reason='QoS limits %r are not a dict' % (limits,))
     _unknown(limits, LIMIT_KEYS)
     checked = {}
     for key, value in limits.items():

@@ -181,9 +181,9 @@ class SPDKClient:
     def call(self, method, params=None, timeout=None):
         """Send one RPC and return its ``result``.
 
-        Raises a subclass of :class:`SPDKRPCError` when SPDK answers with an
-        error and :class:`SPDKUnavailable` when it cannot be reached or does
-        not answer in time.
+        Raises :class:`SPDKRPCError` (the subclass its code maps to) when
+        SPDK answers with an error and :class:`SPDKUnavailable` when it
+        cannot be reached or does not answer in time.
         """
         timeout = self.timeout if timeout is None else timeout
         request = {'jsonrpc': '2.0', 'method': method, 'id': None}

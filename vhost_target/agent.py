@@ -30,33 +30,6 @@ RECONCILE_WORKERS = 32
 PROGRESS_EVERY = 1.0
 
 
-class NoRoom(spdk_exc.SPDKException):
-    message = ('This host\'s SPDK vhost holds at most %(limit)d '
-               'attachment(s) in hugepage_mib_per_node=%(memory)d MiB, and '
-               '%(attached)d are attached: raise [spdk_vhost_target] '
-               'hugepage_mib_per_node (about 1 MiB per attachment; Nova\'s '
-               'reserved_huge_pages with it) or attach on another host.')
-
-
-class InvalidAttachRequest(spdk_exc.SPDKException):
-    message = 'Invalid attach request for volume %(volume)s: %(reason)s'
-
-
-class InvalidRequest(InvalidAttachRequest):
-    """One field of an RPC request is wrong (any call, not only attach).
-
-    A subclass of InvalidAttachRequest so that callers that catch that keep
-    working; defined here, in a module the RPC transport lists in
-    ``allowed_remote_exmods``, so callers get this class back.
-    """
-
-    message = 'Invalid %(method)s request: %(field)s %(value)s %(reason)s.'
-
-
-class UnknownVolume(spdk_exc.SPDKException):
-    message = 'Volume %(volume)s is not attached on this host.'
-
-
 def _lock(volume_id):
     return lockutils.lock('spdk-vhost-%s' % volume_id)
 
@@ -66,8 +39,8 @@ def checked(method, check, *args):
     try:
         return check(*args)
     except validation.Invalid as exc:
-        raise InvalidRequest(method=method, field=exc.field, value=exc.value,
-                             reason=exc.reason)
+        raise spdk_exc.InvalidRequest(method=method, field=exc.field,
+                                      value=exc.value, reason=exc.reason)
 
 
 def refuse_unknown_arguments(method, arguments):
@@ -78,7 +51,7 @@ def refuse_unknown_arguments(method, arguments):
     """
     if arguments:
         name = sorted(arguments, key=str)[0]
-        raise InvalidRequest(
+        raise spdk_exc.InvalidRequest(
             method=method, field='argument %s' % spdk_exc.shown(name),
             value='(a %s)' % type(arguments[name]).__name__,
             reason='is not an argument of %s in API version 1.0' % method)
@@ -134,7 +107,7 @@ class VhostAgent:
         volume_id, numa_nodes = request.volume_id, request.numa_nodes
         unknown = [n for n in numa_nodes if n not in self._topology.nodes]
         if unknown:
-            raise InvalidRequest(
+            raise spdk_exc.InvalidRequest(
                 method='attach_volume', field='numa_nodes',
                 value=spdk_exc.shown(unknown),
                 reason='names NUMA node(s) this host does not have (it has '
@@ -199,7 +172,7 @@ class VhostAgent:
         theirs (_check_same_connection).
         """
         if self._host_nqn and request.host_nqn != self._host_nqn:
-            raise InvalidRequest(
+            raise spdk_exc.InvalidRequest(
                 method='attach_volume', field='connection_info.data.host_nqn',
                 value=spdk_exc.shown(request.host_nqn),
                 reason="is not this host's NQN %r, the one the agent "
@@ -217,7 +190,7 @@ class VhostAgent:
                 old = _normalized_portals(old)
             if old != new:
                 secret = attr == 'dhchap_secret'
-                raise InvalidRequest(
+                raise spdk_exc.InvalidRequest(
                     method='attach_volume', field=field,
                     value=spdk_exc.shown(new, secret=secret),
                     reason='differs from the attachment of volume %s this '
@@ -264,15 +237,15 @@ class VhostAgent:
     def _check_room(self):
         attached = len(self._desired.all())
         if attached >= self._plan.attachment_capacity:
-            raise NoRoom(limit=self._plan.attachment_capacity,
-                         attached=attached,
-                         memory=max(self._plan.memory_mib_by_node.values(),
-                                    default=0))
+            raise spdk_exc.NoRoom(
+                limit=self._plan.attachment_capacity, attached=attached,
+                memory=max(self._plan.memory_mib_by_node.values(),
+                           default=0))
 
     def _require(self, volume_id):
         attachment = self._desired.get(volume_id)
         if attachment is None:
-            raise UnknownVolume(volume=volume_id)
+            raise spdk_exc.UnknownVolume(volume=volume_id)
         return attachment
 
     # -- controller loss and stalls -------------------------------------

@@ -19,8 +19,8 @@ from vhost_target import agent as vhost_agent
 TOPIC = 'spdk-vhost-target'
 EXCHANGE = TOPIC
 API_VERSION = '1.0'
-REMOTE_EXMODS = ['spdk_common.exception', 'vhost_target.agent',
-                 'vhost_target.vhost']
+# Every error the agent raises is defined there.
+REMOTE_EXMODS = ['spdk_common.exception']
 
 
 def get_transport(conf):

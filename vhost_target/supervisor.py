@@ -48,10 +48,6 @@ POLL_INTERVAL = 0.5
 STABLE_AFTER = 30.0
 
 
-class SupervisorError(spdk_exc.SPDKException):
-    message = 'SPDK vhost: %(reason)s'
-
-
 def startup_config_path(conf):
     return os.path.join(conf.state_dir, 'spdk-vhost-startup.json')
 
@@ -247,7 +243,7 @@ class Supervisor:
             raise self._served_by(owner)
 
     def _served_by(self, owner):
-        return SupervisorError(
+        return spdk_exc.SupervisorError(
             reason='%s is served by process %s, which this agent did '
                    'not start (%s does not name it); stop it, or set '
                    '[spdk_vhost_target] adopt = true to use it' % (
@@ -257,9 +253,10 @@ class Supervisor:
         binary = (self._binary or self._conf.spdk_vhost_binary
                   or binaries.find('vhost'))
         if not binary:
-            raise SupervisorError(reason='the vhost binary was not found; '
-                                  'set [spdk_vhost_target] spdk_vhost_binary '
-                                  'or SPDK_BIN_DIR')
+            raise spdk_exc.SupervisorError(
+                reason='the vhost binary was not found; set '
+                       '[spdk_vhost_target] spdk_vhost_binary or '
+                       'SPDK_BIN_DIR')
         self._remove_stale_socket()
         # Buffer pools that fit in the hugepages Nova leaves to SPDK.
         with open(startup_config_path(self._conf), 'w') as f:
@@ -272,9 +269,10 @@ class Supervisor:
             self._pid = privileged_spdk.start_vhost(
                 *_vhost_args(binary, self._plan, self._conf),
                 log_path=self._log_path)
-        except (privileged_files.UnsafePath, ValueError, OSError) as exc:
+        except (spdk_exc.UnsafePath, ValueError, OSError) as exc:
             # A SupervisorError, which the watcher logs and retries on.
-            raise SupervisorError(reason='could not be started: %s' % exc)
+            raise spdk_exc.SupervisorError(
+                reason='could not be started: %s' % exc)
         self._started = process_start_time(self._pid)
         # Recorded at once: an agent killed from here on finds its SPDK.
         write_pid_file(self._pid_file, self._pid)
@@ -296,7 +294,7 @@ class Supervisor:
         # Not listening yet: the earlier agent died while SPDK started up.
         try:
             self._wait_for_rpc()
-        except SupervisorError as exc:
+        except spdk_exc.SupervisorError as exc:
             LOG.warning('SPDK vhost pid %(pid)d of an earlier run does not '
                         'serve: %(err)s', {'pid': pid, 'err': exc})
             if self._alive():
@@ -304,7 +302,7 @@ class Supervisor:
             return False
         state, owner = socket_owner(self._conf.rpc_socket)
         if owner != pid:
-            raise SupervisorError(
+            raise spdk_exc.SupervisorError(
                 reason='%s answers from process %s, not from pid %d that '
                        '%s records' % (self._conf.rpc_socket, owner, pid,
                                        self._pid_file))
@@ -321,7 +319,7 @@ class Supervisor:
                 if self._pid is not None and not self._alive():
                     status = (self._proc.wait() if self._proc is not None
                               else 'unknown')
-                    raise SupervisorError(
+                    raise spdk_exc.SupervisorError(
                         reason='exited with status %s during start-up (%s); '
                                'see %s' % (status, self._logged_errors(),
                                            self._log_path))
@@ -333,8 +331,9 @@ class Supervisor:
                     time.sleep(0.05)
         finally:
             client.close()
-        raise SupervisorError(reason='no RPC answer at %s within %ds' % (
-            self._conf.rpc_socket, STARTUP_TIMEOUT))
+        raise spdk_exc.SupervisorError(
+            reason='no RPC answer at %s within %ds'
+                   % (self._conf.rpc_socket, STARTUP_TIMEOUT))
 
     def _secure_rpc_socket(self):
         """Have the RPC socket SPDK (root) made given to this process'
@@ -354,12 +353,12 @@ class Supervisor:
         try:
             privileged_spdk.secure_rpc_socket(
                 self._pid, self._conf.rpc_socket, os.geteuid())
-        except privileged_spdk.NotSPDK as exc:
+        except spdk_exc.NotSPDK as exc:
             if self._alive():
-                raise SupervisorError(reason=str(exc))
+                raise spdk_exc.SupervisorError(reason=str(exc))
             # Died meanwhile: the next look tells it.
-        except (privileged_files.UnsafePath, OSError) as exc:
-            raise SupervisorError(reason='securing %s: %s' % (
+        except (spdk_exc.UnsafePath, OSError) as exc:
+            raise spdk_exc.SupervisorError(reason='securing %s: %s' % (
                 self._conf.rpc_socket, exc))
 
     def _logged_errors(self, last=3):

@@ -14,6 +14,8 @@ import shlex
 
 from oslo_log import log as logging
 
+from spdk_common import exception as spdk_exc
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_ROOT = '/'
@@ -29,10 +31,6 @@ _HUGEPAGES_NAME = re.compile(r'^hugepages-(\d+)kB\Z')
 # "N-M:used/group" (e.g. "0-15:2/4" = 0,1,4,5,8,9,12,13).
 _CPULIST_ITEM = re.compile(
     r'^(\d+)(?:-(\d+)(?::(\d+)(?:/(\d+))?)?)?\Z')
-
-
-class TopologyError(Exception):
-    """The host's topology cannot be read from the given root."""
 
 
 def parse_cpulist(text):
@@ -230,7 +228,7 @@ def read_topology(root=DEFAULT_ROOT):
 
     if online is None:
         if not nodes:
-            raise TopologyError(
+            raise spdk_exc.TopologyError(
                 'No CPU topology under %s: neither %s nor %s exists. Is '
                 'sysfs mounted?' % (root, _NODE_DIR, _CPU_ONLINE))
         # Without the online list, trust the nodes: every listed CPU.

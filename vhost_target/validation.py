@@ -65,7 +65,7 @@ def qos(value, field='qos'):
     connection.checked_dict(value, field)
     try:
         return spdk_qos.validate_limits(value)
-    except spdk_qos.InvalidQoS as exc:
+    except spdk_exc.InvalidQoS as exc:
         key = exc.kwargs.get('key')
         if key is None:
             raise Invalid(field, value, exc.kwargs.get('reason'))

@@ -32,17 +32,6 @@ def vhost_controller_name(volume_id):
     return 'vhost-%s' % volume_id
 
 
-class AttachError(spdk_exc.SPDKException):
-    message = 'Could not attach volume %(volume)s: %(reason)s'
-
-
-class VolumeBusy(spdk_exc.SPDKException):
-    message = ('Volume %(volume)s is busy: the guest still has the disk open '
-               '(%(sessions)d vhost-user connection(s) on %(socket)s); '
-               'detach the disk from the guest, then detach the volume '
-               'again.')
-
-
 # Names the agent gives SPDK objects and files, and nothing else: only
 # what matches them is the agent's to remove when it reconciles.
 _UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
@@ -128,8 +117,8 @@ class VhostTarget:
             if isinstance(exc, OSError):
                 # A local file or socket problem; the caller gets the
                 # agent's error, not a bare OSError.
-                raise AttachError(volume=attachment.volume_id,
-                                  reason=str(exc)) from exc
+                raise spdk_exc.AttachError(volume=attachment.volume_id,
+                                           reason=str(exc)) from exc
             raise
 
     def _load_key(self, attachment, made):
@@ -205,13 +194,15 @@ class VhostTarget:
                 continue
             made.append(lambda: self._disconnect(name))
             if not bdevs:
-                raise AttachError(volume=attachment.volume_id,
-                                  reason='the subsystem %s has no namespace'
-                                  % attachment.target_nqn)
+                raise spdk_exc.AttachError(
+                    volume=attachment.volume_id,
+                    reason='the subsystem %s has no namespace'
+                           % attachment.target_nqn)
             return bdevs[0]
-        raise AttachError(volume=attachment.volume_id,
-                          reason='; '.join(self._why_refused(attachment, *f)
-                                           for f in failures))
+        raise spdk_exc.AttachError(
+            volume=attachment.volume_id,
+            reason='; '.join(self._why_refused(attachment, *f)
+                             for f in failures))
 
     def _why_refused(self, attachment, address, port, exc):
         """Why SPDK could not connect to one portal, as far as is knowable.
@@ -275,7 +266,7 @@ class VhostTarget:
         if subsystems == {attachment.target_nqn} and hosts == {
                 attachment.host_nqn}:
             return
-        raise AttachError(
+        raise spdk_exc.AttachError(
             volume=attachment.volume_id,
             reason='SPDK already has an NVMe controller %s connected to %s '
                    'as %s, not to %s as %s; detach the volume first' % (
@@ -347,9 +338,10 @@ class VhostTarget:
         try:
             grp.getgrnam(self._conf.socket_group)
         except KeyError:
-            raise AttachError(volume=volume_id,
-                              reason='socket_group %r does not exist on '
-                                     'this host' % self._conf.socket_group)
+            raise spdk_exc.AttachError(
+                volume=volume_id,
+                reason='socket_group %r does not exist on this host'
+                       % self._conf.socket_group)
         # SPDK (root) made the socket in root's directory: the privsep
         # daemon gives it to QEMU's group.
         privileged_files.secure_vhost_socket(
@@ -376,7 +368,7 @@ class VhostTarget:
         if found is not None:
             try:
                 self.check_not_busy(volume_id, found)
-            except VolumeBusy:
+            except spdk_exc.VolumeBusy:
                 if closed:
                     self._set_socket_mode(volume_id,
                                           int(self._conf.socket_mode, 8))
@@ -409,7 +401,7 @@ class VhostTarget:
             return controller
         try:
             closed = vhost_user.disconnect_sessions(pid, path)
-        except (vhost_user.SessionsError, OSError) as exc:
+        except (spdk_exc.SessionsError, OSError) as exc:
             # The controller stays busy; the next look tries again.
             LOG.warning('Volume %(id)s: could not end the vhost-user '
                         'sessions on %(path)s: %(err)s',
@@ -434,8 +426,8 @@ class VhostTarget:
         """
         sessions = controller.get('sessions') or []
         if sessions:
-            raise VolumeBusy(volume=volume_id, sessions=len(sessions),
-                             socket=self.socket_path(volume_id))
+            raise spdk_exc.VolumeBusy(volume=volume_id, sessions=len(sessions),
+                                      socket=self.socket_path(volume_id))
 
     def _remove_socket(self, volume_id):
         # socket_dir is root's: the privsep daemon unlinks.
@@ -528,7 +520,7 @@ class VhostTarget:
             return False
         try:
             VhostTarget._check_existing(attachment, nvme)
-        except AttachError:
+        except spdk_exc.AttachError:
             return False
         return vhost_controller_name(attachment.volume_id) in {
             os.path.basename(path) for path in objects['files']}

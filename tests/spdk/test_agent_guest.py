@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from tests.fixtures import guest as guest_fixtures
 from tests.fixtures import libvirt as libvirt_fixtures
@@ -14,7 +15,6 @@ from tests.functional.cinder_driver import scenarios
 from tests.spdk import base as spdk_base
 from tests.spdk import test_agent_crash_only as crash_only
 from tests.spdk import test_vhost_agent
-from vhost_target import vhost
 
 
 class GuestMixin:
@@ -60,7 +60,7 @@ class TestBusyDetach(GuestMixin, test_vhost_agent.AgentTestBase):
         log = os.path.join(self.group.state_dir, 'spdk-vhost.log')
         log_before = os.path.getsize(log)
         started = time.monotonic()
-        exc = self.assertRaises(vhost.VolumeBusy, self.agent.detach_volume,
+        exc = self.assertRaises(spdk_exc.VolumeBusy, self.agent.detach_volume,
                                 volume.id)
         elapsed = time.monotonic() - started
         self.assertLess(elapsed, 2.0)
@@ -110,7 +110,7 @@ class TestBusyDetach(GuestMixin, test_vhost_agent.AgentTestBase):
             try:
                 self.agent.detach_volume(volume.id)
                 break
-            except vhost.VolumeBusy:
+            except spdk_exc.VolumeBusy:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)

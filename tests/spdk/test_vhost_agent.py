@@ -189,7 +189,7 @@ class TestVhostAgent(AgentTestBase):
     def test_host_not_on_the_acl_is_refused_cleanly(self):
         volume, info = self.exported_vhost_volume()
         self.driver.terminate_connection(volume, self.connector())
-        exc = self.assertRaises(vhost.AttachError, self.agent.attach_volume,
+        exc = self.assertRaises(spdk_exc.AttachError, self.agent.attach_volume,
                                 volume.id, info)
         self.assertIn('host %s is not allowed on it' % scenarios.HOST_NQN,
                       str(exc))
@@ -207,15 +207,15 @@ class TestVhostAgent(AgentTestBase):
              'portals'),
         ]
         for connection_info, words in bad:
-            exc = self.assertRaises(vhost_agent.InvalidAttachRequest,
+            exc = self.assertRaises(spdk_exc.InvalidAttachRequest,
                                     self.agent.attach_volume, volume.id,
                                     connection_info)
             self.assertIn(words, str(exc))
-        exc = self.assertRaises(vhost_agent.InvalidAttachRequest,
+        exc = self.assertRaises(spdk_exc.InvalidAttachRequest,
                                 self.agent.attach_volume, volume.id, info,
                                 numa_nodes=[7])
         self.assertIn('NUMA node', str(exc))
-        self.assertRaises(vhost_agent.UnknownVolume,
+        self.assertRaises(spdk_exc.UnknownVolume,
                           self.agent.extend_volume, str(uuid.uuid4()))
         self.assertEqual(([], []), self.spdk_objects())
 
@@ -314,7 +314,7 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
         bad_crc = 'DHHC-1:00:%s:' % base64.b64encode(
             raw[:-4] + (zlib.crc32(raw[:-4]) ^ 1).to_bytes(4, 'little')
         ).decode()
-        invalid = vhost_agent.InvalidRequest
+        invalid = spdk_exc.InvalidRequest
         cases = [
             ('newline in volume_id', invalid, 'volume_id',
              lambda: attach(vb + '\n', info_b)),
@@ -378,20 +378,20 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
              lambda: self.agent.set_qos('../x', {})),
             ('extend bad id', invalid, 'volume_id',
              lambda: self.agent.extend_volume('a/b')),
-            ('extend unknown', vhost_agent.UnknownVolume, 'not attached',
+            ('extend unknown', spdk_exc.UnknownVolume, 'not attached',
              lambda: self.agent.extend_volume(str(uuid.uuid4()))),
             ('detach bad id', invalid, 'volume_id',
              lambda: self.agent.detach_volume('../../etc/passwd')),
             # These reach SPDK, which must be left as it was.
-            ('nothing listening', vhost.AttachError, 'Connection refused',
+            ('nothing listening', spdk_exc.AttachError, 'Connection refused',
              lambda: attach(vb, data(portals=[
                  ['127.0.0.1', net.closed_port(), 'tcp']]))),
             ("another host's NQN", invalid, "is not this host's NQN",
              lambda: attach(vb, data(host_nqn=scenarios.OTHER_NQN))),
-            ('host not on the ACL', vhost.AttachError,
+            ('host not on the ACL', spdk_exc.AttachError,
              'host %s is not allowed on it' % scenarios.HOST_NQN,
              lambda: attach(vc, info_c)),
-            ('unknown subsystem', vhost.AttachError, 'does not exist there',
+            ('unknown subsystem', spdk_exc.AttachError, 'does not exist there',
              lambda: attach(vb, data(
                  target_nqn='nqn.2010-10.org.openstack:volume-%s'
                  % uuid.uuid4()))),
@@ -406,7 +406,7 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
         self.conf.set_override('socket_group', 'no-such-group-here',
                                group=config.GROUP)
         self.assert_refused_leaving_nothing(
-            'socket group', vhost.AttachError, 'no-such-group-here',
+            'socket group', spdk_exc.AttachError, 'no-such-group-here',
             lambda: attach(vb, info_b))
         self.conf.clear_override('socket_group', group=config.GROUP)
         # An NVMe controller under B's name connected to A's subsystem (an
@@ -422,7 +422,7 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
             'subnqn': info_a['data']['target_nqn'],
             'hostnqn': scenarios.OTHER_NQN})
         self.assert_refused_leaving_nothing(
-            'stale controller', vhost.AttachError,
+            'stale controller', spdk_exc.AttachError,
             'already has an NVMe controller %s connected to %s' % (
                 vb, info_a['data']['target_nqn']),
             lambda: attach(vb, info_b))
@@ -548,10 +548,10 @@ class TestAgentOverRabbitMQ(AgentTestBase):
         info['data'].update(
             target_nqn='nqn.2010-10.org.openstack:volume-%s' % other,
             vol_uuid=other)
-        self.assertRaises(vhost.AttachError, client.attach_volume, other,
+        self.assertRaises(spdk_exc.AttachError, client.attach_volume, other,
                           info)
         info['data']['host_nqn'] = scenarios.OTHER_NQN
-        self.assertRaises(vhost_agent.InvalidRequest, client.attach_volume,
+        self.assertRaises(spdk_exc.InvalidRequest, client.attach_volume,
                           other, info)
         client.detach_volume(volume.id)
         self.assertEqual(([], []), self.spdk_objects())
@@ -633,7 +633,7 @@ class TestAgentDHHMACCHAP(LeftoversMixin, AgentTestBase):
         volume, info = self.exported_vhost_volume()
         secret = info['data']['dhchap_secret']
         without = dict(info, data=dict(info['data'], dhchap_secret=None))
-        self.assertRaises(vhost.AttachError, self.agent.attach_volume,
+        self.assertRaises(spdk_exc.AttachError, self.agent.attach_volume,
                           volume.id, without)
         self.assertEqual(([], []), self.spdk_objects())
         self.agent.attach_volume(volume.id, info)
@@ -655,7 +655,7 @@ class TestAgentDHHMACCHAP(LeftoversMixin, AgentTestBase):
         volume, info = self.exported_vhost_volume()
         wrong = dhchap.make_secret()
         error = self.assert_refused_leaving_nothing(
-            'wrong secret', vhost.AttachError,
+            'wrong secret', spdk_exc.AttachError,
             'DH-HMAC-CHAP authentication failed',
             lambda: self.agent.attach_volume(volume.id, dict(
                 info, data=dict(info['data'], dhchap_secret=wrong))))
@@ -663,12 +663,12 @@ class TestAgentDHHMACCHAP(LeftoversMixin, AgentTestBase):
         self.assertIn('SPDK: Input/output error', error)
         self.assertNotIn(wrong, error)
         self.assert_refused_leaving_nothing(
-            'no secret', vhost.AttachError,
+            'no secret', spdk_exc.AttachError,
             'requires DH-HMAC-CHAP and the request carried no secret',
             lambda: self.agent.attach_volume(volume.id, dict(
                 info, data=dict(info['data'], dhchap_secret=None))))
         self.assert_refused_leaving_nothing(
-            'malformed secret', vhost_agent.InvalidRequest,
+            'malformed secret', spdk_exc.InvalidRequest,
             'dhchap_secret (withheld',
             lambda: self.agent.attach_volume(volume.id, dict(
                 info, data=dict(info['data'], dhchap_secret=wrong[:-2]))))

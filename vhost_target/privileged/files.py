@@ -20,6 +20,7 @@ import os
 import re
 import stat
 
+from spdk_common import exception as spdk_exc
 from vhost_target import privileged
 
 _UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
@@ -34,12 +35,6 @@ DIR_MODE = 0o750
 # and the group (QEMU's), 0 while closed; never anything for others, who
 # would reach a guest's disk.
 SOCKET_MODE_BITS = 0o660
-
-
-class UnsafePath(Exception):
-    """A path the daemon will not act on: a symlink, not root's, or a file
-    of the wrong type.
-    """
 
 
 def check_path(path, what='path'):
@@ -103,8 +98,8 @@ def open_dir(path, create=False):
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath('%s is not a directory reached without '
-                             'symlinks' % path)
+            raise spdk_exc.UnsafePath('%s is not a directory reached without '
+                                      'symlinks' % path)
         raise
     return fd
 
@@ -115,9 +110,9 @@ def check_root_dir(fd, path):
     """
     st = os.fstat(fd)
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise UnsafePath('%s is not owned by root and writable by root '
-                         'only (owner %d, mode %04o)'
-                         % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
+        raise spdk_exc.UnsafePath(
+            '%s is not owned by root and writable by root only (owner %d, '
+            'mode %04o)' % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
 
 
 def _check_entries(fd, path, allowed):
@@ -126,8 +121,9 @@ def _check_entries(fd, path, allowed):
     """
     strangers = sorted(name for name in os.listdir(fd) if not allowed(name))
     if strangers:
-        raise UnsafePath('%s holds files that are not the agent\'s (%s); '
-                         'it is not set up' % (path, ', '.join(strangers[:3])))
+        raise spdk_exc.UnsafePath(
+            '%s holds files that are not the agent\'s (%s); it is not set up'
+            % (path, ', '.join(strangers[:3])))
 
 
 def _set_up_dir(path, gid, allowed):
@@ -210,7 +206,7 @@ def _check_socket(fd, name, path):
     """FileNotFoundError when missing, UnsafePath unless a socket."""
     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
     if not stat.S_ISSOCK(st.st_mode):
-        raise UnsafePath('%s is not a socket' % path)
+        raise spdk_exc.UnsafePath('%s is not a socket' % path)
 
 
 @privileged.default.entrypoint
@@ -259,7 +255,7 @@ def remove_vhost_socket(path):
         try:
             if stat.S_ISDIR(os.stat(name, dir_fd=fd,
                                     follow_symlinks=False).st_mode):
-                raise UnsafePath('%s is a directory' % path)
+                raise spdk_exc.UnsafePath('%s is a directory' % path)
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
             return False

@@ -29,6 +29,7 @@ import subprocess
 import threading
 
 from spdk_common import binaries
+from spdk_common import exception as spdk_exc
 from vhost_target import privileged
 from vhost_target.privileged import files
 
@@ -40,12 +41,6 @@ _CPUMASK = re.compile(r'0x[0-9a-f]+')
 _ENV_CONTEXT = re.compile(r'--socket-mem=\d+(,\d+)* --socket-limit=\d+(,\d+)*')
 _HUGE_DIRS = {2048: None, 1048576: '/dev/hugepages1G'}
 _UNIX_LISTENING = '01'
-
-
-class NotSPDK(Exception):
-    """The process named is not the SPDK vhost application of that RPC
-    socket.
-    """
 
 
 def _check_pid(pid):
@@ -67,7 +62,7 @@ def _check_secure_file(path, what):
         shared = (current != real and stat.S_ISDIR(st.st_mode)
                   and st.st_mode & stat.S_ISVTX)
         if st.st_uid != 0 or (st.st_mode & 0o022 and not shared):
-            raise files.UnsafePath(
+            raise spdk_exc.UnsafePath(
                 '%s %s: %s is not owned by root and writable by root only'
                 % (what, path, current))
         if current == '/':
@@ -85,8 +80,8 @@ def check_binary(binary):
     real = _check_secure_file(binary, 'binary')
     st = os.stat(real)
     if not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IXUSR:
-        raise files.UnsafePath('binary %s is not an executable file'
-                               % binary)
+        raise spdk_exc.UnsafePath('binary %s is not an executable file'
+                                  % binary)
     return real
 
 
@@ -105,15 +100,15 @@ def _open_log(path):
                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise files.UnsafePath('log_path %s is a symlink' % path)
+            raise spdk_exc.UnsafePath('log_path %s is a symlink' % path)
         raise
     finally:
         os.close(dir_fd)
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
-        raise files.UnsafePath('log_path %s is not a regular file with one '
-                               'link' % path)
+        raise spdk_exc.UnsafePath('log_path %s is not a regular file with one '
+                                  'link' % path)
     return fd
 
 
@@ -122,8 +117,8 @@ def _check_json_config(path):
     if not path.endswith('.json'):
         raise ValueError('json_config %r is not a .json file' % path)
     if not stat.S_ISREG(os.lstat(path).st_mode):
-        raise files.UnsafePath('json_config %s is not a regular file'
-                               % path)
+        raise spdk_exc.UnsafePath('json_config %s is not a regular file'
+                                  % path)
     return path
 
 
@@ -260,8 +255,8 @@ def secure_rpc_socket(pid, rpc_socket, uid):
     except KeyError:
         raise ValueError('uid %d does not exist on this host' % uid)
     if not _is_vhost_of(pid, rpc_socket):
-        raise NotSPDK('process %d is not SPDK vhost serving %s'
-                      % (pid, rpc_socket))
+        raise spdk_exc.NotSPDK('process %d is not SPDK vhost serving %s'
+                               % (pid, rpc_socket))
     if not _listens_on(pid, rpc_socket):
         return False
     directory, name = os.path.split(rpc_socket)
@@ -270,7 +265,7 @@ def secure_rpc_socket(pid, rpc_socket, uid):
         files.check_root_dir(fd, directory)
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         if not stat.S_ISSOCK(st.st_mode):
-            raise files.UnsafePath('%s is not a socket' % rpc_socket)
+            raise spdk_exc.UnsafePath('%s is not a socket' % rpc_socket)
         os.chown(name, uid, -1, dir_fd=fd, follow_symlinks=False)
         os.chmod(name, 0o600, dir_fd=fd)
     finally:
@@ -328,8 +323,8 @@ def stop_vhost(pid, started, rpc_socket, force=False):
     if start_time(pid) != started:
         return False   # gone, or the pid is another process' now
     if not _is_vhost_of(pid, rpc_socket):
-        raise NotSPDK('process %d is not SPDK vhost serving %s'
-                      % (pid, rpc_socket))
+        raise spdk_exc.NotSPDK('process %d is not SPDK vhost serving %s'
+                               % (pid, rpc_socket))
     try:
         os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
     except ProcessLookupError:

@@ -20,6 +20,7 @@ import os
 import re
 import socket
 
+from spdk_common import exception as spdk_exc
 from vhost_target import privileged
 
 # x86_64 and aarch64 share the number (it is in the common table).
@@ -29,10 +30,6 @@ _UNIX_LISTENING = '01'
 # Only a vhost-user socket the agent names (naming of vhost controllers).
 _SOCKET_NAME = re.compile(
     r'vhost-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
-
-
-class SessionsError(Exception):
-    pass
 
 
 def _unix_sockets(path):
@@ -112,8 +109,8 @@ def disconnect_sessions(pid, socket_path):
     listening, connected = _unix_sockets(socket_path)
     held = _socket_fds(pid)
     if not listening & set(held):
-        raise SessionsError('process %d does not listen on %s'
-                            % (pid, socket_path))
+        raise spdk_exc.SessionsError('process %d does not listen on %s'
+                                     % (pid, socket_path))
     pidfd = os.pidfd_open(pid)
     try:
         return sum(_shutdown_in(pidfd, held[inode])

@@ -6,6 +6,7 @@ import fixtures
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 
+from spdk_common import exception as spdk_exc
 from tests import base
 from tests.fixtures import rabbitmq
 from tests.unit import vhost_target as unit_helpers
@@ -32,14 +33,14 @@ class RecordingAgent:
     def attach_volume(self, volume_id, connection_info, numa_nodes=None,
                       qos=None):
         if volume_id == 'bad':
-            raise vhost_agent.InvalidAttachRequest(volume=volume_id,
-                                                   reason='portals missing')
+            raise spdk_exc.InvalidAttachRequest(volume=volume_id,
+                                                reason='portals missing')
         self._record('attach', volume_id, numa_nodes, qos)
         return '/sockets/vhost-%s' % volume_id
 
     def detach_volume(self, volume_id):
         if volume_id == 'unknown':
-            raise vhost_agent.UnknownVolume(volume=volume_id)
+            raise spdk_exc.UnknownVolume(volume=volume_id)
         self._record('detach', volume_id)
 
     def extend_volume(self, volume_id):
@@ -101,10 +102,10 @@ class TestRPCAPI(BrokerPerClass):
                          self.agent.calls)
 
     def test_agent_errors_arrive_as_their_own_class(self):
-        exc = self.assertRaises(vhost_agent.InvalidAttachRequest,
+        exc = self.assertRaises(spdk_exc.InvalidAttachRequest,
                                 self.client.attach_volume, 'bad', {})
         self.assertIn('portals missing', str(exc))
-        self.assertRaises(vhost_agent.UnknownVolume,
+        self.assertRaises(spdk_exc.UnknownVolume,
                           self.client.detach_volume, 'unknown')
 
     def test_concurrent_calls(self):
@@ -172,9 +173,9 @@ class TestBadRequestsOverRabbitMQ(BrokerPerClass):
              'connection_info None is not a dict'),
         ]
         for call, words in cases:
-            exc = self.assertRaises(vhost_agent.InvalidRequest, call)
+            exc = self.assertRaises(spdk_exc.InvalidRequest, call)
             self.assertIn(words, str(exc))
         self.assertEqual([], self.vhost.calls)
         self.assertEqual([], self.desired.all())
-        self.assertRaises(vhost_agent.UnknownVolume,
+        self.assertRaises(spdk_exc.UnknownVolume,
                           self.client.extend_volume, volume)

@@ -15,8 +15,8 @@ from nova_hooks import agent_client
 from nova_hooks import config as vhost_config
 from nova_hooks import driver as hooks_driver
 from nova_hooks import volume as spdk_volume
+from spdk_common import exception as spdk_exc
 from tests import base
-from vhost_target import vhost
 
 objects.register_all()
 
@@ -67,8 +67,8 @@ class RecordingAgent:
         self.calls.append(('detach', volume_id))
         if self.busy:
             self.busy -= 1
-            raise vhost.VolumeBusy(volume=volume_id, sessions=1,
-                                   socket='/sockets/vhost-' + volume_id)
+            raise spdk_exc.VolumeBusy(volume=volume_id, sessions=1,
+                                      socket='/sockets/vhost-' + volume_id)
 
     def extend_volume(self, volume_id):
         return 2 * 1024 ** 3
@@ -140,7 +140,7 @@ class TestHooks(base.TestCase):
         self.useFixture(fixtures.MockPatch(
             'time.monotonic', side_effect=lambda: next(clock)))
         self.agent.busy = 1000
-        exc = self.assertRaises(vhost.VolumeBusy,
+        exc = self.assertRaises(spdk_exc.VolumeBusy,
                                 self.volume_driver.disconnect_volume,
                                 connection_info(), instance())
         self.assertIn('the guest still has the disk open', str(exc))

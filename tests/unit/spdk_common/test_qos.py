@@ -1,5 +1,6 @@
 """QoS specs to SPDK limits, and SPDK limits checked before SPDK sees them."""
 
+from spdk_common import exception as spdk_exc
 from spdk_common import qos
 from tests import base
 
@@ -37,7 +38,7 @@ class TestLimitsFromSpecs(base.TestCase):
             (['total_iops_sec'], 'not a dict'),
         ]
         for specs, words in cases:
-            exc = self.assertRaises(qos.InvalidQoS, qos.limits_from_specs,
+            exc = self.assertRaises(spdk_exc.InvalidQoS, qos.limits_from_specs,
                                     specs)
             self.assertIn(words, str(exc))
 
@@ -66,7 +67,7 @@ class TestValidateLimits(base.TestCase):
             ('rw_ios_per_sec', None, 'not a dict'),
         ]
         for limits, key, words in cases:
-            exc = self.assertRaises(qos.InvalidQoS, qos.validate_limits,
+            exc = self.assertRaises(spdk_exc.InvalidQoS, qos.validate_limits,
                                     limits)
             self.assertEqual(key, exc.kwargs.get('key'))
             self.assertIn(words, str(exc))

@@ -9,6 +9,7 @@ import oslo_messaging as messaging
 from oslo_messaging.notify import _impl_test
 
 from cinder_driver import dhchap
+from spdk_common import exception as spdk_exc
 from tests import base
 from tests.unit import vhost_target as helpers
 from vhost_target import agent as vhost_agent
@@ -57,8 +58,8 @@ class RecordingVhost:
     def detach(self, volume_id):
         self.calls.append(('detach', volume_id))
         if volume_id in self.busy:
-            raise vhost.VolumeBusy(volume=volume_id, sessions=1,
-                                   socket=self.socket_path(volume_id))
+            raise spdk_exc.VolumeBusy(volume=volume_id, sessions=1,
+                                      socket=self.socket_path(volume_id))
         self.attached.pop(volume_id, None)
         self.leftovers.discard(volume_id)
 
@@ -136,7 +137,7 @@ class TestAgent(base.TestCase):
         self.plan.attachment_capacity = 2
         for n in range(2):
             self.agent.attach_volume(str(uuid.UUID(int=n)), info())
-        exc = self.assertRaises(vhost_agent.NoRoom, self.agent.attach_volume,
+        exc = self.assertRaises(spdk_exc.NoRoom, self.agent.attach_volume,
                                 str(uuid.UUID(int=2)), info())
         self.assertIn('at most 2 attachment(s) in hugepage_mib_per_node=1024 '
                       'MiB, and 2 are attached', str(exc))
@@ -187,7 +188,7 @@ class TestAgent(base.TestCase):
             (V, info(), None, [1], 'qos [1] is not a dict'),
         ]
         for volume_id, connection_info, nodes, qos, words in cases:
-            exc = self.assertRaises(vhost_agent.InvalidRequest,
+            exc = self.assertRaises(spdk_exc.InvalidRequest,
                                     self.agent.attach_volume, volume_id,
                                     connection_info, numa_nodes=nodes,
                                     qos=qos)
@@ -195,7 +196,7 @@ class TestAgent(base.TestCase):
             self.assertTrue(str(exc).startswith(
                 'Invalid attach_volume request: '), str(exc))
             # nova-compute may still catch the older, wider class.
-            self.assertIsInstance(exc, vhost_agent.InvalidAttachRequest)
+            self.assertIsInstance(exc, spdk_exc.InvalidAttachRequest)
         self.assert_nothing_changed()
         self.assertEqual([], self.events())
 
@@ -205,7 +206,7 @@ class TestAgent(base.TestCase):
                     ('detach_volume', self.agent.detach_volume, ()),
                     ('extend_volume', self.agent.extend_volume, ()),
                     ('set_qos', self.agent.set_qos, ({}, ))):
-                exc = self.assertRaises(vhost_agent.InvalidRequest, call,
+                exc = self.assertRaises(spdk_exc.InvalidRequest, call,
                                         bad, *args)
                 self.assertIn('Invalid %s request: volume_id' % method,
                               str(exc))
@@ -216,7 +217,7 @@ class TestAgent(base.TestCase):
         self.vhost.calls.clear()
         for qos in ({'bogus': 1}, {'rw_ios_per_sec': 1.5},
                     {'rw_ios_per_sec': 2 ** 70}, 'x'):
-            self.assertRaises(vhost_agent.InvalidRequest, self.agent.set_qos,
+            self.assertRaises(spdk_exc.InvalidRequest, self.agent.set_qos,
                               V, qos)
         self.assertEqual([], self.vhost.calls)
         self.assertEqual({'rw_ios_per_sec': 1000},
@@ -234,7 +235,7 @@ class TestAgent(base.TestCase):
                       dhchap_secret=SECRET), 'host_nqn'),
                 (info(), 'dhchap_secret'),
                 (info(dhchap_secret=SECRET2), 'dhchap_secret')):
-            exc = self.assertRaises(vhost_agent.InvalidRequest,
+            exc = self.assertRaises(spdk_exc.InvalidRequest,
                                     self.agent.attach_volume, V, changed)
             self.assertIn('connection_info.data.%s' % field, str(exc))
             self.assertIn('detach the volume first', str(exc))
@@ -260,28 +261,28 @@ class TestAgent(base.TestCase):
     def test_the_endpoint_refuses_unknown_and_missing_arguments(self):
         endpoint = rpcapi.VhostTargetEndpoint(self.agent)
         exc = self.assertRaises(
-            vhost_agent.InvalidRequest, endpoint.attach_volume, {}, V,
+            spdk_exc.InvalidRequest, endpoint.attach_volume, {}, V,
             info(), dhchap_secret=SECRET)
         self.assertIn("argument 'dhchap_secret' (a str) is not an argument "
                       "of attach_volume", str(exc))
         self.assertNotIn(SECRET, str(exc))
         for call in (endpoint.detach_volume, endpoint.extend_volume,
                      endpoint.get_status):
-            self.assertRaises(vhost_agent.InvalidRequest, call, {},
+            self.assertRaises(spdk_exc.InvalidRequest, call, {},
                               force=True)
-        self.assertRaises(vhost_agent.InvalidRequest, endpoint.set_qos, {},
+        self.assertRaises(spdk_exc.InvalidRequest, endpoint.set_qos, {},
                           V, {}, extra=1)
-        exc = self.assertRaises(vhost_agent.InvalidRequest,
+        exc = self.assertRaises(spdk_exc.InvalidRequest,
                                 endpoint.attach_volume, {}, V)
         self.assertIn('connection_info None is not a dict', str(exc))
-        exc = self.assertRaises(vhost_agent.InvalidRequest,
+        exc = self.assertRaises(spdk_exc.InvalidRequest,
                                 endpoint.detach_volume, {})
         self.assertIn('volume_id None', str(exc))
         self.assert_nothing_changed()
 
     def test_failed_attach_is_not_remembered_and_is_notified(self):
-        self.vhost.fail = vhost.AttachError(volume=V, reason='refused')
-        self.assertRaises(vhost.AttachError, self.agent.attach_volume, V,
+        self.vhost.fail = spdk_exc.AttachError(volume=V, reason='refused')
+        self.assertRaises(spdk_exc.AttachError, self.agent.attach_volume, V,
                           info())
         self.assertEqual([], self.desired.all())
         self.assertEqual([('spdk_vhost_target.attach.error', 'ERROR')],
@@ -298,8 +299,8 @@ class TestAgent(base.TestCase):
         self.agent.detach_volume(V)
         self.assertEqual([], self.desired.all())
         for call in (self.agent.extend_volume, ):
-            self.assertRaises(vhost_agent.UnknownVolume, call, V)
-        self.assertRaises(vhost_agent.UnknownVolume, self.agent.set_qos, V,
+            self.assertRaises(spdk_exc.UnknownVolume, call, V)
+        self.assertRaises(spdk_exc.UnknownVolume, self.agent.set_qos, V,
                           {})
 
     def test_replay_reports_each_volume(self):
@@ -308,7 +309,7 @@ class TestAgent(base.TestCase):
         self.vhost.attached.clear()
         self.assertEqual(([A, B], []), self.agent.replay())
         self.vhost.attached.clear()
-        self.vhost.fail = vhost.AttachError(volume=A, reason='gone')
+        self.vhost.fail = spdk_exc.AttachError(volume=A, reason='gone')
         self.assertEqual(([], [A, B]), self.agent.replay())
         self.assertEqual(('spdk_vhost_target.recovery.end', 'ERROR'),
                          self.events()[-1])
@@ -342,7 +343,8 @@ class TestAgent(base.TestCase):
     def test_busy_detach_keeps_the_attachment(self):
         self.agent.attach_volume(V, info())
         self.vhost.busy = {V}
-        exc = self.assertRaises(vhost.VolumeBusy, self.agent.detach_volume, V)
+        exc = self.assertRaises(spdk_exc.VolumeBusy,
+                                self.agent.detach_volume, V)
         self.assertIn('Volume %s is busy: the guest still has the disk '
                       'open' % V, str(exc))
         self.assertEqual([V], [a.volume_id for a in self.desired.all()])
@@ -355,7 +357,7 @@ class TestAgent(base.TestCase):
                                        helpers.read_fixture_topology(
                                            'two_nodes'), host_nqn=HOST)
         other = 'nqn.2014-08.org.nvmexpress:uuid:' + str(uuid.uuid4())
-        exc = self.assertRaises(vhost_agent.InvalidRequest,
+        exc = self.assertRaises(spdk_exc.InvalidRequest,
                                 agent.attach_volume, V, info(host_nqn=other))
         self.assertIn("connection_info.data.host_nqn %r is not this host's "
                       "NQN %r" % (other, HOST), str(exc))
@@ -401,7 +403,7 @@ class TestHealth(base.TestCase):
 
     def test_lost_controller_is_notified_and_rebuilt(self):
         self.vhost.states[V] = 'gone'
-        self.vhost.fail = vhost.AttachError(volume=V, reason='refused')
+        self.vhost.fail = spdk_exc.AttachError(volume=V, reason='refused')
         logger = self.useFixture(fixtures.FakeLogger(level='INFO'))
         self.agent.check_health()
         self.agent.check_health()
@@ -430,10 +432,10 @@ class TestHealth(base.TestCase):
 
     def test_attach_volume_rebuilds_a_lost_chain(self):
         self.vhost.states[V] = 'gone'
-        self.vhost.fail = vhost.AttachError(volume=V, reason='refused')
+        self.vhost.fail = spdk_exc.AttachError(volume=V, reason='refused')
         self.agent.check_health()
         # Not "ok" while the chain cannot be rebuilt.
-        self.assertRaises(vhost.AttachError, self.agent.attach_volume, V,
+        self.assertRaises(spdk_exc.AttachError, self.agent.attach_volume, V,
                           info())
         self.vhost.fail = None
         self.agent.attach_volume(V, info())
@@ -487,8 +489,8 @@ class TestHealth(base.TestCase):
 
     def test_a_rebuild_refused_as_busy_is_retried(self):
         self.vhost.states[V] = 'gone'
-        self.vhost.fail = vhost.VolumeBusy(volume=V, sessions=1,
-                                           socket=self.vhost.socket_path(V))
+        self.vhost.fail = spdk_exc.VolumeBusy(volume=V, sessions=1,
+                                              socket=self.vhost.socket_path(V))
         self.agent.check_health()
         self.agent.check_health()
         status = self.agent.get_status()['attachments'][0]

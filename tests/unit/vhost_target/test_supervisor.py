@@ -11,6 +11,7 @@ from unittest import mock
 
 import fixtures
 
+from spdk_common import exception as spdk_exc
 from tests import base
 from tests.unit import vhost_target as helpers
 from vhost_target.privileged import spdk as privileged_spdk
@@ -106,7 +107,7 @@ class TestStart(base.TestCase):
         listener.bind(self.conf.rpc_socket)
         listener.listen(1)
         self.addCleanup(listener.close)
-        exc = self.assertRaises(supervisor.SupervisorError,
+        exc = self.assertRaises(spdk_exc.SupervisorError,
                                 self.keeper().start)
         self.assertIn('is served by process %d, which this agent did not '
                       'start' % os.getpid(), str(exc))
@@ -197,9 +198,9 @@ class TestPrivileged(base.TestCase):
 
     def test_not_spdk_is_a_supervisor_error_while_it_lives(self):
         open(self.conf.rpc_socket, 'w').close()
-        self.secure.side_effect = privileged_spdk.NotSPDK('not SPDK')
+        self.secure.side_effect = spdk_exc.NotSPDK('not SPDK')
         keeper = self.keeper()
-        self.assertRaises(supervisor.SupervisorError,
+        self.assertRaises(spdk_exc.SupervisorError,
                           keeper._secure_rpc_socket)
         # Gone meanwhile: the wait's next look tells it, not this.
         keeper._started += 1
@@ -214,7 +215,7 @@ class TestPrivileged(base.TestCase):
             keeper._remove_stale_socket()
             remove.assert_called_once_with(self.conf.rpc_socket)
             remove.side_effect = FileExistsError()
-            exc = self.assertRaises(supervisor.SupervisorError,
+            exc = self.assertRaises(spdk_exc.SupervisorError,
                                     keeper._remove_stale_socket)
         self.assertIn('which this agent did not start', str(exc))
 

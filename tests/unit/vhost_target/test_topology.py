@@ -2,6 +2,7 @@ import os
 
 import fixtures
 
+from spdk_common import exception as spdk_exc
 from tests import base
 from tests.unit.vhost_target import SYSFS
 from vhost_target import topology
@@ -157,7 +158,7 @@ class TestReadTopology(base.TestCase):
 
     def test_nothing_to_read(self):
         root = self.useFixture(fixtures.TempDir()).path
-        e = self.assertRaises(topology.TopologyError,
+        e = self.assertRaises(spdk_exc.TopologyError,
                               topology.read_topology, root)
         self.assertIn('sysfs', str(e))
 

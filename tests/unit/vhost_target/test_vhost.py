@@ -249,7 +249,7 @@ class TestVhostTarget(base.TestCase):
         self.spdk.vhost[ctrlr]['dev_name'] = 'other-bdev'
         self.spdk.sessions[ctrlr] = [{'vid': 0}]
         calls = self.end_sessions_with(1)
-        self.assertRaises(vhost.VolumeBusy, self.target.attach,
+        self.assertRaises(spdk_exc.VolumeBusy, self.target.attach,
                           self.attachment())
         self.assertEqual([], calls)
         self.assertEqual('other-bdev', self.spdk.vhost[ctrlr]['dev_name'])
@@ -273,7 +273,7 @@ class TestVhostTarget(base.TestCase):
                                       'started': True, 'max_queues': 1,
                                       'inflight_task_cnt': 0}]
         self.spdk.calls.clear()
-        exc = self.assertRaises(vhost.VolumeBusy, self.target.detach, V)
+        exc = self.assertRaises(spdk_exc.VolumeBusy, self.target.detach, V)
         self.assertEqual('Volume %s is busy: the guest still has the disk '
                          'open (1 vhost-user connection(s) on %s); detach '
                          'the disk from the guest, then detach the volume '
@@ -317,7 +317,7 @@ class TestVhostTarget(base.TestCase):
         # The socket's group and mode are part of the attach: failing
         # there must leave no controller, socket or key behind.
         self.lose_socket_group()
-        exc = self.assertRaises(vhost.AttachError, self.target.attach,
+        exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment(dhchap.make_secret()))
         self.assertIn("socket_group 'no-such-group-here' does not exist",
                       str(exc))
@@ -325,7 +325,7 @@ class TestVhostTarget(base.TestCase):
 
     def test_missing_socket_is_an_attach_error_and_undone(self):
         self.spdk.no_socket = True
-        exc = self.assertRaises(vhost.AttachError, self.target.attach,
+        exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('No such file or directory', str(exc))
         self.assert_nothing_left()
@@ -346,7 +346,7 @@ class TestVhostTarget(base.TestCase):
         port = str(net.closed_port())
         self.spdk.connect[('127.0.0.1', port)] = -errno.EIO
         exc = self.assertRaises(
-            vhost.AttachError, self.target.attach,
+            spdk_exc.AttachError, self.target.attach,
             self.attachment(portals=[('127.0.0.1', port, 'tcp')]))
         self.assertIn('could not reach the storage target at 127.0.0.1:%s: '
                       'Connection refused' % port, str(exc))
@@ -356,7 +356,7 @@ class TestVhostTarget(base.TestCase):
 
     def test_refused_nvme_connect_names_the_possible_causes(self):
         self.spdk.connect[('127.0.0.1', self.open_port)] = -errno.EIO
-        exc = self.assertRaises(vhost.AttachError, self.target.attach,
+        exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('accepts TCP connections but refused the NVMe connect',
                       str(exc))
@@ -365,7 +365,7 @@ class TestVhostTarget(base.TestCase):
         self.assertIn('requires DH-HMAC-CHAP and the request carried no '
                       'secret', str(exc))
         secret = dhchap.make_secret()
-        exc = self.assertRaises(vhost.AttachError, self.target.attach,
+        exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment(secret))
         self.assertIn('DH-HMAC-CHAP authentication failed', str(exc))
         self.assertNotIn(secret, str(exc))
@@ -373,7 +373,7 @@ class TestVhostTarget(base.TestCase):
 
     def test_other_spdk_refusals_are_reported_as_they_are(self):
         self.spdk.connect[('127.0.0.1', self.open_port)] = -errno.ENOKEY
-        exc = self.assertRaises(vhost.AttachError, self.target.attach,
+        exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('SPDK refused to connect to 127.0.0.1:%s'
                       % self.open_port, str(exc))
@@ -385,7 +385,7 @@ class TestVhostTarget(base.TestCase):
         self.spdk.connect[('127.0.0.1', port)] = -errno.EIO
         self.spdk.connect[('::1', port)] = -errno.EIO
         exc = self.assertRaises(
-            vhost.AttachError, self.target.attach, self.attachment(
+            spdk_exc.AttachError, self.target.attach, self.attachment(
                 portals=[('127.0.0.1', port, 'tcp'), ('::1', port, 'tcp')]))
         self.assertIn('127.0.0.1:%s' % port, str(exc))
         self.assertIn('[::1]:%s' % port, str(exc))
@@ -399,7 +399,7 @@ class TestVhostTarget(base.TestCase):
         secret = dhchap.make_secret()
         self.target.attach(self.attachment(secret))
         self.lose_socket_group()
-        self.assertRaises(vhost.AttachError, self.target.attach,
+        self.assertRaises(spdk_exc.AttachError, self.target.attach,
                           self.attachment(secret))
         # Not made by the failed call, so not undone by it.
         self.assertEqual([V], list(self.spdk.nvme))
@@ -412,7 +412,7 @@ class TestVhostTarget(base.TestCase):
         self.spdk.nvme[V] = {'traddr': '127.0.0.1', 'trsvcid': '1',
                              'subnqn': 'nqn.2016-06.io.spdk:other',
                              'hostnqn': HOST}
-        exc = self.assertRaises(vhost.AttachError, self.target.attach,
+        exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('already has an NVMe controller %s connected to '
                       'nqn.2016-06.io.spdk:other' % V, str(exc))

@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 
+from spdk_common import exception as spdk_exc
 from tests.unit.vhost_target import privileged as base
 from vhost_target.privileged import files
 
@@ -91,11 +92,11 @@ class TestDirectories(base.InProcessTestCase):
         path = os.path.join(self.dir, 'etc')
         os.mkdir(path, 0o755)
         open(os.path.join(path, 'passwd'), 'w').close()
-        exc = self.assertRaises(files.UnsafePath, files.set_up_socket_dir,
+        exc = self.assertRaises(spdk_exc.UnsafePath, files.set_up_socket_dir,
                                 path, OTHER_GROUP.gr_name)
         self.assertIn('passwd', str(exc))
         rpc_socket = os.path.join(path, 'spdk.sock')
-        self.assertRaises(files.UnsafePath, files.set_up_rpc_dir,
+        self.assertRaises(spdk_exc.UnsafePath, files.set_up_rpc_dir,
                           rpc_socket, OTHER_GROUP.gr_gid)
         st = os.stat(path)
         self.assertEqual((0, 0o755), (st.st_gid, stat.S_IMODE(st.st_mode)))
@@ -108,7 +109,7 @@ class TestDirectories(base.InProcessTestCase):
         make_socket(os.path.join(path, 'operator-disk'))
         files.set_up_socket_dir(path, OTHER_GROUP.gr_name)
         # A change is refused while it does.
-        self.assertRaises(files.UnsafePath, files.set_up_socket_dir, path,
+        self.assertRaises(spdk_exc.UnsafePath, files.set_up_socket_dir, path,
                           ROOT_GROUP)
         self.assertEqual(OTHER_GROUP.gr_gid, os.stat(path).st_gid)
 
@@ -118,7 +119,7 @@ class TestDirectories(base.InProcessTestCase):
         os.symlink(target, os.path.join(self.dir, 'link'))
         for path in (os.path.join(self.dir, 'link'),
                      os.path.join(self.dir, 'link', 'sockets')):
-            self.assertRaises(files.UnsafePath, files.set_up_socket_dir,
+            self.assertRaises(spdk_exc.UnsafePath, files.set_up_socket_dir,
                               path, OTHER_GROUP.gr_name)
         self.assertEqual([], os.listdir(target))
         self.assertEqual(0o755, stat.S_IMODE(os.stat(target).st_mode))
@@ -134,7 +135,7 @@ class TestDirectories(base.InProcessTestCase):
         self.assertEqual((0, OTHER_GROUP.gr_gid, 0o750),
                          (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)))
         # Another socket's directory is not this one's.
-        self.assertRaises(files.UnsafePath, files.set_up_rpc_dir,
+        self.assertRaises(spdk_exc.UnsafePath, files.set_up_rpc_dir,
                           os.path.join(rpc, 'other.sock'), 0)
 
 
@@ -167,32 +168,32 @@ class TestVhostSockets(base.InProcessTestCase):
             f.write('x')
         os.chmod(victim, 0o644)
         os.symlink(victim, self.path)
-        self.assertRaises(files.UnsafePath, files.secure_vhost_socket,
+        self.assertRaises(spdk_exc.UnsafePath, files.secure_vhost_socket,
                           self.path, OTHER_GROUP.gr_name, 0o660)
-        self.assertRaises(files.UnsafePath, files.set_vhost_socket_mode,
+        self.assertRaises(spdk_exc.UnsafePath, files.set_vhost_socket_mode,
                           self.path, 0)
         st = os.stat(victim)
         self.assertEqual((0, 0o644), (st.st_gid, stat.S_IMODE(st.st_mode)))
         os.unlink(self.path)
         os.link(victim, self.path)
-        self.assertRaises(files.UnsafePath, files.secure_vhost_socket,
+        self.assertRaises(spdk_exc.UnsafePath, files.secure_vhost_socket,
                           self.path, OTHER_GROUP.gr_name, 0o660)
         self.assertEqual(0o644, stat.S_IMODE(os.stat(victim).st_mode))
 
     def test_a_directory_of_the_name_is_not_removed(self):
         os.mkdir(self.path)
-        self.assertRaises(files.UnsafePath, files.remove_vhost_socket,
+        self.assertRaises(spdk_exc.UnsafePath, files.remove_vhost_socket,
                           self.path)
         self.assertTrue(os.path.isdir(self.path))
 
     def test_a_directory_others_may_change_is_refused(self):
         make_socket(self.path)
         os.chmod(self.sockets, 0o770)
-        self.assertRaises(files.UnsafePath, files.secure_vhost_socket,
+        self.assertRaises(spdk_exc.UnsafePath, files.secure_vhost_socket,
                           self.path, OTHER_GROUP.gr_name, 0o660)
         os.chmod(self.sockets, 0o750)
         os.chown(self.sockets, 65534, -1)
-        self.assertRaises(files.UnsafePath, files.remove_vhost_socket,
+        self.assertRaises(spdk_exc.UnsafePath, files.remove_vhost_socket,
                           self.path)
         self.assertTrue(os.path.exists(self.path))
 
@@ -207,7 +208,7 @@ class TestInTheDaemon(base.UnprivilegedDaemonTestCase):
                           '/etc/shadow', 0)
         path = os.path.join(self.dir, 'vhost-' + base.VOLUME)
         os.symlink('/etc/passwd', path)
-        self.assertRaises(files.UnsafePath, files.set_vhost_socket_mode,
+        self.assertRaises(spdk_exc.UnsafePath, files.set_vhost_socket_mode,
                           path, 0)
         self.assertNotEqual(0, stat.S_IMODE(os.stat('/etc/passwd').st_mode))
 

@@ -11,9 +11,9 @@ import subprocess
 import sys
 import time
 
+from spdk_common import exception as spdk_exc
 from tests.unit.vhost_target import privileged as base
 from tests.unit.vhost_target import spawn_fake_spdk
-from vhost_target.privileged import files
 from vhost_target.privileged import spdk
 from vhost_target import supervisor
 
@@ -125,23 +125,23 @@ class TestStart(SPDKFiles):
                        os.path.join(self.dir, 'bin', '..', 'bin', 'vhost')):
             self.assertRaises(ValueError, spdk.check_binary, binary)
         os.chmod(self.binary, 0o775)
-        self.assertRaises(files.UnsafePath, spdk.check_binary, self.binary)
+        self.assertRaises(spdk_exc.UnsafePath, spdk.check_binary, self.binary)
         os.chmod(self.binary, 0o755)
         os.chmod(os.path.dirname(self.binary), 0o777)
-        self.assertRaises(files.UnsafePath, spdk.check_binary, self.binary)
+        self.assertRaises(spdk_exc.UnsafePath, spdk.check_binary, self.binary)
         os.chmod(os.path.dirname(self.binary), 0o755)
         os.chown(self.binary, 65534, -1)
-        self.assertRaises(files.UnsafePath, spdk.check_binary, self.binary)
+        self.assertRaises(spdk_exc.UnsafePath, spdk.check_binary, self.binary)
 
     def test_the_log_is_no_link(self):
         victim = os.path.join(self.dir, 'victim')
         open(victim, 'w').close()
         os.symlink(victim, self.log)
-        self.assertRaises(files.UnsafePath, spdk.start_vhost,
+        self.assertRaises(spdk_exc.UnsafePath, spdk.start_vhost,
                           **self.start_args())
         os.unlink(self.log)
         os.link(victim, self.log)
-        self.assertRaises(files.UnsafePath, spdk.start_vhost,
+        self.assertRaises(spdk_exc.UnsafePath, spdk.start_vhost,
                           **self.start_args())
         self.assertEqual(0, os.stat(victim).st_size)
 
@@ -149,7 +149,7 @@ class TestStart(SPDKFiles):
         self.assertRaises(ValueError, spdk.start_vhost,
                           **self.start_args(json_config='/etc/shadow'))
         os.mkdir(os.path.join(self.dir, 'dir.json'))
-        self.assertRaises(files.UnsafePath, spdk.start_vhost,
+        self.assertRaises(spdk_exc.UnsafePath, spdk.start_vhost,
                           **self.start_args(json_config=os.path.join(
                               self.dir, 'dir.json')))
         self.assertFalse(os.path.exists(self.log))
@@ -193,10 +193,10 @@ class TestInTheDaemon(SPDKFiles):
     def test_stop_signals_only_spdk_of_that_socket(self):
         other = self.spawn(['sleep', '60'])
         started = supervisor.process_start_time(other.pid)
-        self.assertRaises(spdk.NotSPDK, spdk.stop_vhost, other.pid, started,
-                          self.rpc_socket)
+        self.assertRaises(spdk_exc.NotSPDK, spdk.stop_vhost, other.pid,
+                          started, self.rpc_socket)
         fake = self.spawn_fake('/run/other/spdk.sock')
-        self.assertRaises(spdk.NotSPDK, spdk.stop_vhost, fake.pid,
+        self.assertRaises(spdk_exc.NotSPDK, spdk.stop_vhost, fake.pid,
                           supervisor.process_start_time(fake.pid),
                           self.rpc_socket)
         self.assertIsNone(other.poll())
@@ -245,8 +245,8 @@ class TestInTheDaemon(SPDKFiles):
         listener.bind(self.rpc_socket)
         listener.listen(1)
         self.addCleanup(listener.close)
-        self.assertRaises(spdk.NotSPDK, spdk.secure_rpc_socket, os.getpid(),
-                          self.rpc_socket, 65534)
+        self.assertRaises(spdk_exc.NotSPDK, spdk.secure_rpc_socket,
+                          os.getpid(), self.rpc_socket, 65534)
         fake = self.spawn_fake(self.rpc_socket)
         wait_until(lambda: spdk._is_vhost_of(fake.pid, self.rpc_socket))
         # SPDK's command line, but the socket is someone else's.
@@ -270,5 +270,5 @@ class TestInTheDaemon(SPDKFiles):
         self.assertEqual([], os.listdir(self.rpc))
         spdk.remove_stale_rpc_socket(self.rpc_socket)   # nothing there
         os.chmod(self.rpc, 0o777)
-        self.assertRaises(files.UnsafePath, spdk.remove_stale_rpc_socket,
+        self.assertRaises(spdk_exc.UnsafePath, spdk.remove_stale_rpc_socket,
                           self.rpc_socket)

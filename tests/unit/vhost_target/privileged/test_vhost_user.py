@@ -5,6 +5,7 @@ refuses, and a session of this process' own ended for real.
 import os
 import socket
 
+from spdk_common import exception as spdk_exc
 from tests.unit.vhost_target import privileged as base
 from vhost_target.privileged import vhost_user
 
@@ -58,6 +59,6 @@ class TestSessions(base.InProcessTestCase):
                                                            self.path))
 
     def test_refused_for_a_process_that_does_not_listen(self):
-        self.assertRaises(vhost_user.SessionsError,
+        self.assertRaises(spdk_exc.SessionsError,
                           vhost_user.disconnect_sessions, os.getppid(),
                           self.path)
