@@ -97,13 +97,13 @@ def raw_attach(client, volume_id, info, cpu):
         'ctrlr_loss_timeout_sec': -1, 'reconnect_delay_sec': 1,
         'fast_io_fail_timeout_sec': 0})
     client.call('vhost_create_blk_controller', {
-        'ctrlr': vhost.vhost_controller_name(volume_id),
+        'ctrlr': naming.vhost_controller_name(volume_id),
         'dev_name': bdevs[0], 'cpumask': '0x%x' % (1 << cpu)})
 
 
 def raw_detach(client, volume_id):
     client.call('vhost_delete_controller',
-                {'ctrlr': vhost.vhost_controller_name(volume_id)})
+                {'ctrlr': naming.vhost_controller_name(volume_id)})
     client.call('bdev_nvme_detach_controller',
                 {'name': naming.nvme_controller_name(volume_id)})
 

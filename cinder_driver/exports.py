@@ -152,7 +152,8 @@ class NVMeoFExports:
     def _add_listener(self, nqn, address, port):
         self._client.call('nvmf_subsystem_add_listener', {
             'nqn': nqn,
-            'listen_address': {'trtype': TRANSPORT, 'adrfam': _adrfam(address),
+            'listen_address': {'trtype': TRANSPORT,
+                               'adrfam': naming.adrfam(address),
                                'traddr': address, 'trsvcid': port},
         })
 
@@ -393,10 +394,6 @@ def _lacks(subsystem, export, portals):
     return (not subsystem.get('namespaces')
             or not set(export.hosts) <= _hosts(subsystem)
             or not {(a, p) for a, p, _t in portals} <= _listening(subsystem))
-
-
-def _adrfam(address):
-    return 'IPv6' if ':' in address else 'IPv4'
 
 
 def _namespace(export):

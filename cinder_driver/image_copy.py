@@ -275,7 +275,7 @@ class ImageCopier:
         with self._exports.temporary_export(
                 'image-%s' % volume_id, bdev, host_nqn) as (nqn, addr, port):
             attach = {'name': DD_CONTROLLER, 'trtype': 'tcp',
-                      'adrfam': 'ipv6' if ':' in addr else 'ipv4',
+                      'adrfam': naming.adrfam(addr),
                       'traddr': addr, 'trsvcid': str(port), 'subnqn': nqn,
                       'hostnqn': host_nqn,
                       # One try: a copy that loses its connection fails.
@@ -298,7 +298,8 @@ class ImageCopier:
                        # Other SPDK processes hold their cores' locks.
                        '--disable-cpumask-locks', '--no-rpc-server',
                        '--json', conf_path, '--if=' + path,
-                       '--ob=%sn1' % DD_CONTROLLER, '--bs=%d' % DD_BLOCK]
+                       '--ob=%s' % naming.namespace_bdev_name(DD_CONTROLLER),
+                       '--bs=%d' % DD_BLOCK]
                 if sparse:
                     cmd.append('--sparse')
                 try:

@@ -111,6 +111,39 @@ def split_alias(alias):
     return lvstore, name
 
 
+# A Cinder id as Cinder writes it (str(uuid.uuid4())), as a pattern.
+UUID_PATTERN = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+# The compute agent's own SPDK objects and files, by volume id; only what
+# matches them is the agent's to remove.
+VHOST_CONTROLLER = re.compile(r'vhost-(%s)' % UUID_PATTERN)
+NVME_CONTROLLER = re.compile(r'(%s)' % UUID_PATTERN)
+AGENT_KEY = re.compile(r'dhchap-(%s)(\.tmp)?' % UUID_PATTERN)
+
+
+def vhost_controller_name(volume_id):
+    """The vhost-user-blk controller (and its socket's name) of a volume on
+    the compute node.
+    """
+    return 'vhost-%s' % volume_id
+
+
+def agent_key_name(volume_id):
+    """The compute agent's keyring key (and key file) of a volume's
+    DH-HMAC-CHAP secret.
+    """
+    return 'dhchap-%s' % volume_id
+
+
+def namespace_bdev_name(controller):
+    """The bdev bdev_nvme makes of a controller's first namespace."""
+    return '%sn1' % controller
+
+
+def adrfam(address):
+    """SPDK's address family of an IP literal, spelled one way."""
+    return 'IPv6' if ':' in address else 'IPv4'
+
+
 def nvme_controller_name(volume_id):
     """The bdev_nvme controller name the compute-node SPDK uses.
 

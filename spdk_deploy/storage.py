@@ -19,13 +19,11 @@ import time
 
 from spdk_common import exception as spdk_exc
 from spdk_common import memory
+from spdk_common import naming
 from spdk_common import rpc
 
 AIO_BDEV = 'aio0'
 NVME_CONTROLLER = 'nvme%d'
-# bdev_nvme names a controller's namespaces <controller>n<nsid>; the first
-# namespace carries the lvstore.
-NVME_BDEV = NVME_CONTROLLER + 'n1'
 
 # Subsystems the target allows: one per exported volume, one per image copy
 # in flight (a temporary export), and SPDK's own discovery subsystem. A
@@ -128,7 +126,8 @@ def base_bdevs(config):
             if entry['method'] == 'bdev_aio_create':
                 names.append(params['name'])
             elif entry['method'] == 'bdev_nvme_attach_controller':
-                names.append(params['name'] + 'n1')
+                # The first namespace carries the lvstore.
+                names.append(naming.namespace_bdev_name(params['name']))
     return names
 
 

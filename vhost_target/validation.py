@@ -15,14 +15,14 @@ import re
 
 from spdk_common import connection
 from spdk_common import exception as spdk_exc
+from spdk_common import naming
 from spdk_common import qos as spdk_qos
 
 # Cinder's volume ids as Cinder writes them (str(uuid.uuid4())). The id
 # names the NVMe controller (the guest's disk serial), the vhost socket,
 # the key file and the per-volume lock, so one volume must have exactly one
 # spelling: upper case or other UUID spellings are refused, not folded.
-_VOLUME_ID = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
-                        r'[0-9a-f]{12}')
+_VOLUME_ID = re.compile(naming.UUID_PATTERN)
 # Bounds that keep a request small; real ones are far below them.
 # Linux' MAX_NUMNODES at its largest (CONFIG_NODES_SHIFT=10).
 MAX_NUMA_NODES = 1024

@@ -11,7 +11,6 @@ the owner group and mode are set here.
 import errno
 import grp
 import os
-import re
 import signal
 import socket
 import time
@@ -26,18 +25,6 @@ from vhost_target.privileged import vhost_user
 from vhost_target import supervisor
 
 LOG = logging.getLogger(__name__)
-
-
-def vhost_controller_name(volume_id):
-    return 'vhost-%s' % volume_id
-
-
-# Names the agent gives SPDK objects and files, and nothing else: only
-# what matches them is the agent's to remove when it reconciles.
-_UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
-_OWN_VHOST = re.compile(r'vhost-(%s)' % _UUID)
-_OWN_NVME = re.compile(r'(%s)' % _UUID)
-_OWN_KEY = re.compile(r'dhchap-(%s)(\.tmp)?' % _UUID)
 
 # Fault injection for the SPDK-tier crash tests: with this variable set to
 # a crash point's name the agent SIGKILLs itself there, to show that the
@@ -85,7 +72,7 @@ class VhostTarget:
 
     def socket_path(self, volume_id):
         return os.path.join(self.socket_dir,
-                            vhost_controller_name(volume_id))
+                            naming.vhost_controller_name(volume_id))
 
     # -- attach ---------------------------------------------------------
 
@@ -124,7 +111,7 @@ class VhostTarget:
     def _load_key(self, attachment, made):
         if not attachment.dhchap_secret:
             return None
-        name = 'dhchap-%s' % attachment.volume_id
+        name = naming.agent_key_name(attachment.volume_id)
         os.makedirs(self._key_dir, mode=0o700, exist_ok=True)
         path = os.path.join(self._key_dir, name)
         made.append(lambda: self._remove_key_file(name))
@@ -171,7 +158,7 @@ class VhostTarget:
         for address, port, _transport in attachment.portals:
             params = {
                 'name': name, 'trtype': 'tcp',
-                'adrfam': 'ipv6' if ':' in address else 'ipv4',
+                'adrfam': naming.adrfam(address),
                 'traddr': address, 'trsvcid': str(port),
                 'subnqn': attachment.target_nqn,
                 'hostnqn': attachment.host_nqn,
@@ -189,7 +176,7 @@ class VhostTarget:
                 existing = self._nvme_controller(name)
                 if existing is not None:
                     self._check_existing(attachment, existing)
-                    return '%sn1' % name
+                    return naming.namespace_bdev_name(name)
                 failures.append((address, port, exc))
                 continue
             made.append(lambda: self._disconnect(name))
@@ -282,7 +269,7 @@ class VhostTarget:
             pass
 
     def _create_controller(self, attachment, bdev, made):
-        ctrlr = vhost_controller_name(attachment.volume_id)
+        ctrlr = naming.vhost_controller_name(attachment.volume_id)
         try:
             self._client.call('vhost_create_blk_controller', {
                 'ctrlr': ctrlr, 'dev_name': bdev,
@@ -321,7 +308,7 @@ class VhostTarget:
         return found[0] if found else None
 
     def _undo_controller(self, volume_id):
-        self._delete_controller(vhost_controller_name(volume_id))
+        self._delete_controller(naming.vhost_controller_name(volume_id))
         # SPDK unlinks the socket with the controller; one left behind
         # (SPDK died meanwhile) would only confuse the next attach.
         self._remove_socket(volume_id)
@@ -359,7 +346,7 @@ class VhostTarget:
         connection" in a tight loop until QEMU lets go, and then deletes
         the controller behind the agent's back.
         """
-        ctrlr = vhost_controller_name(volume_id)
+        ctrlr = naming.vhost_controller_name(volume_id)
         # Closed to new connections before the look: QEMU runs as
         # socket_group, not root, so none can open between the look and
         # the delete. A crash leaves the mode to the next reconcile.
@@ -377,7 +364,7 @@ class VhostTarget:
         crash_point('detach:vhost-deleted')
         self._disconnect(naming.nvme_controller_name(volume_id))
         crash_point('detach:nvme-detached')
-        self._remove_key('dhchap-%s' % volume_id)
+        self._remove_key(naming.agent_key_name(volume_id))
         self._remove_socket(volume_id)
 
     def _set_socket_mode(self, volume_id, mode):
@@ -411,7 +398,7 @@ class VhostTarget:
                     '%(path)s, whose bdev is gone, so that the guest '
                     'reconnects to the rebuilt chain',
                     {'id': volume_id, 'n': closed, 'path': path})
-        ctrlr = vhost_controller_name(volume_id)
+        ctrlr = naming.vhost_controller_name(volume_id)
         deadline = time.monotonic() + SESSION_END_TIMEOUT
         while True:
             found = self._vhost_controller(ctrlr)
@@ -435,13 +422,15 @@ class VhostTarget:
 
     def size_bytes(self, volume_id):
         bdev = self._client.call('bdev_get_bdevs', {
-            'name': '%sn1' % naming.nvme_controller_name(volume_id)})[0]
+            'name': naming.namespace_bdev_name(
+                naming.nvme_controller_name(volume_id))})[0]
         return bdev['num_blocks'] * bdev['block_size']
 
     def set_qos(self, volume_id, qos):
         """Front-end limits (libvirt iotune does not reach vhost-user)."""
         self._client.call('bdev_set_qos_limit', spdk_qos.full_limits(
-            qos, '%sn1' % naming.nvme_controller_name(volume_id)))
+            qos, naming.namespace_bdev_name(
+                naming.nvme_controller_name(volume_id))))
 
     def nvme_states(self):
         """``{volume_id: state}`` of the agent's NVMe controllers, from
@@ -451,7 +440,7 @@ class VhostTarget:
         """
         states = {}
         for ctrlr in self._client.call('bdev_nvme_get_controllers'):
-            match = _OWN_NVME.fullmatch(ctrlr['name'])
+            match = naming.NVME_CONTROLLER.fullmatch(ctrlr['name'])
             if match:
                 paths = ctrlr.get('ctrlrs') or [{}]
                 states[match.group(1)] = paths[0].get('state', 'unknown')
@@ -478,19 +467,20 @@ class VhostTarget:
             return found.setdefault(volume_id, {'vhost': None, 'nvme': None,
                                                 'key': False, 'files': []})
         for ctrlr in self._client.call('vhost_get_controllers'):
-            match = _OWN_VHOST.fullmatch(ctrlr['ctrlr'])
+            match = naming.VHOST_CONTROLLER.fullmatch(ctrlr['ctrlr'])
             if match:
                 entry(match.group(1))['vhost'] = ctrlr
         for ctrlr in self._client.call('bdev_nvme_get_controllers'):
-            match = _OWN_NVME.fullmatch(ctrlr['name'])
+            match = naming.NVME_CONTROLLER.fullmatch(ctrlr['name'])
             if match:
                 entry(match.group(1))['nvme'] = ctrlr
         for key in self._client.call('keyring_get_keys'):
-            match = _OWN_KEY.fullmatch(key['name'])
+            match = naming.AGENT_KEY.fullmatch(key['name'])
             if match and not match.group(2):
                 entry(match.group(1))['key'] = True
-        for directory, pattern in ((self.socket_dir, _OWN_VHOST),
-                                   (self._key_dir, _OWN_KEY)):
+        for directory, pattern in (
+                (self.socket_dir, naming.VHOST_CONTROLLER),
+                (self._key_dir, naming.AGENT_KEY)):
             try:
                 names = os.listdir(directory)
             except FileNotFoundError:
@@ -513,8 +503,8 @@ class VhostTarget:
             return False
         bdev = ((vhost_ctrlr.get('backend_specific') or {}).get('block')
                 or {}).get('bdev')
-        if bdev != '%sn1' % naming.nvme_controller_name(
-                attachment.volume_id):
+        if bdev != naming.namespace_bdev_name(
+                naming.nvme_controller_name(attachment.volume_id)):
             return False
         if attachment.dhchap_secret and not objects['key']:
             return False
@@ -522,5 +512,5 @@ class VhostTarget:
             VhostTarget._check_existing(attachment, nvme)
         except spdk_exc.AttachError:
             return False
-        return vhost_controller_name(attachment.volume_id) in {
+        return naming.vhost_controller_name(attachment.volume_id) in {
             os.path.basename(path) for path in objects['files']}

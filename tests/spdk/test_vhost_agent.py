@@ -135,7 +135,7 @@ class TestVhostAgent(AgentTestBase):
         self.assertEqual(0o660, stat.S_IMODE(mode.st_mode))
         self.assertEqual(os.getgid(), mode.st_gid)
         vhost_ctrlrs, nvme_ctrlrs = self.spdk_objects()
-        self.assertEqual([vhost.vhost_controller_name(volume.id)],
+        self.assertEqual([naming.vhost_controller_name(volume.id)],
                          [c['ctrlr'] for c in vhost_ctrlrs])
         self.assertEqual(self.plan.cpumask, vhost_ctrlrs[0]['cpumask'])
         self.assertEqual([naming.nvme_controller_name(volume.id)],
@@ -228,7 +228,7 @@ class TestVhostAgent(AgentTestBase):
             time.sleep(0.05)
         self.assertEqual(1, self.keeper.restarts)
         vhost_ctrlrs, nvme_ctrlrs = self.spdk_objects()
-        self.assertEqual([vhost.vhost_controller_name(volume.id)],
+        self.assertEqual([naming.vhost_controller_name(volume.id)],
                          [c['ctrlr'] for c in vhost_ctrlrs])
         self.assertEqual(1, len(nvme_ctrlrs))
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))

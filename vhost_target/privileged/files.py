@@ -21,11 +21,11 @@ import re
 import stat
 
 from spdk_common import exception as spdk_exc
+from spdk_common import naming
 from vhost_target import privileged
 
-_UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
 # The only names in socket_dir: the agent's vhost controllers.
-VHOST_SOCKET_NAME = re.compile(r'vhost-%s' % _UUID)
+VHOST_SOCKET_NAME = naming.VHOST_CONTROLLER
 # The RPC socket SPDK makes, and its lock file next to it.
 RPC_SOCKET_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]*\.sock')
 _GROUP_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_.-]*\$?')

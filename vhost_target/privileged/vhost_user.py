@@ -17,19 +17,16 @@ itself, so the copy's shutdown is SPDK's.
 import ctypes
 import errno
 import os
-import re
 import socket
 
 from spdk_common import exception as spdk_exc
+from spdk_common import naming
 from vhost_target import privileged
 
 # x86_64 and aarch64 share the number (it is in the common table).
 _SYS_PIDFD_GETFD = 438
 _UNIX_CONNECTED = '03'
 _UNIX_LISTENING = '01'
-# Only a vhost-user socket the agent names (naming of vhost controllers).
-_SOCKET_NAME = re.compile(
-    r'vhost-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
 
 
 def _unix_sockets(path):
@@ -88,7 +85,7 @@ def check_socket_path(path):
     """The path of one of the agent's vhost-user sockets, or ValueError."""
     if (not isinstance(path, str) or not os.path.isabs(path)
             or os.path.normpath(path) != path
-            or not _SOCKET_NAME.fullmatch(os.path.basename(path))):
+            or not naming.VHOST_CONTROLLER.fullmatch(os.path.basename(path))):
         raise ValueError('socket_path %r is not a vhost-user socket path '
                          '(absolute, normalised, named vhost-<volume uuid>)'
                          % (path,))

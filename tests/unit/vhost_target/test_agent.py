@@ -10,13 +10,13 @@ from oslo_messaging.notify import _impl_test
 
 from cinder_driver import dhchap
 from spdk_common import exception as spdk_exc
+from spdk_common import naming
 from tests import base
 from tests.unit import vhost_target as helpers
 from vhost_target import agent as vhost_agent
 from vhost_target import planner
 from vhost_target import rpcapi
 from vhost_target import state
-from vhost_target import vhost
 
 HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
 # Volume ids as Cinder makes them; the agent takes no other kind.
@@ -76,7 +76,7 @@ class RecordingVhost:
         return self.socket_path(volume_id)
 
     def socket_path(self, volume_id):
-        return '/sockets/' + vhost.vhost_controller_name(volume_id)
+        return '/sockets/' + naming.vhost_controller_name(volume_id)
 
     def set_qos(self, volume_id, qos):
         self.calls.append(('set_qos', volume_id, qos))

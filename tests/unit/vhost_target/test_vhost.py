@@ -17,6 +17,7 @@ import fixtures
 
 from cinder_driver import dhchap
 from spdk_common import exception as spdk_exc
+from spdk_common import naming
 from tests import base
 from tests.fixtures import net
 from tests.unit import vhost_target as helpers
@@ -197,13 +198,13 @@ class TestVhostTarget(base.TestCase):
         controller and its bdev go, the vhost controller stays with none.
         """
         del self.spdk.nvme[V]
-        self.spdk.vhost[vhost.vhost_controller_name(V)]['dev_name'] = None
+        self.spdk.vhost[naming.vhost_controller_name(V)]['dev_name'] = None
 
     def test_attach_rebuilds_a_vhost_controller_that_lost_its_bdev(self):
         self.target.attach(self.attachment())
         self.lose_controller()
         path = self.target.attach(self.attachment())
-        ctrlr = vhost.vhost_controller_name(V)
+        ctrlr = naming.vhost_controller_name(V)
         self.assertEqual('%sn1' % V, self.spdk.vhost[ctrlr]['dev_name'])
         self.assertEqual([V], list(self.spdk.nvme))
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
@@ -231,7 +232,7 @@ class TestVhostTarget(base.TestCase):
         # Its guest's I/O fails anyway; QEMU reconnects to the new one.
         self.target.attach(self.attachment())
         self.lose_controller()
-        ctrlr = vhost.vhost_controller_name(V)
+        ctrlr = naming.vhost_controller_name(V)
         self.spdk.sessions[ctrlr] = [{'vid': 0}]
         calls = self.end_sessions_with(1)
         path = self.target.attach(self.attachment())
@@ -244,7 +245,7 @@ class TestVhostTarget(base.TestCase):
         # it would make SPDK loop and the guest would lose its disk. The
         # NVMe controller made for the rebuild is undone.
         self.target.attach(self.attachment())
-        ctrlr = vhost.vhost_controller_name(V)
+        ctrlr = naming.vhost_controller_name(V)
         del self.spdk.nvme[V]
         self.spdk.vhost[ctrlr]['dev_name'] = 'other-bdev'
         self.spdk.sessions[ctrlr] = [{'vid': 0}]
@@ -267,7 +268,7 @@ class TestVhostTarget(base.TestCase):
 
     def test_detach_of_a_disk_the_guest_holds_changes_nothing(self):
         path = self.target.attach(self.attachment(dhchap.make_secret()))
-        ctrlr = vhost.vhost_controller_name(V)
+        ctrlr = naming.vhost_controller_name(V)
         # What SPDK v25.09 lists for a connected QEMU.
         self.spdk.sessions[ctrlr] = [{'vid': 0, 'id': 0, 'name': ctrlr,
                                       'started': True, 'max_queues': 1,
