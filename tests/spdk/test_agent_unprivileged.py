@@ -108,6 +108,8 @@ class TestUnprivilegedAgent(base.TestCase):
         self.nobody = pwd.getpwnam('nobody')
         top = self.top = self.useFixture(fixtures.TempDir()).path
         libvirt_fixtures.make_traversable(top)
+        # nobody runs this tree's code and its venv.
+        self.useFixture(libvirt_fixtures.Reachable(REPO))
         self.state_dir = os.path.join(top, 'state')
         os.mkdir(self.state_dir, 0o700)
         os.chown(self.state_dir, self.nobody.pw_uid, self.nobody.pw_gid)
