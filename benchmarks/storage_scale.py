@@ -79,11 +79,10 @@ import threading
 import time
 import uuid
 
-from oslo_config import cfg
-
 from cinder import context
 from cinder import objects
 
+from benchmarks import vhost_attach
 from benchmarks import volume_ops
 from spdk_common import binaries
 from spdk_common import exception as spdk_exc
@@ -93,7 +92,6 @@ from tests.fixtures import hugepages
 from tests.fixtures import spdk as spdk_fixtures
 from tests.fixtures import storage_target
 from vhost_target import agent as vhost_agent
-from vhost_target import config as agent_config
 from vhost_target import planner
 from vhost_target import privileged
 from vhost_target import state
@@ -384,29 +382,14 @@ def measure_restart(target, drv, exports, reader, watch_wait):
             'restart_stall_s': worst, 'stalls': stalls, 'trigger': trigger}
 
 
-def agent_conf(top, memory_mib):
-    conf = cfg.ConfigOpts()
-    agent_config.register(conf)
-    conf([], default_config_files=[])
-    cpus = sorted(topology.read_topology().online)
-    for name, value in (('rpc_socket', os.path.join(top, 'rpc', 'spdk.sock')),
-                        ('socket_dir', os.path.join(top, 'sockets')),
-                        ('state_dir', os.path.join(top, 'state')),
-                        ('socket_group', grp.getgrgid(os.getgid()).gr_name),
-                        ('reactor_cpus', str(cpus[-1])),
-                        ('hugepage_mib_per_node', memory_mib),
-                        ('reconnect_delay_sec', 1)):
-        conf.set_override(name, value, group=agent_config.GROUP)
-    return conf.spdk_vhost_target
-
-
 def measure_agent(exports, count, memory_mib, target):
     """Attach ``count`` volumes through the agent, kill SPDK vhost, time
     the agent's replay. Returns a dict of figures.
     """
     started = privileged.start()
     top = tempfile.mkdtemp(prefix='scale-agent-')
-    group = agent_conf(top, memory_mib)
+    group = vhost_attach.agent_conf(
+        top, grp.getgrgid(os.getgid()).gr_name, memory_mib)
     host = topology.read_topology()
     plan = planner.plan(group, host)
     hugepages.reserve(sum(plan.memory_mib_by_node.values()),

@@ -71,7 +71,10 @@ def export(storage, lvstore, name):
                      'vol_uuid': str(uuid.uuid5(uuid.NAMESPACE_URL, name))}}
 
 
-def agent_conf(top, socket_group):
+def agent_conf(top, socket_group, memory_mib=256):
+    """The agent's options for a benchmark under ``top``: SPDK vhost on
+    the last online CPU with ``memory_mib`` of hugepages.
+    """
     conf = cfg.ConfigOpts()
     config.register(conf)
     conf([], default_config_files=[])
@@ -81,7 +84,7 @@ def agent_conf(top, socket_group):
                         ('state_dir', os.path.join(top, 'state')),
                         ('socket_group', socket_group),
                         ('reactor_cpus', str(cpus[-1])),
-                        ('hugepage_mib_per_node', 256),
+                        ('hugepage_mib_per_node', memory_mib),
                         ('reconnect_delay_sec', 1)):
         conf.set_override(name, value, group=config.GROUP)
     return conf.spdk_vhost_target
