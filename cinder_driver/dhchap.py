@@ -15,6 +15,7 @@ import zlib
 from oslo_log import log as logging
 
 from spdk_common import exception as spdk_exc
+from spdk_common import files
 from spdk_common import naming
 
 LOG = logging.getLogger(__name__)
@@ -51,11 +52,7 @@ class HostKeys:
         name = naming.host_key_name(subsystem_nqn, host_nqn)
         secret = make_secret()
         path = self._path(name)
-        fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                     0o600)
-        with os.fdopen(fd, 'w') as f:
-            f.write(secret)
-        os.replace(path + '.tmp', path)
+        files.write_atomically(path, secret, 0o600)
         return name, secret
 
     def existing(self, subsystem_nqn, host_nqn):

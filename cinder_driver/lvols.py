@@ -29,6 +29,7 @@ from oslo_log import log as logging
 from oslo_utils import units
 
 from spdk_common import exception as spdk_exc
+from spdk_common import files
 from spdk_common import naming
 
 LOG = logging.getLogger(__name__)
@@ -284,12 +285,9 @@ class Lvols:
                                 naming.split_alias(a)[1]))
         directory = os.path.dirname(self._state_file)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        temp = self._state_file + '.tmp'
-        with open(temp, 'w') as f:
-            json.dump({'hidden_snapshots': listed}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, self._state_file)
+        files.write_atomically(
+            self._state_file, json.dumps({'hidden_snapshots': listed}),
+            0o600)
 
     def _hide(self, alias, bdev):
         lvstore, _name = naming.split_alias(alias)

@@ -12,6 +12,8 @@ import json
 import os
 import threading
 
+from spdk_common import files
+
 FORMAT_VERSION = 1
 
 
@@ -79,15 +81,4 @@ class DesiredState:
         data = {'version': FORMAT_VERSION,
                 'attachments': [a.to_dict() for a in
                                 self._attachments.values()]}
-        temp = self._path + '.tmp'
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, self._path)
-        dir_fd = os.open(self._dir, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        files.write_atomically(self._path, json.dumps(data), 0o600)

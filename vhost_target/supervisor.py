@@ -33,6 +33,7 @@ from oslo_log import log as logging
 
 from spdk_common import binaries
 from spdk_common import exception as spdk_exc
+from spdk_common import files
 from spdk_common import rpc
 from vhost_target.privileged import files as privileged_files
 from vhost_target.privileged import spdk as privileged_spdk
@@ -68,11 +69,7 @@ process_start_time = privileged_spdk.start_time
 def write_pid_file(path, pid):
     """Record ``pid`` with its start time, atomically, 0600."""
     record = {'pid': pid, 'start_time': process_start_time(pid)}
-    temp = path + '.tmp'
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w') as f:
-        json.dump(record, f)
-    os.replace(temp, path)
+    files.write_atomically(path, json.dumps(record), 0o600)
 
 
 def read_live_pid(path):

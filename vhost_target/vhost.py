@@ -18,6 +18,7 @@ import time
 from oslo_log import log as logging
 
 from spdk_common import exception as spdk_exc
+from spdk_common import files
 from spdk_common import naming
 from spdk_common import qos as spdk_qos
 from vhost_target.privileged import files as privileged_files
@@ -115,11 +116,7 @@ class VhostTarget:
         os.makedirs(self._key_dir, mode=0o700, exist_ok=True)
         path = os.path.join(self._key_dir, name)
         made.append(lambda: self._remove_key_file(name))
-        fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                     0o600)
-        with os.fdopen(fd, 'w') as f:
-            f.write(attachment.dhchap_secret)
-        os.replace(path + '.tmp', path)
+        files.write_atomically(path, attachment.dhchap_secret, 0o600)
         try:
             self._client.call('keyring_file_add_key',
                               {'name': name, 'path': path})
@@ -139,7 +136,7 @@ class VhostTarget:
 
     def _remove_key_file(self, name):
         for path in (os.path.join(self._key_dir, name),
-                     os.path.join(self._key_dir, name + '.tmp')):
+                     os.path.join(self._key_dir, name + files.TEMP_SUFFIX)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
