@@ -15,7 +15,7 @@ from nova.virt.libvirt.volume import volume as libvirt_volume
 
 from nova_hooks import agent_client
 from nova_hooks import conf as hooks_conf
-from nova_hooks import config as vhost_config
+from nova_hooks import vhost_disk_xml
 from spdk_common import connection
 from spdk_common import exception as spdk_exc
 from spdk_common import qos as spdk_qos
@@ -90,7 +90,7 @@ class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
     def get_config(self, connection_info, disk_info):
         # Not the base class': it sets cache, serial, iotune and more, all
         # of which libvirt refuses on vhost-user disks.
-        disk = vhost_config.LibvirtConfigGuestVhostUserDisk()
+        disk = vhost_disk_xml.LibvirtConfigGuestVhostUserDisk()
         data = connection_info['data']
         disk.source_path = data[connection.VHOST_SOCKET]
         disk.queues = data.get(connection.VHOST_QUEUES)

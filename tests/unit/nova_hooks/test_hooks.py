@@ -12,8 +12,8 @@ from nova.virt import driver as virt_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_hooks import agent_client
-from nova_hooks import config as vhost_config
 from nova_hooks import driver as hooks_driver
+from nova_hooks import vhost_disk_xml
 from nova_hooks import volume as spdk_volume
 from spdk_common import exception as spdk_exc
 from tests import base
@@ -115,7 +115,7 @@ class TestHooks(base.TestCase):
                     'encryption'):
             self.assertIsNone(xml.find(tag), tag)
         self.assertNotIn('cache', xml.find('driver').attrib)
-        parsed = vhost_config.LibvirtConfigGuestVhostUserDisk()
+        parsed = vhost_disk_xml.LibvirtConfigGuestVhostUserDisk()
         parsed.parse_str(disk.to_xml())
         self.assertEqual((source.get('path'), 8, 'vdb'),
                          (parsed.source_path, parsed.queues,
