@@ -36,6 +36,7 @@ from spdk_common import exception as spdk_exc
 from spdk_common import files
 from spdk_common import rpc
 from vhost_target.privileged import files as privileged_files
+from vhost_target.privileged import procfs
 from vhost_target.privileged import spdk as privileged_spdk
 
 LOG = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def agent_pid_file_path(conf):
 
 # One reading of /proc/<pid>/stat for the agent and its privsep daemon
 # (which cannot import this module).
-process_start_time = privileged_spdk.start_time
+process_start_time = procfs.start_time
 
 
 def write_pid_file(path, pid):

@@ -32,6 +32,7 @@ from spdk_common import binaries
 from spdk_common import exception as spdk_exc
 from vhost_target import privileged
 from vhost_target.privileged import files
+from vhost_target.privileged import procfs
 
 # Only SPDK's vhost application (spdk_common.binaries.find('vhost')).
 BINARY_NAME = 'vhost'
@@ -40,13 +41,6 @@ _CPUMASK = re.compile(r'0x[0-9a-f]+')
 # value per NUMA node.
 _ENV_CONTEXT = re.compile(r'--socket-mem=\d+(,\d+)* --socket-limit=\d+(,\d+)*')
 _HUGE_DIRS = {2048: None, 1048576: '/dev/hugepages1G'}
-_UNIX_LISTENING = '01'
-
-
-def _check_pid(pid):
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-        raise ValueError('pid %r is not a process id' % (pid,))
-    return pid
 
 
 def _check_secure_file(path, what):
@@ -184,27 +178,6 @@ def start_vhost(binary, cpumask, rpc_socket, socket_dir, json_config,
     return proc.pid
 
 
-def start_time(pid):
-    """When ``pid`` started (clock ticks after boot), or None.
-
-    None for a process that does not exist or is a zombie: either way it
-    serves nothing. The start time tells a reused pid from the process
-    recorded under it.
-    """
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name may hold spaces and parentheses: the fields that
-    # follow it start after the last ')'. Field 3 is the state, 22 the
-    # start time.
-    fields = data.rsplit(')', 1)[1].split()
-    if fields[0] in ('Z', 'X'):
-        return None
-    return int(fields[19])
-
-
 def _is_vhost_of(pid, rpc_socket):
     """Whether process ``pid``'s command line is an SPDK vhost one (as
     vhost_command makes it) serving ``rpc_socket``.
@@ -220,26 +193,6 @@ def _is_vhost_of(pid, rpc_socket):
         for i in range(len(args) - 1))
 
 
-def _listens_on(pid, path):
-    """Whether process ``pid`` holds the socket listening on ``path``."""
-    listening = set()
-    with open('/proc/net/unix') as table:
-        next(table)
-        for line in table:
-            fields = line.split(None, 7)
-            if (len(fields) == 8 and fields[5] == _UNIX_LISTENING
-                    and fields[7].rstrip('\n') == path):
-                listening.add('socket:[%s]' % fields[6])
-    fd_dir = '/proc/%d/fd' % pid
-    for name in os.listdir(fd_dir):
-        try:
-            if os.readlink(os.path.join(fd_dir, name)) in listening:
-                return True
-        except FileNotFoundError:
-            continue   # closed meanwhile
-    return False
-
-
 @privileged.default.entrypoint
 def secure_rpc_socket(pid, rpc_socket, uid):
     """Give SPDK's RPC socket to user ``uid`` (the agent's), 0600.
@@ -247,7 +200,7 @@ def secure_rpc_socket(pid, rpc_socket, uid):
     Only the socket SPDK vhost process ``pid`` listens on, started with
     ``-r rpc_socket``; False while it does not listen yet.
     """
-    _check_pid(pid)
+    procfs.check_pid(pid)
     files.check_rpc_socket(rpc_socket)
     files.check_id(uid, 'uid')
     try:
@@ -257,7 +210,7 @@ def secure_rpc_socket(pid, rpc_socket, uid):
     if not _is_vhost_of(pid, rpc_socket):
         raise spdk_exc.NotSPDK('process %d is not SPDK vhost serving %s'
                                % (pid, rpc_socket))
-    if not _listens_on(pid, rpc_socket):
+    if not procfs.listens_on(pid, rpc_socket):
         return False
     directory, name = os.path.split(rpc_socket)
     fd = files.open_dir(directory)
@@ -314,13 +267,13 @@ def stop_vhost(pid, started, rpc_socket, force=False):
     started at ``started`` and serves ``rpc_socket``; False when it is
     gone already.
     """
-    _check_pid(pid)
+    procfs.check_pid(pid)
     if not isinstance(started, int) or isinstance(started, bool):
         raise ValueError('started %r is not a start time' % (started,))
     files.check_rpc_socket(rpc_socket)
     if not isinstance(force, bool):
         raise ValueError('force %r is not a bool' % (force,))
-    if start_time(pid) != started:
+    if procfs.start_time(pid) != started:
         return False   # gone, or the pid is another process' now
     if not _is_vhost_of(pid, rpc_socket):
         raise spdk_exc.NotSPDK('process %d is not SPDK vhost serving %s'

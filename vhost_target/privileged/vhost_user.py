@@ -22,44 +22,10 @@ import socket
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from vhost_target import privileged
+from vhost_target.privileged import procfs
 
 # x86_64 and aarch64 share the number (it is in the common table).
 _SYS_PIDFD_GETFD = 438
-_UNIX_CONNECTED = '03'
-_UNIX_LISTENING = '01'
-
-
-def _unix_sockets(path):
-    """Inodes of the unix sockets bound to ``path``: (listening,
-    connected). An accepted connection carries its listener's path in
-    /proc/net/unix.
-    """
-    listening, connected = set(), set()
-    with open('/proc/net/unix') as table:
-        next(table)
-        for line in table:
-            fields = line.split(None, 7)
-            if len(fields) < 8 or fields[7].rstrip('\n') != path:
-                continue
-            if fields[5] == _UNIX_LISTENING:
-                listening.add(int(fields[6]))
-            elif fields[5] == _UNIX_CONNECTED:
-                connected.add(int(fields[6]))
-    return listening, connected
-
-
-def _socket_fds(pid):
-    """{inode: fd number} of the sockets process ``pid`` holds."""
-    fds = {}
-    fd_dir = '/proc/%d/fd' % pid
-    for name in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, name))
-        except FileNotFoundError:
-            continue   # closed meanwhile
-        if target.startswith('socket:['):
-            fds[int(target[len('socket:['):-1])] = int(name)
-    return fds
 
 
 def _shutdown_in(pidfd, fd):
@@ -101,10 +67,9 @@ def disconnect_sessions(pid, socket_path):
     that path: only the server of a socket has its sessions ended.
     """
     check_socket_path(socket_path)
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-        raise ValueError('pid %r is not a process id' % (pid,))
-    listening, connected = _unix_sockets(socket_path)
-    held = _socket_fds(pid)
+    procfs.check_pid(pid)
+    listening, connected = procfs.unix_sockets(socket_path)
+    held = procfs.socket_fds(pid)
     if not listening & set(held):
         raise spdk_exc.SessionsError('process %d does not listen on %s'
                                      % (pid, socket_path))
