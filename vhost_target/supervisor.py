@@ -187,8 +187,8 @@ class Supervisor:
         self._pid_file = pid_file_path(conf)
         # Fixed for the supervisor's life: SPDK's own or someone else's.
         self._adopt = conf.adopt
-        # The SPDK watched: a child (_proc) or one taken over (_pid only).
-        self._proc = None
+        # The SPDK watched, by pid and start time: the privsep daemon's
+        # child, or one taken over; never this process' child.
         self._pid = None
         self._started = None
         self._identity = None
@@ -259,10 +259,7 @@ class Supervisor:
         # Buffer pools that fit in the hugepages Nova leaves to SPDK.
         with open(startup_config_path(self._conf), 'w') as f:
             json.dump(self._plan.startup_config, f)
-        # Started by the privsep daemon, which reaps it: not this
-        # process' child, so it is watched by pid and start time, as one
-        # taken over is.
-        self._proc = None
+        # Started by the privsep daemon, which reaps it.
         try:
             self._pid = privileged_spdk.start_vhost(
                 *_vhost_args(binary, self._plan, self._conf),
@@ -286,7 +283,6 @@ class Supervisor:
         state, owner = socket_owner(self._conf.rpc_socket)
         if state == 'live' and owner is not None and owner != pid:
             return False   # _spawn() refuses the other process' socket
-        self._proc = None
         self._pid = pid
         self._started = process_start_time(pid)
         # Not listening yet: the earlier agent died while SPDK started up.
@@ -315,8 +311,7 @@ class Supervisor:
         try:
             while time.monotonic() < deadline:
                 if self._pid is not None and not self._alive():
-                    status = (self._proc.wait() if self._proc is not None
-                              else 'unknown')
+                    status = 'unknown'   # the daemon's child, not ours
                     raise spdk_exc.SupervisorError(
                         reason='exited with status %s during start-up (%s); '
                                'see %s' % (status, self._logged_errors(),
@@ -395,9 +390,7 @@ class Supervisor:
             else:
                 if time.monotonic() - started > STABLE_AFTER:
                     backoff = 0.5
-                status = (self._proc.wait() if self._proc is not None
-                          else 'an unknown status (not this process\' '
-                               'child)')
+                status = 'an unknown status (not this process\' child)'
                 LOG.error('SPDK vhost (pid %(pid)d) exited with %(status)s; '
                           'restarting in %(delay).1fs',
                           {'pid': self._pid, 'status': status,
@@ -488,6 +481,4 @@ class Supervisor:
                 privileged_spdk.stop_vhost(self._pid, self._started,
                                            self._conf.rpc_socket, force=True)
                 wait_for_exit(self._pid, self._started, STOP_TIMEOUT)
-        if self._proc is not None:
-            self._proc.wait()
         remove_file(self._pid_file)
