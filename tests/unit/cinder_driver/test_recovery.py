@@ -68,10 +68,13 @@ class TestExportRecovery(base.TestCase):
     def test_the_watcher_replays_without_being_asked(self):
         self.recovery.start()
         self.restart()
+        # The count rises once the replay has returned, a moment after
+        # its last export is visible: wait for the count, then look.
         deadline = time.monotonic() + 10
-        while len(self.present()) < len(VOLS):
+        while self.recovery.replays < 1:
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.02)
+        self.assertEqual(len(VOLS), len(self.present()))
         self.assertEqual(1, self.recovery.replays)
 
     def test_an_operation_restores_its_own_export_first(self):
