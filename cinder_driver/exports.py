@@ -22,6 +22,7 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 
+from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import qos as spdk_qos
@@ -223,7 +224,9 @@ class NVMeoFExports:
                 return self._keys.secret(key) if key else None
             key = secret = None
             if authenticate and self._keys:
-                key, secret = self._keys.create(export.nqn, host_nqn)
+                key = naming.host_key_name(export.nqn, host_nqn)
+                secret = dhchap.make_secret()
+                self._keys.write(key, secret)
             try:
                 self._add_host(export.nqn, host_nqn, key)
             except Exception:
@@ -315,9 +318,9 @@ class NVMeoFExports:
         """Record an export Cinder's database says exists (at start-up)."""
         export = _Export(self.nqn(volume_id), bdev, volume_id, qos_limits)
         for host_nqn in hosts:
+            key = naming.host_key_name(export.nqn, host_nqn)
             export.hosts[host_nqn] = (
-                self._keys.existing(export.nqn, host_nqn)
-                if self._keys else None)
+                key if self._keys and self._keys.exists(key) else None)
         with self._desired_lock:
             self._desired[volume_id] = export
 

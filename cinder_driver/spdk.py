@@ -24,13 +24,13 @@ from cinder.volume import driver
 from cinder.volume import volume_types
 from cinder.volume import volume_utils
 
-from cinder_driver import dhchap
 from cinder_driver import exports as nvmf_exports
 from cinder_driver import image_copy
 from cinder_driver import lvols as spdk_lvols
 from cinder_driver import qos
 from cinder_driver import recovery
 from spdk_common import connection
+from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc
@@ -209,7 +209,7 @@ class SPDKDriver(driver.VolumeDriver):
                          '%s.json' % (conf.config_group or 'spdk')))
         keys = None
         if conf.spdk_dhchap:
-            keys = dhchap.HostKeys(self._client, conf.spdk_keyring_dir)
+            keys = dhchap.KeyFiles(self._client, conf.spdk_keyring_dir)
             keys.setup()
         try:
             naming.validate_nqn(conf.spdk_nqn_prefix + ':volume-x')

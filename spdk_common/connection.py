@@ -50,7 +50,7 @@ VHOST_SOCKET = 'vhost_socket'
 VHOST_QUEUES = 'vhost_queues'
 
 # NVMe DH-HMAC-CHAP secret representation (NVMe Base Specification 8.13.5.8,
-# nvme-cli's gen-dhchap-key, cinder_driver.dhchap.make_secret): the hash
+# nvme-cli's gen-dhchap-key, spdk_common.dhchap.make_secret): the hash
 # id 00-03, then base64 of the key and its CRC-32, little-endian.
 _DHCHAP_SECRET = re.compile(r'DHHC-1:0[0-3]:([A-Za-z0-9+/]+={0,2}):')
 # SPDK (lib/nvme/nvme_auth.c) takes 32, 48 and 64 byte keys.

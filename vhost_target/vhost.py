@@ -17,8 +17,8 @@ import time
 
 from oslo_log import log as logging
 
+from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
-from spdk_common import files
 from spdk_common import naming
 from spdk_common import qos as spdk_qos
 from vhost_target.privileged import files as privileged_files
@@ -65,6 +65,7 @@ class VhostTarget:
         self._conf = conf
         self.socket_dir = conf.socket_dir
         self._key_dir = os.path.join(conf.state_dir, 'keys')
+        self._keys = dhchap.KeyFiles(client, self._key_dir)
 
     @property
     def conf(self):
@@ -113,34 +114,12 @@ class VhostTarget:
         if not attachment.dhchap_secret:
             return None
         name = naming.agent_key_name(attachment.volume_id)
-        os.makedirs(self._key_dir, mode=0o700, exist_ok=True)
-        path = os.path.join(self._key_dir, name)
-        made.append(lambda: self._remove_key_file(name))
-        files.write_atomically(path, attachment.dhchap_secret, 0o600)
-        try:
-            self._client.call('keyring_file_add_key',
-                              {'name': name, 'path': path})
-        except spdk_exc.SPDKExists:
+        made.append(lambda: self._keys.remove(name))
+        self._keys.write(name, attachment.dhchap_secret)
+        if not self._keys.load(name):
             # Loaded by an earlier attempt, which also owns the file.
             made.pop()
-            return name
-        made.append(lambda: self._remove_key(name))
         return name
-
-    def _remove_key(self, name):
-        try:
-            self._client.call('keyring_file_remove_key', {'name': name})
-        except spdk_exc.SPDKRPCError:
-            pass
-        self._remove_key_file(name)
-
-    def _remove_key_file(self, name):
-        for path in (os.path.join(self._key_dir, name),
-                     os.path.join(self._key_dir, name + files.TEMP_SUFFIX)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
 
     def _connect(self, attachment, key, made):
         """Connect the NVMe controller; return its namespace bdev.
@@ -361,7 +340,7 @@ class VhostTarget:
         crash_point('detach:vhost-deleted')
         self._disconnect(naming.nvme_controller_name(volume_id))
         crash_point('detach:nvme-detached')
-        self._remove_key(naming.agent_key_name(volume_id))
+        self._keys.remove(naming.agent_key_name(volume_id))
         self._remove_socket(volume_id)
 
     def _set_socket_mode(self, volume_id, mode):

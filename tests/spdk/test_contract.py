@@ -222,7 +222,7 @@ class RPC:
         return nqn, nsid
 
     def key_file(self, name, mode):
-        # cinder_driver/dhchap.py HostKeys.create(): a DHHC-1 secret
+        # spdk_common/dhchap.py KeyFiles.write(): a DHHC-1 secret
         path = str(self.tmp_path / name)
         with open(path, 'w') as f:
             f.write('DHHC-1:00:%s:' % ('A' * 48))
@@ -936,7 +936,7 @@ def test_host_nqn_with_a_newline_is_taken_as_is(rpc):
 
 def test_keyring(rpc):
     loose = rpc.key_file('loose-key', 0o644)
-    # HostKeys.load()
+    # KeyFiles.load()
     rpc.fails('keyring_file_add_key', {'name': 'loose', 'path': loose},
               spdk_exc.SPDKRPCError, -1, 'Operation not permitted')
     rpc.fails('keyring_file_add_key', {'name': 'gone',
@@ -966,7 +966,7 @@ def test_keyring(rpc):
         'nqn': nqn, 'host': HOST_NQN % uuid.uuid4(),
         'dhchap_key': 'no-such-key'},
         spdk_exc.SPDKInvalidParams, -32602, 'Invalid parameters')
-    # HostKeys.remove(): removed while in use, it lingers until released.
+    # KeyFiles.remove(): removed while in use, it lingers until released.
     assert rpc.call('keyring_file_remove_key', {'name': name}) is True
     assert rpc.call('keyring_get_keys') == [{
         'name': name, 'module': 'keyring_file', 'removed': True,

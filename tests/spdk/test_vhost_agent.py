@@ -19,7 +19,7 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import oslo_messaging as messaging
 
-from cinder_driver import dhchap
+from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc

@@ -3,8 +3,8 @@
 import base64
 import zlib
 
-from cinder_driver import dhchap
 from spdk_common import connection
+from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from tests import base
 

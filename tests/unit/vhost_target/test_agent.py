@@ -8,7 +8,7 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 from oslo_messaging.notify import _impl_test
 
-from cinder_driver import dhchap
+from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from tests import base

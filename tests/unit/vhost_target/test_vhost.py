@@ -15,7 +15,7 @@ import stat
 
 import fixtures
 
-from cinder_driver import dhchap
+from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from tests import base

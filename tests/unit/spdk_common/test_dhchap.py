@@ -7,7 +7,8 @@ import zlib
 
 from oslo_utils import strutils
 
-from cinder_driver import dhchap
+from spdk_common import dhchap
+from spdk_common import exception as spdk_exc
 from tests import base
 
 
@@ -18,10 +19,13 @@ class RecordingClient:
 
     def __init__(self):
         self.calls = []
+        self.fail = None
 
     def call(self, method, params=None):
         self.calls.append((method, params))
-        return []
+        if self.fail is not None:
+            raise self.fail
+        return True
 
 
 class TestSecret(base.TestCase):
@@ -36,30 +40,48 @@ class TestSecret(base.TestCase):
         self.assertNotEqual(secret, dhchap.make_secret())
 
 
-class TestHostKeys(base.TestCase):
+class TestKeyFiles(base.TestCase):
     def setUp(self):
         super().setUp()
         top = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, top)
         self.dir = os.path.join(top, 'keys')
         self.client = RecordingClient()
-        self.keys = dhchap.HostKeys(self.client, self.dir)
+        self.keys = dhchap.KeyFiles(self.client, self.dir)
         self.keys.setup()
 
     def test_files_are_private_and_found_again(self):
         self.assertEqual(0o700, stat.S_IMODE(os.stat(self.dir).st_mode))
-        name, secret = self.keys.create('nqn.s', 'nqn.h')
-        path = os.path.join(self.dir, name)
+        secret = dhchap.make_secret()
+        self.keys.write('dhchap-k', secret)
+        path = os.path.join(self.dir, 'dhchap-k')
         self.assertEqual(0o600, stat.S_IMODE(os.stat(path).st_mode))
         with open(path) as f:
             self.assertEqual(secret, f.read())  # no trailing newline
-        self.assertEqual(name, self.keys.existing('nqn.s', 'nqn.h'))
-        self.assertEqual(secret, self.keys.secret(name))
-        self.keys.load(name)
+        self.assertTrue(self.keys.exists('dhchap-k'))
+        self.assertEqual(secret, self.keys.secret('dhchap-k'))
+        self.assertTrue(self.keys.load('dhchap-k'))
         self.assertEqual(('keyring_file_add_key',
-                          {'name': name, 'path': path}), self.client.calls[0])
-        self.keys.remove(name)
-        self.assertIsNone(self.keys.existing('nqn.s', 'nqn.h'))
+                          {'name': 'dhchap-k', 'path': path}),
+                         self.client.calls[0])
+        self.keys.remove('dhchap-k')
+        self.assertFalse(self.keys.exists('dhchap-k'))
+
+    def test_a_key_spdk_already_holds_is_not_loaded_again(self):
+        self.client.fail = spdk_exc.SPDKExists(
+            method='keyring_file_add_key', code=-17, error='File exists')
+        self.keys.write('dhchap-k', dhchap.make_secret())
+        self.assertFalse(self.keys.load('dhchap-k'))
+
+    def test_removing_what_is_gone_is_quiet(self):
+        self.client.fail = spdk_exc.SPDKNotFound(
+            method='keyring_file_remove_key', code=-2,
+            error='No such file or directory')
+        self.keys.remove('dhchap-never')
+        with open(os.path.join(self.dir, 'dhchap-k.tmp'), 'w') as f:
+            f.write('half')
+        self.keys.remove('dhchap-k')
+        self.assertEqual([], os.listdir(self.dir))
 
 
 class TestSecretStaysOutOfLogs(base.TestCase):
