@@ -15,7 +15,6 @@ import collections
 import dataclasses
 import grp
 import os
-import re
 import stat as stat_mod
 import typing
 
@@ -39,7 +38,6 @@ WARNING = 'warning'
 _NOVA_CPU_OPTIONS = (('compute', 'cpu_dedicated_set'),
                      ('compute', 'cpu_shared_set'),
                      ('DEFAULT', 'vcpu_pin_set'))
-_NOVA_CPU_RULE = re.compile(r'^(\^)?\s*(\d+)\s*(?:-\s*(\d+))?\Z')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,29 +96,26 @@ def default_probes(conf):
                   group_exists=group_exists, stat=os.stat)
 
 
-def parse_nova_cpu_spec(spec):
-    """CPUs of a Nova CPU set such as ``"4-12,^8,15"``.
+def nova_cpu_spec_parser():
+    """Nova's own parser of its CPU sets (``"4-12,^8,15"``), so nova.conf
+    is read exactly as nova-compute reads it; None where Nova cannot be
+    imported (an agent installed apart from nova-compute's environment).
 
-    Nova's syntax, not the kernel's: ``^N`` or ``^N-M`` removes CPUs that
-    another element added.
-
-    :raises ValueError: on anything Nova itself would refuse.
+    Imported here, not at the top: the agent itself never needs Nova, and
+    Nova's options must not share the other commands' configuration.
     """
-    include, exclude = set(), set()
-    for rule in spec.split(','):
-        rule = rule.strip()
-        if not rule:
-            continue
-        match = _NOVA_CPU_RULE.match(rule)
-        if not match:
-            raise ValueError('%r is not a CPU, a range or ^CPU' % rule)
-        caret, first, last = match.groups()
-        first = int(first)
-        last = first if last is None else int(last)
-        if last < first:
-            raise ValueError('range %r ends before it starts' % rule)
-        (exclude if caret else include).update(range(first, last + 1))
-    return frozenset(include - exclude)
+    try:
+        from nova import exception as nova_exc
+        from nova.virt import hardware
+    except ImportError:
+        return None
+
+    def parse(spec):
+        try:
+            return frozenset(hardware.parse_cpu_spec(spec))
+        except nova_exc.Invalid as exc:
+            raise ValueError(str(exc)) from exc
+    return parse
 
 
 def parse_reserved_huge_pages(values):
@@ -306,13 +301,22 @@ def _check_nova_cpus(conf, plan, sections):
     findings = []
     reactors = set(plan.reactor_cpus)
     any_set = False
+    parse_cpu_spec = nova_cpu_spec_parser()
     for section, option in _NOVA_CPU_OPTIONS:
         spec = _nova_value(sections, section, option)
         if not spec:
             continue
         any_set = True
+        if parse_cpu_spec is None:
+            findings.append(Finding(
+                'nova_not_importable',
+                'Nova cannot be imported here, so [%s] %s = %s in %s '
+                'cannot be read as Nova reads it. Run the check with '
+                'nova-compute\'s Python environment.'
+                % (section, option, spec, conf.nova_conf), level=WARNING))
+            continue
         try:
-            cpus = parse_nova_cpu_spec(spec)
+            cpus = parse_cpu_spec(spec)
         except ValueError as e:
             findings.append(Finding(
                 'nova_cpu_set_invalid',

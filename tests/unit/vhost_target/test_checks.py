@@ -1,6 +1,8 @@
 import os
 import re
+import sys
 import unittest
+from unittest import mock
 
 import fixtures
 
@@ -219,13 +221,25 @@ class TestNovaConfFindings(ChecksTestCase):
             self.assertRaises(ValueError, checks.parse_reserved_huge_pages,
                               [bad])
 
-    def test_parse_nova_cpu_spec(self):
+    def test_nova_cpu_sets_are_read_by_novas_parser(self):
+        parse = checks.nova_cpu_spec_parser()
         self.assertEqual({4, 5, 6, 7, 9, 10, 11, 12, 15},
-                         checks.parse_nova_cpu_spec('4-12,^8,15'))
-        self.assertEqual({0, 4}, checks.parse_nova_cpu_spec('0-4,^1-3'))
-        self.assertEqual({1, 2}, checks.parse_nova_cpu_spec(' 1 - 2 ,'))
-        for bad in ('a', '3-1', '1-2-3', '^'):
-            self.assertRaises(ValueError, checks.parse_nova_cpu_spec, bad)
+                         parse('4-12,^8,15'))
+        self.assertEqual({0, 4}, parse('0-4,^1-3'))
+        for bad in ('a', '1-2-3', '^'):
+            self.assertRaises(ValueError, parse, bad)
+
+
+class TestWithoutNova(ChecksTestCase):
+    def test_cpu_sets_are_not_guessed_at(self):
+        self.write_nova_conf('[compute]\ncpu_dedicated_set = 2-31\n')
+        # As Python answers an import of what is not installed.
+        with mock.patch.dict(sys.modules, {'nova.virt': None,
+                                           'nova.virt.hardware': None}):
+            findings = self.check()
+        finding = self.assertFinding(findings, 'nova_not_importable',
+                                     'cpu_dedicated_set = 2-31')
+        self.assertEqual(checks.WARNING, finding.level)
 
 
 class TestHugepageFindings(ChecksTestCase):
