@@ -709,9 +709,6 @@ class SPDKDriver(driver.VolumeDriver):
     def _update_volume_stats(self):
         try:
             lvstores = self._refresh_lvstores()
-            # The watcher replays at once; this look covers a target that
-            # was away when the watcher last tried.
-            self._recovery.check()
             provisioned = self._lvols.provisioned()
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)

@@ -757,8 +757,8 @@ class DriverScenarios(DriverTestBase):
                          {h['nqn'] for h in sub['hosts']})
         self.assertEqual(1, len(sub['listen_addresses']))
         self.assertIsNone(self.subsystem(other))
-        # The stats task's look replays the rest.
-        self.driver.get_volume_stats(refresh=True)
+        # The watcher's next check replays the rest.
+        self.driver._recovery.check()
         self.assertEqual([HOST_NQN], [h['nqn'] for h in
                                       self.subsystem(other)['hosts']])
 
