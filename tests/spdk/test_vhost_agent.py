@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from tests.fixtures import hugepages
 from tests.fixtures import libvirt as libvirt_fixtures
 from tests.fixtures import net
 from tests.fixtures import rabbitmq
+from tests.fixtures import service_venv
 from tests.fixtures import spdk as spdk_fixtures
 from tests.functional.cinder_driver import scenarios
 from tests.functional.vhost_target import agent_contract
@@ -705,7 +705,8 @@ class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                  scenarios.CinderTestCase):
     """``spdk-vhost-target run`` as operators start it: a process with a
     config file, serving RPC until SIGTERM, which leaves its SPDK serving;
-    ``stop --with-spdk`` stops that.
+    ``stop --with-spdk`` stops that. It runs from a compute node's
+    environment: ``pip install .`` without Cinder or Nova.
     """
 
     def target_port(self):
@@ -734,11 +735,11 @@ class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
                         grp.getgrgid(os.getgid()).gr_name, cpus[-1],
                         scenarios.HOST_NQN))
         output = os.path.join(top, 'daemon.out')
+        agent = os.path.join(service_venv.bin_dir(), 'spdk-vhost-target')
         with open(output, 'wb') as out:
             daemon = subprocess.Popen(
-                [sys.executable, '-m', 'vhost_target.cmd', '--config-file',
-                 config_file, 'run'], stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [agent, '--config-file', config_file, 'run'], stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
 
         def stop():
             # SPDK runs in its own session: stop the daemon politely so
@@ -791,9 +792,8 @@ class TestDaemon(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
         probe.call('spdk_get_version')
         probe.close()
         stopped = subprocess.run(
-            [sys.executable, '-m', 'vhost_target.cmd', '--config-file',
-             config_file, 'stop', '--with-spdk'], capture_output=True,
-            text=True, timeout=120)
+            [agent, '--config-file', config_file, 'stop', '--with-spdk'],
+            capture_output=True, text=True, timeout=120)
         self.assertEqual(0, stopped.returncode, stopped.stderr)
         self.assertIn('The agent is not running', stopped.stdout)
         self.assertIn('Stopped SPDK vhost, pid', stopped.stdout)
