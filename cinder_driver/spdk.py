@@ -11,7 +11,6 @@ import re
 
 from oslo_config import cfg
 from oslo_log import log as logging
-from oslo_utils import netutils
 from oslo_utils import strutils
 from oslo_utils import units
 
@@ -217,12 +216,16 @@ class SPDKDriver(driver.VolumeDriver):
             raise exception.InvalidConfigurationValue(
                 option='spdk_nqn_prefix', value=conf.spdk_nqn_prefix) from exc
         # SPDK listens on addresses, and the address family sent with each
-        # listener is derived from them.
+        # listener is derived from them. Hosts connect to them: they must
+        # pass the connection contract's own portal check.
         addresses = list(conf.spdk_target_addresses or [])
-        if not addresses or not all(
-                netutils.is_valid_ip(a) for a in addresses):
+        try:
+            connection.portals([(a, conf.spdk_target_port, 'tcp')
+                                for a in addresses],
+                               field='spdk_target_addresses')
+        except spdk_exc.InvalidField as exc:
             raise exception.InvalidConfigurationValue(
-                option='spdk_target_addresses', value=addresses)
+                option='spdk_target_addresses', value=addresses) from exc
         self._exports = nvmf_exports.NVMeoFExports(
             self._client, conf.spdk_nqn_prefix, addresses,
             conf.spdk_target_port, keys=keys)
@@ -486,6 +489,7 @@ class SPDKDriver(driver.VolumeDriver):
                     'size': volume.size, 'id': volume.id, 'source': source,
                     'source_size': source_size})
         self._check_type(volume)
+        qos.limits_for_type(volume.volume_type_id)
         # Clones are thin whatever the type.
         self._check_pool_limit(lvstore, 'size', volume.size, thin=True)
 
@@ -823,6 +827,9 @@ class SPDKDriver(driver.VolumeDriver):
 
     def manage_existing(self, volume, existing_ref):
         lvstore = self._lvstore_of(volume)
+        # The type must be one this back end honours, as for a create.
+        self._check_type(volume)
+        qos.limits_for_type(volume.volume_type_id)
         bdev, alias = self._existing_lvol(existing_ref, lvstore)
         info = spdk_lvols.lvol_info(bdev)
         name = naming.split_alias(alias)[1]
@@ -876,15 +883,16 @@ class SPDKDriver(driver.VolumeDriver):
 
     def retype(self, context, volume, new_type, diff, host):
         """QoS and thin-to-thick changes in place; the rest migrates."""
+        new_specs = volume_types.get_volume_type_extra_specs(
+            new_type['id']) if new_type else {}
+        # A type the driver cannot honour is refused here, before anything
+        # changes, rather than migrated to a create that refuses it.
+        self._provisioning(new_specs)
+        _spec_true(new_specs.get(VHOST_ATTACH_SPEC))
+        limits = qos.limits_for_type(new_type['id'] if new_type else None)
         if volume_utils.extract_host(host['host'], 'pool') != \
                 volume_utils.extract_host(volume.host, 'pool'):
             return False
-        new_specs = volume_types.get_volume_type_extra_specs(
-            new_type['id']) if new_type else {}
-        # A type the driver cannot honour is refused here rather than
-        # migrated to a create that refuses it.
-        self._provisioning(new_specs)
-        _spec_true(new_specs.get(VHOST_ATTACH_SPEC))
         specs = (diff or {}).get('extra_specs', {})
         old_p, new_p = specs.get(PROVISIONING_SPEC, ('thin', 'thin'))
         old_p, new_p = old_p or 'thin', new_p or 'thin'
@@ -895,7 +903,6 @@ class SPDKDriver(driver.VolumeDriver):
                 return False
             self._call(self._client.call, 'bdev_lvol_inflate',
                        {'name': alias})
-        limits = qos.limits_for_type(new_type['id'] if new_type else None)
         self._call(self._exports.set_qos, volume.id, limits)
         return True, None
 
