@@ -5,11 +5,11 @@ tempest, restart.
 import argparse
 import sys
 
-from aio_cloud import capacity
-from aio_cloud import cloud
-from aio_cloud import demo
-from aio_cloud import layout as layout_mod
-from aio_cloud import tempest_run
+from tools.aio_cloud import capacity
+from tools.aio_cloud import cloud
+from tools.aio_cloud import demo
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import tempest_run
 
 
 def main(argv=None):

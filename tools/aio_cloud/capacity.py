@@ -15,7 +15,7 @@ heap when SPDK's buffer pools do not fit): what each process maps beyond
 process maps) and kept in :data:`SPDK_MAPPED_BEYOND_SOCKET_MEM`.
 
 Standard library only: ``tools/cloud`` runs this with Debian's Python
-before it installs anything (``python3 -m aio_cloud.capacity``).
+before it installs anything (``python3 -m tools.aio_cloud.capacity``).
 """
 
 import argparse
@@ -25,8 +25,8 @@ import os
 import socket
 import sys
 
-from aio_cloud import layout as layout_mod
-from aio_cloud import processes
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import processes
 
 PAGE_MIB = 2
 POOL_DIR = '/sys/kernel/mm/hugepages/hugepages-2048kB'
@@ -231,8 +231,8 @@ def check_guests(count, ram_mib, purpose, image_copy=False):
 
 
 def main(argv=None):
-    """``python3 -m aio_cloud.capacity [--state-dir DIR] up``: the checks
-    ``tools/cloud up`` makes before installing anything. Silent when the
+    """``python3 -m tools.aio_cloud.capacity [--state-dir DIR] up``: the
+    checks ``tools/cloud up`` makes before installing anything. Silent when the
     cloud in DIR already runs (``up`` then says so).
     """
     parser = argparse.ArgumentParser(prog='tools/cloud')

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 
-from aio_cloud import capacity
-from aio_cloud import layout as layout_mod
-from aio_cloud import processes
-from aio_cloud import resources
-from aio_cloud import services as services_mod
 from spdk_common import binaries
+from tools.aio_cloud import capacity
+from tools.aio_cloud import daemons
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import processes
+from tools.aio_cloud import resources
+from tools.aio_cloud import services as services_mod
 
 HUGEPAGE_DIR = '/dev/hugepages'
 
@@ -109,7 +110,7 @@ def up(layout, venv):
     try:
         for name, action in (
                 ('MariaDB', svc.start_mariadb),
-                ('RabbitMQ', svc.start_rabbitmq),
+                ('RabbitMQ', svc.rabbitmq.start),
                 ('keystone (fernet, bootstrap)', svc.start_keystone),
                 ('identity: service users and endpoints',
                  lambda: resources.create_identity(layout, secret)),
@@ -121,7 +122,8 @@ def up(layout, venv):
                 ('SPDK nvmf_tgt (AIO bdev, lvstore)',
                  svc.start_storage_target),
                 ('cinder-volume (SPDK driver)', svc.start_cinder_volume),
-                ('libvirtd (private mount namespace)', svc.start_libvirtd),
+                ('libvirtd (private mount namespace)',
+                 svc.libvirtd.start),
                 ('spdk-vhost-target agent + SPDK vhost',
                  svc.start_vhost_agent),
                 ('nova-compute (SPDKLibvirtDriver)', svc.start_nova_compute),
@@ -229,18 +231,6 @@ def _delete_resources(layout):
         conn.close()
 
 
-def _destroy_domains(svc):
-    uri = svc.libvirt_uri
-    names = subprocess.run(['virsh', '-c', uri, 'list', '--all', '--name'],
-                           capture_output=True, text=True).stdout.split()
-    for name in names:
-        subprocess.run(['virsh', '-c', uri, 'destroy', name],
-                       capture_output=True)
-        subprocess.run(['virsh', '-c', uri, 'undefine', name],
-                       capture_output=True)
-    return names
-
-
 def _remove_hugepage_files(layout):
     before_file = layout.run('hugepages-before.json')
     if not os.path.exists(before_file) or not os.path.isdir(HUGEPAGE_DIR):
@@ -265,11 +255,7 @@ def _remove_hugepage_files(layout):
 def _stop_entry(svc, table, entry):
     """Stop one recorded process group; False if it would not go."""
     if entry.name == 'rabbitmq':
-        # Its own way first: TERM to the group loses queued state.
-        try:
-            svc.rabbitmqctl('stop', timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
+        svc.rabbitmq.shutdown()
     return table.stop(entry)
 
 
@@ -295,7 +281,7 @@ def down(layout, delete_resources=True):
     svc = services_mod.Services(layout, '', {})
     if 'libvirtd' in names:
         with step('destroy remaining libvirt domains'):
-            _destroy_domains(svc)
+            svc.libvirtd.destroy_domains()
     # Strays first: one may be a service the recorded ones wait on, as
     # nova-compute is stopped first.
     problems += _stop_strays(layout, table, guests_known=True)
@@ -368,7 +354,7 @@ def leftovers(layout):
     """What would show that ``down`` left something behind."""
     found = ['port %s %d still listening' % item
              for item in layout_mod.PORTS.items()
-             if services_mod.port_open(item[1])]
+             if daemons.port_open(item[1])]
     with open('/proc/mounts') as f:
         found += ['mount %s' % line.split()[1] for line in f
                   if layout.root in line]
@@ -414,10 +400,8 @@ def status(layout):
     return len(running) == len(entries) and not found
 
 
-# Restarted together: libvirtd's script starts virtlogd too, and the agent
-# starts SPDK vhost.
-RESTART_TOGETHER = (('virtlogd', 'libvirtd'),
-                    ('spdk-vhost-target', 'spdk-vhost'))
+# Restarted together: the agent starts SPDK vhost.
+RESTART_TOGETHER = (('spdk-vhost-target', 'spdk-vhost'),)
 
 
 def restart(layout, venv, name):
@@ -446,8 +430,8 @@ def restart(layout, venv, name):
     specs = {e.name: table.spec(e.name) for e in stopping}
     table.forget(together)
     with step('start %s' % ' and '.join(together)):
-        if 'libvirtd' in together:
-            svc.start_libvirtd()
+        if name == 'libvirtd':
+            svc.libvirtd.start()
         elif 'spdk-vhost-target' in together:
             svc.start_vhost_agent()
         elif name == 'nvmf_tgt':
@@ -471,14 +455,13 @@ def _start_again(svc, name, spec):
                            port=spec['port'], cwd=spec['cwd'],
                            stop_timeout=spec['stop_timeout'])
     if name == 'rabbitmq':
-        check = (lambda: svc.rabbitmqctl('await_startup', '--timeout',
-                                         '5').returncode == 0)
+        check = svc.rabbitmq.ready
     elif name in HTTP_SERVICES:
         check = (lambda: services_mod.http_answers(svc.layout.url(name)))
     elif spec['port']:
-        check = (lambda: services_mod.port_open(spec['port']))
+        check = (lambda: daemons.port_open(spec['port']))
     else:
         # A daemon without a port: alive a few seconds after its start.
         started = time.monotonic()
         check = (lambda: time.monotonic() - started > 3)
-    services_mod.wait_for(name, check, 90, spec['log'], proc)
+    daemons.wait_for(name, check, 90, spec['log'], proc)

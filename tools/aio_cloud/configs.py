@@ -8,7 +8,8 @@ under ``log/`` (a WSGI service without ``log_file`` would name it from
 
 import os
 
-from aio_cloud import layout as layout_mod
+from tools.aio_cloud import daemons
+from tools.aio_cloud import layout as layout_mod
 
 PORTS = layout_mod.PORTS
 
@@ -189,8 +190,7 @@ def nova_compute(layout, secret, venv):
         'DEFAULT': default,
         'libvirt': {
             'virt_type': 'qemu', 'cpu_mode': 'none',
-            'connection_uri': 'qemu+unix:///system?socket=%s'
-                              % layout.run('libvirt', 'libvirt-sock'),
+            'connection_uri': daemons.libvirt_uri(layout.path('libvirt')),
         },
     }
     sections.update(privsep_helpers(
@@ -325,10 +325,3 @@ def vhost_agent(layout, vhost_binary, host_nqn, reactor_cpu,
             'state_dir': layout.lib('spdk-vhost-target'),
         },
     }
-
-
-def libvirtd(layout):
-    """libvirtd.conf of the private libvirtd (values are quoted strings)."""
-    return ('unix_sock_dir = "%s"\nunix_sock_rw_perms = "0700"\n'
-            'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
-            % layout.run('libvirt'))

@@ -25,12 +25,12 @@ import subprocess
 import tempfile
 import time
 
-from aio_cloud import capacity
-from aio_cloud import layout as layout_mod
-from aio_cloud import resources
 from spdk_common import naming
 from spdk_common import rpc
 from tempest_tests.tests import guest as guest_checks
+from tools.aio_cloud import capacity
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import resources
 
 PREFIX = 'spdk-aio-demo'
 TIMEOUT = 300

@@ -281,7 +281,8 @@ def _is_cloud_tool(argv):
     """
     if any(a.endswith(('tools/cloud', 'tools/run-main')) for a in argv):
         return True
-    return any(a == '-m' and b in ('aio_cloud', 'aio_cloud.capacity')
+    return any(a == '-m' and b in ('tools.aio_cloud',
+                                   'tools.aio_cloud.capacity')
                for a, b in zip(argv, argv[1:]))
 
 

@@ -10,9 +10,9 @@ import os
 
 import openstack
 
-from aio_cloud import configs
-from aio_cloud import guest_image
-from aio_cloud import layout as layout_mod
+from tools.aio_cloud import configs
+from tools.aio_cloud import guest_image
+from tools.aio_cloud import layout as layout_mod
 
 # Endpoints: (service name, type, port name, path).
 ENDPOINTS = (

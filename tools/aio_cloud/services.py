@@ -11,17 +11,16 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
 
-from aio_cloud import capacity
-from aio_cloud import configs
-from aio_cloud import layout as layout_mod
-from aio_cloud import processes
-from aio_cloud import resources
 from spdk_common import binaries
+from tools.aio_cloud import configs
+from tools.aio_cloud import daemons
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import processes
+from tools.aio_cloud import resources
 
 PORTS = layout_mod.PORTS
 
@@ -31,28 +30,6 @@ LVSTORE_FILE_SIZE = '8G'
 # SPDK's storage target sleeps between requests (--interrupt-mode) on CPU
 # 0; the compute node's vhost polls the last CPU.
 NVMF_CPU = 0
-
-
-class ServiceError(Exception):
-    """A service did not come up; the message names it and its log."""
-
-
-def wait_for(what, check, timeout, log=None, proc=None, interval=0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise ServiceError('%s exited with status %s; see %s'
-                               % (what, proc.returncode, log))
-        if time.monotonic() > deadline:
-            raise ServiceError('%s not ready after %ds; see %s'
-                               % (what, timeout, log))
-        time.sleep(interval)
-
-
-def port_open(port):
-    return bool(capacity.busy_ports({'': port}))
 
 
 def http_answers(url):
@@ -72,6 +49,12 @@ class Services:
         self.venv = venv
         self.secret = secret
         self.table = processes.ProcessTable(layout.process_table)
+        self.rabbitmq = daemons.RabbitMQ(
+            self.table, layout.path('rabbit'), layout.path('log'),
+            'aio@localhost', PORTS['rabbitmq'], PORTS['rabbitmq-dist'],
+            PORTS['epmd'])
+        self.libvirtd = daemons.Libvirtd(self.table, layout.path('libvirt'),
+                                         layout.log('libvirtd'))
 
     # Helpers
 
@@ -84,9 +67,10 @@ class Services:
             result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, **kwargs)
         if result.returncode != 0:
-            raise ServiceError('%s failed (status %d); see %s'
-                               % (' '.join(argv[:3]), result.returncode,
-                                  self.layout.log(log_name)))
+            raise daemons.ServiceError(
+                '%s failed (status %d); see %s'
+                % (' '.join(argv[:3]), result.returncode,
+                   self.layout.log(log_name)))
 
     def write(self, sections, *parts):
         path = self.layout.etc(*parts)
@@ -107,8 +91,8 @@ class Services:
         log = self.layout.log(name + '-uwsgi')
         proc = self.table.start(name, [self.bin('uwsgi'), '--ini', ini],
                                 log, port=PORTS[name], stop_timeout=10)
-        wait_for(name, lambda: http_answers(self.layout.url(name)), 60,
-                 log, proc)
+        daemons.wait_for(name, lambda: http_answers(self.layout.url(name)),
+                         60, log, proc)
 
     def start_daemon(self, name, argv, env=None, stop_timeout=15):
         log = self.layout.log(name)
@@ -131,7 +115,7 @@ class Services:
                                             '--defaults-file=' + cnf],
                                 log, port=PORTS['mariadb'], stop_timeout=30)
         sock = self.layout.run('mysqld.sock')
-        wait_for('mariadb', lambda: subprocess.run(
+        daemons.wait_for('mariadb', lambda: subprocess.run(
             ['mariadb-admin', '--no-defaults', '-S', sock, 'ping'],
             capture_output=True).returncode == 0, 60, log, proc)
         statements = ["CREATE USER IF NOT EXISTS 'aio'@'%s' IDENTIFIED BY "
@@ -143,60 +127,6 @@ class Services:
         subprocess.run(['mariadb', '--no-defaults', '-S', sock, '-u', 'root'],
                        input=';\n'.join(statements) + ';\n', text=True,
                        check=True, capture_output=True)
-
-    def rabbitmq_env(self):
-        rabbit = self.layout.path('rabbit')
-        env = dict(os.environ)
-        env.update({
-            'HOME': rabbit,
-            'ERL_EPMD_ADDRESS': layout_mod.HOST,
-            'ERL_EPMD_PORT': str(PORTS['epmd']),
-            'RABBITMQ_NODENAME': 'aio@localhost',
-            'RABBITMQ_NODE_IP_ADDRESS': layout_mod.HOST,
-            'RABBITMQ_NODE_PORT': str(PORTS['rabbitmq']),
-            'RABBITMQ_DIST_PORT': str(PORTS['rabbitmq-dist']),
-            'RABBITMQ_MNESIA_BASE': os.path.join(rabbit, 'mnesia'),
-            'RABBITMQ_LOG_BASE': self.layout.path('log', 'rabbitmq'),
-            'RABBITMQ_CONFIG_FILE': os.path.join(rabbit, 'rabbitmq'),
-            'RABBITMQ_ADVANCED_CONFIG_FILE': os.path.join(
-                rabbit, 'advanced.config'),
-            'RABBITMQ_ENABLED_PLUGINS_FILE': os.path.join(
-                rabbit, 'enabled_plugins'),
-            'RABBITMQ_PID_FILE': self.layout.run('rabbitmq.pid'),
-        })
-        return env
-
-    def rabbitmqctl(self, *args, timeout=30):
-        return subprocess.run(['/usr/lib/rabbitmq/bin/rabbitmqctl', '-n',
-                               'aio@localhost'] +
-                              list(args), env=self.rabbitmq_env(),
-                              capture_output=True, timeout=timeout)
-
-    def start_rabbitmq(self):
-        rabbit = self.layout.path('rabbit')
-        os.makedirs(rabbit, exist_ok=True)
-        files = {'rabbitmq.conf': 'loopback_users.guest = true\n',
-                 'enabled_plugins': '[].\n',
-                 # The distribution port listens on all addresses otherwise.
-                 'advanced.config':
-                     '[{kernel,[{inet_dist_use_interface,{127,0,0,1}}]}].\n'}
-        for name, text in files.items():
-            with open(os.path.join(rabbit, name), 'w') as f:
-                f.write(text)
-        env = self.rabbitmq_env()
-        self.table.start('epmd', ['epmd', '-address', layout_mod.HOST,
-                                  '-port', str(PORTS['epmd'])],
-                         self.layout.log('epmd'), env=env,
-                         port=PORTS['epmd'], stop_timeout=5)
-        log = self.layout.log('rabbitmq-server')
-        proc = self.table.start('rabbitmq',
-                                ['/usr/lib/rabbitmq/bin/rabbitmq-server'],
-                                log, env=env, port=PORTS['rabbitmq'],
-                                stop_timeout=30)
-        # await_startup fails at once until the node is known to epmd.
-        wait_for('rabbitmq', lambda: self.rabbitmqctl(
-            'await_startup', '--timeout', '5').returncode == 0, 90, log, proc,
-            interval=1)
 
     def start_keystone(self):
         conf = self.write(configs.keystone(self.layout, self.secret),
@@ -328,8 +258,8 @@ class Services:
                          target_config, '--rpc-socket', sock,
                          '--socket-group', 'root', '--socket-mode', '0600')
         if proc.poll() is not None:
-            raise ServiceError('nvmf_tgt exited; see %s'
-                               % self.layout.log('nvmf_tgt'))
+            raise daemons.ServiceError('nvmf_tgt exited; see %s'
+                                       % self.layout.log('nvmf_tgt'))
 
     def start_cinder_volume(self):
         for sub in ('spdk', 'spdk-keys', 'conversion'):
@@ -341,54 +271,6 @@ class Services:
             '--log-file', self.layout.log('cinder-volume')], stop_timeout=30)
 
     # The compute node: libvirtd, the agent with SPDK vhost, nova-compute
-
-    def start_libvirtd(self):
-        """A libvirtd of its own, in a mount namespace that gives it private
-        /etc/libvirt/qemu, /run/libvirt, /var/lib/libvirt, /var/log/libvirt
-        and /var/cache/libvirt: the mounts vanish with its last process.
-        """
-        base = self.layout.path('libvirt')
-        dirs = {'etc-qemu': '/etc/libvirt/qemu', 'run': '/run/libvirt',
-                'lib': '/var/lib/libvirt', 'log': '/var/log/libvirt',
-                'cache': '/var/cache/libvirt'}
-        for sub in dirs:
-            os.makedirs(os.path.join(base, sub), exist_ok=True)
-        os.makedirs(self.layout.run('libvirt'), exist_ok=True)
-        conf = self.layout.etc('libvirt', 'libvirtd.conf')
-        os.makedirs(os.path.dirname(conf), exist_ok=True)
-        with open(conf, 'w') as f:
-            f.write(configs.libvirtd(self.layout))
-        mounts = ''.join('mount --bind %s %s\n' % (os.path.join(base, sub),
-                                                   target)
-                         for sub, target in dirs.items())
-        script = self.layout.etc('libvirt', 'ns-start.sh')
-        with open(script, 'w') as f:
-            f.write('#!/bin/sh\n# Runs in a private mount namespace.\n'
-                    'set -e\n%s'
-                    'mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu\n'
-                    'chown libvirt-qemu:kvm /var/lib/libvirt/qemu\n'
-                    'virtlogd --daemon --pid-file %s\n'
-                    'exec libvirtd --config %s --pid-file %s\n'
-                    % (mounts, self.layout.run('virtlogd.pid'), conf,
-                       self.layout.run('libvirtd.pid')))
-        log = self.layout.log('libvirtd')
-        proc = self.table.start('libvirtd', ['unshare', '-m',
-                                             '--propagation', 'private',
-                                             'sh', script], log,
-                                stop_timeout=15)
-        wait_for('libvirtd', lambda: subprocess.run(
-            ['virsh', '-c', self.libvirt_uri, 'version'],
-            capture_output=True).returncode == 0, 60, log, proc)
-        with open(self.layout.run('virtlogd.pid')) as f:
-            pid = int(f.read())
-        # virtlogd made a session of its own.
-        self.table.record('virtlogd', pid, os.getpgid(pid),
-                          log=self.layout.log('libvirtd'), stop_timeout=10)
-
-    @property
-    def libvirt_uri(self):
-        return ('qemu+unix:///system?socket=%s'
-                % self.layout.run('libvirt', 'libvirt-sock'))
 
     def start_vhost_agent(self):
         binary = binaries.find('vhost')
@@ -409,14 +291,15 @@ class Services:
             'run'], env=env, stop_timeout=30)
         check = [self.bin('spdk-vhost-target'), '--config-file', agent_conf,
                  'check']
-        wait_for('spdk-vhost-target', lambda: subprocess.run(
+        daemons.wait_for('spdk-vhost-target', lambda: subprocess.run(
             check, capture_output=True, env=env).returncode == 0, 60,
             self.layout.log('spdk-vhost-target'))
         # The agent runs SPDK vhost in a session of its own and stops it
         # itself; recorded too, so that nothing outlives a killed agent.
         agent = self.table.get('spdk-vhost-target')
-        wait_for('SPDK vhost', lambda: processes.children(agent.pid), 30,
-                 self.layout.log('spdk-vhost-target'))
+        daemons.wait_for('SPDK vhost',
+                         lambda: processes.children(agent.pid), 30,
+                         self.layout.log('spdk-vhost-target'))
         for pid in processes.children(agent.pid):
             self.table.record('spdk-vhost', pid, os.getpgid(pid),
                               log=self.layout.log('spdk-vhost-target'),
@@ -461,5 +344,5 @@ class Services:
                  'list_hosts'], capture_output=True, text=True).stdout
             return socket.gethostname() in hosts
 
-        wait_for('nova-compute registered', mapped, 120,
-                 self.layout.log('nova-compute'), interval=3)
+        daemons.wait_for('nova-compute registered', mapped, 120,
+                         self.layout.log('nova-compute'), interval=3)

@@ -12,10 +12,10 @@ import subprocess
 
 import tempest
 
-from aio_cloud import capacity
-from aio_cloud import configs
-from aio_cloud import layout as layout_mod
-from aio_cloud import resources
+from tools.aio_cloud import capacity
+from tools.aio_cloud import configs
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import resources
 
 TIMEOUT = 300
 

@@ -10,11 +10,12 @@ import time
 
 import fixtures
 
-from aio_cloud import cloud
-from aio_cloud import layout as layout_mod
-from aio_cloud import processes
-from aio_cloud import services
 from tests import base
+from tools.aio_cloud import cloud
+from tools.aio_cloud import daemons
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import processes
+from tools.aio_cloud import services
 
 RABBITMQ_SERVER = '/usr/lib/rabbitmq/bin/rabbitmq-server'
 
@@ -27,7 +28,7 @@ class TestDownLeavesNothing(base.TestCase):
             self.skipTest('needs mariadb-server-core and rabbitmq-server '
                           '(tools/setup-env installs them)')
         busy = [name for name, port in layout_mod.PORTS.items()
-                if services.port_open(port)]
+                if daemons.port_open(port)]
         if busy:
             self.skipTest('the cloud\'s ports are in use (%s): is a cloud '
                           'up on this host?' % ', '.join(busy))
@@ -42,13 +43,13 @@ class TestDownLeavesNothing(base.TestCase):
         # Stopped even when the test fails half-way.
         self.addCleanup(cloud.down, self.layout, delete_resources=False)
         svc.start_mariadb()
-        svc.start_rabbitmq()
+        svc.rabbitmq.start()
         table = processes.ProcessTable(self.layout.process_table)
         entries = table.entries()
         self.assertEqual(['mariadb', 'epmd', 'rabbitmq'],
                          [e.name for e in entries])
         self.assertEqual(3, len(table.running()))
-        self.assertTrue(services.port_open(layout_mod.PORTS['mariadb']))
+        self.assertTrue(daemons.port_open(layout_mod.PORTS['mariadb']))
 
         cloud.down(self.layout, delete_resources=False)
 
@@ -67,7 +68,7 @@ class TestDownStopsStrays(base.TestCase):
     def setUp(self):
         super().setUp()
         busy = [name for name, port in layout_mod.PORTS.items()
-                if services.port_open(port)]
+                if daemons.port_open(port)]
         if busy:
             self.skipTest('the cloud\'s ports are in use (%s): is a cloud '
                           'up on this host?' % ', '.join(busy))

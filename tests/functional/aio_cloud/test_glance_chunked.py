@@ -14,9 +14,9 @@ import time
 
 import fixtures
 
-from aio_cloud import configs
-from aio_cloud import layout as layout_mod
 from tests import base
+from tools.aio_cloud import configs
+from tools.aio_cloud import layout as layout_mod
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))

@@ -11,9 +11,9 @@ import time
 
 import fixtures
 
-from aio_cloud import capacity
 from spdk_common import binaries
 from tests import base
+from tools.aio_cloud import capacity
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))

@@ -6,9 +6,9 @@ from unittest import mock
 
 import fixtures
 
-from aio_cloud import capacity
-from aio_cloud import layout as layout_mod
 from tests import base
+from tools.aio_cloud import capacity
+from tools.aio_cloud import layout as layout_mod
 
 
 def _pool(total, free, reserved=0):
@@ -140,16 +140,16 @@ class TestChecks(base.TestCase):
     def setUp(self):
         super().setUp()
         self.useFixture(fixtures.MockPatch(
-            'aio_cloud.capacity.busy_ports', return_value=[]))
+            'tools.aio_cloud.capacity.busy_ports', return_value=[]))
         self.grow = self.useFixture(fixtures.MockPatch(
-            'aio_cloud.capacity.grow_pool')).mock
+            'tools.aio_cloud.capacity.grow_pool')).mock
         self.useFixture(fixtures.MockPatch(
-            'aio_cloud.capacity.holders',
+            'tools.aio_cloud.capacity.holders',
             return_value=[(7, 'holder', 1800)]))
         self.useFixture(fixtures.MockPatch(
-            'aio_cloud.capacity.mem_available_mib', return_value=20000))
+            'tools.aio_cloud.capacity.mem_available_mib', return_value=20000))
         self.pool = self.useFixture(fixtures.MockPatch(
-            'aio_cloud.capacity.read_pool')).mock
+            'tools.aio_cloud.capacity.read_pool')).mock
 
     def test_up_grows_the_pool_to_its_need_then_refuses(self):
         self.pool.return_value = _pool(1024, 124)
@@ -166,13 +166,13 @@ class TestChecks(base.TestCase):
 
     def test_up_refuses_short_memory(self):
         self.pool.return_value = _pool(2048, 2048)
-        with mock.patch('aio_cloud.capacity.mem_available_mib',
+        with mock.patch('tools.aio_cloud.capacity.mem_available_mib',
                         return_value=1000):
             exc = self.assertRaises(capacity.ShortError, capacity.check_up)
         self.assertIn('MemAvailable is 1000 MiB', str(exc))
 
     def test_up_refuses_busy_ports_first(self):
-        with mock.patch('aio_cloud.capacity.busy_ports',
+        with mock.patch('tools.aio_cloud.capacity.busy_ports',
                         return_value=['keystone 13500']):
             exc = self.assertRaises(capacity.ShortError, capacity.check_up)
         self.assertIn('keystone 13500', str(exc))
@@ -206,7 +206,7 @@ class TestMain(base.TestCase):
         self.useFixture(fixtures.MonkeyPatch('sys.stderr', self.stderr))
 
     def test_one_line_when_short(self):
-        with mock.patch('aio_cloud.capacity.check_up',
+        with mock.patch('tools.aio_cloud.capacity.check_up',
                         side_effect=capacity.ShortError('short of x')):
             self.assertEqual(1, capacity.main(['--state-dir', self.dir,
                                                'up']))
@@ -214,9 +214,9 @@ class TestMain(base.TestCase):
         self.assertEqual('tools/cloud up: short of x\n', self.stderr.read())
 
     def test_silent_when_the_cloud_runs(self):
-        with mock.patch('aio_cloud.processes.ProcessTable.running',
+        with mock.patch('tools.aio_cloud.processes.ProcessTable.running',
                         return_value=['x']), \
-                mock.patch('aio_cloud.capacity.check_up') as check:
+                mock.patch('tools.aio_cloud.capacity.check_up') as check:
             self.assertEqual(0, capacity.main(['--state-dir', self.dir,
                                                'up']))
         check.assert_not_called()

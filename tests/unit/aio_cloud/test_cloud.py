@@ -6,10 +6,10 @@ import os
 
 import fixtures
 
-from aio_cloud import cloud
-from aio_cloud import layout as layout_mod
-from aio_cloud import processes
 from tests import base
+from tools.aio_cloud import cloud
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import processes
 
 
 class TestCloudChecks(base.TestCase):
@@ -51,7 +51,7 @@ class TestCloudChecks(base.TestCase):
     def test_restart_starts_the_recorded_command_again(self):
         first = self._record('worker', ['sleep', '300'])
         self.useFixture(fixtures.MockPatch(
-            'aio_cloud.layout.load_or_create_secrets', return_value={}))
+            'tools.aio_cloud.layout.load_or_create_secrets', return_value={}))
         cloud.restart(self.layout, '/venv', 'worker')
         entry = self.table.get('worker')
         self.assertNotEqual(first.pid, entry.pid)

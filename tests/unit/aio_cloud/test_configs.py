@@ -6,9 +6,9 @@ import stat
 
 import fixtures
 
-from aio_cloud import configs
-from aio_cloud import layout as layout_mod
 from tests import base
+from tools.aio_cloud import configs
+from tools.aio_cloud import layout as layout_mod
 
 SECRET = {name: name + '-pw' for name in
           ('database', 'admin') + layout_mod.SERVICE_USERS}
@@ -33,7 +33,7 @@ class TestConfigs(base.TestCase):
         self.assertEqual('spdk_libvirt.SPDKLibvirtDriver',
                          conf['DEFAULT']['compute_driver'])
         self.assertEqual('qemu', conf['libvirt']['virt_type'])
-        self.assertIn('socket=/srv/cloud/run/libvirt/libvirt-sock',
+        self.assertIn('socket=/srv/cloud/libvirt/sock/libvirt-sock',
                       conf['libvirt']['connection_uri'])
         self.assertTrue(conf['DEFAULT']['force_config_drive'])
         self.assertEqual('/venv/bin/privsep-helper',

@@ -2,8 +2,8 @@
 
 import os
 
-from aio_cloud import guest_image
 from tests import base
+from tools.aio_cloud import guest_image
 
 
 class TestModulePaths(base.TestCase):

@@ -8,8 +8,8 @@ from unittest import mock
 
 import fixtures
 
-from aio_cloud import processes
 from tests import base
+from tools.aio_cloud import processes
 
 
 class TestProcessTable(base.TestCase):
@@ -163,8 +163,8 @@ class TestStrays(base.TestCase):
 
     def test_the_cloud_tools_are_not_strays(self):
         self.assertTrue(processes._is_cloud_tool(
-            ['/r/.cloud-venv/bin/python', '-m', 'aio_cloud', '--state-dir',
-             self.root, 'status']))
+            ['/r/.cloud-venv/bin/python', '-m', 'tools.aio_cloud',
+             '--state-dir', self.root, 'status']))
         self.assertTrue(processes._is_cloud_tool(
             ['bash', 'tools/cloud', '--state-dir', self.root, 'down']))
         self.assertFalse(processes._is_cloud_tool(

@@ -1,0 +1,288 @@
+"""The private RabbitMQ and libvirtd that the all-in-one cloud and the
+test fixtures (``tests/fixtures/rabbitmq.py``, ``libvirt.py``) start.
+
+Each runs from a directory of its own, listens on loopback or on sockets
+only root reaches, and is started through a :class:`processes.ProcessTable`
+so that it is stopped by PID: other engineers' tests and clouds run the
+same programs on this host, so nothing is ever found or stopped by name.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+
+from tools.aio_cloud import capacity
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import processes
+
+RABBITMQ_BIN = '/usr/lib/rabbitmq/bin'
+LIBVIRT_PROGRAMS = ('libvirtd', 'virtlogd', 'virsh', 'qemu-system-x86_64',
+                    'unshare')
+# What the log of a service that did not come up ends with, in the error.
+LOG_TAIL = 3000
+
+
+class ServiceError(Exception):
+    """A service did not come up; the message names it and its log."""
+
+
+def _tail(log):
+    try:
+        with open(log, 'rb') as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - LOG_TAIL, 0))
+            return f.read().decode(errors='replace')
+    except OSError:
+        return ''
+
+
+def port_open(port):
+    return bool(capacity.busy_ports({'': port}))
+
+
+def wait_for(what, check, timeout, log=None, proc=None, interval=0.3):
+    """Return once ``check()`` is true; raise ServiceError with the end of
+    ``log`` (a test's log goes with its temporary directory) when ``proc``
+    exits or ``timeout`` passes first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if proc is not None and proc.poll() is not None:
+            problem = 'exited with status %s' % proc.returncode
+        elif time.monotonic() > deadline:
+            problem = 'not ready after %ds' % timeout
+        else:
+            time.sleep(interval)
+            continue
+        raise ServiceError('%s %s; see %s, which ends:\n%s'
+                           % (what, problem, log, _tail(log)) if log
+                           else '%s %s' % (what, problem))
+
+
+class _Daemon:
+    """Started into ``table`` under the names in ``NAMES``."""
+
+    NAMES = ()
+
+    def __init__(self, table):
+        self.table = table
+        self._children = []
+
+    def _start(self, name, argv, log, **kwargs):
+        proc = self.table.start(name, argv, log, **kwargs)
+        self._children.append(proc)
+        return proc
+
+    def stop(self):
+        """Stop this daemon's process groups by PID, newest first (the
+        fixtures' clean-up; ``tools/cloud down`` stops the cloud's with the
+        rest of its table).
+        """
+        stuck = [e.name for e in processes.stop_order(self.table.entries())
+                 if e.name in self.NAMES and not self.table.stop(e)]
+        for proc in self._children:
+            proc.poll()  # no zombie left in a long test run
+        if stuck:
+            raise ServiceError('%s would not stop' % ', '.join(stuck))
+
+
+def rabbitmq_available():
+    return (os.access(os.path.join(RABBITMQ_BIN, 'rabbitmq-server'), os.X_OK)
+            and shutil.which('epmd') is not None)
+
+
+class RabbitMQ(_Daemon):
+    """A RabbitMQ node with its own epmd: node, distribution and epmd
+    ports on loopback, configuration and data in ``directory``, logs in
+    ``log_dir``.
+    """
+
+    NAMES = ('epmd', 'rabbitmq')
+    STARTUP_TIMEOUT = 90
+
+    def __init__(self, table, directory, log_dir, node, port, dist_port,
+                 epmd_port):
+        super().__init__(table)
+        self.directory = directory
+        self.log_dir = log_dir
+        self.node = node
+        self.port = port
+        self.dist_port = dist_port
+        self.epmd_port = epmd_port
+
+    @property
+    def url(self):
+        """The oslo.messaging transport URL."""
+        return 'rabbit://guest:guest@%s:%d/' % (layout_mod.HOST, self.port)
+
+    def _path(self, name):
+        return os.path.join(self.directory, name)
+
+    def _log(self, name):
+        return os.path.join(self.log_dir, name + '.log')
+
+    def env(self):
+        return dict(
+            os.environ, HOME=self.directory,
+            ERL_EPMD_ADDRESS=layout_mod.HOST,
+            ERL_EPMD_PORT=str(self.epmd_port),
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_NODE_IP_ADDRESS=layout_mod.HOST,
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_MNESIA_BASE=self._path('mnesia'),
+            RABBITMQ_LOG_BASE=os.path.join(self.log_dir, 'rabbitmq'),
+            RABBITMQ_CONFIG_FILE=self._path('rabbitmq'),
+            RABBITMQ_ADVANCED_CONFIG_FILE=self._path('advanced.config'),
+            RABBITMQ_ENABLED_PLUGINS_FILE=self._path('enabled_plugins'),
+            RABBITMQ_PID_FILE=self._path('rabbitmq.pid'),
+            # Every Erlang program (rabbitmqctl too) that finds no epmd on
+            # its port starts a daemon one otherwise, which nothing stops:
+            # the one epmd is start()'s.
+            ERL_FLAGS='-start_epmd false')
+
+    def ctl(self, *args, timeout=30):
+        return subprocess.run(
+            [os.path.join(RABBITMQ_BIN, 'rabbitmqctl'), '-n', self.node]
+            + list(args), env=self.env(), capture_output=True,
+            timeout=timeout)
+
+    def ready(self):
+        # await_startup fails at once until the node is known to epmd:
+        # polled.
+        return self.ctl('await_startup', '--timeout', '5').returncode == 0
+
+    def start(self):
+        os.makedirs(self.directory, exist_ok=True)
+        files = {'rabbitmq.conf': 'loopback_users.guest = true\n',
+                 'enabled_plugins': '[].\n',
+                 # The distribution port listens on all addresses otherwise.
+                 'advanced.config':
+                     '[{kernel,[{inet_dist_use_interface,{127,0,0,1}}]}].\n'}
+        for name, text in files.items():
+            with open(self._path(name), 'w') as f:
+                f.write(text)
+        env = self.env()
+        epmd = self._start('epmd', ['epmd', '-address', layout_mod.HOST,
+                                    '-port', str(self.epmd_port)],
+                           self._log('epmd'), env=env, port=self.epmd_port,
+                           stop_timeout=5)
+        wait_for('epmd', lambda: port_open(self.epmd_port), 10,
+                 self._log('epmd'), epmd, interval=0.1)
+        log = self._log('rabbitmq-server')
+        proc = self._start(
+            'rabbitmq', [os.path.join(RABBITMQ_BIN, 'rabbitmq-server')], log,
+            env=env, port=self.port, stop_timeout=30)
+        wait_for('rabbitmq', self.ready, self.STARTUP_TIMEOUT, log, proc,
+                 interval=1)
+
+    def shutdown(self):
+        """``rabbitmqctl stop``: TERM to its process group loses queued
+        state. The process groups are stopped by PID after it.
+        """
+        try:
+            self.ctl('stop', timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop(self):
+        try:
+            self.shutdown()
+        finally:
+            super().stop()
+
+
+def libvirt_available():
+    return all(shutil.which(p) for p in LIBVIRT_PROGRAMS)
+
+
+def libvirt_uri(directory):
+    """The URI of the libvirtd :class:`Libvirtd` runs from ``directory``."""
+    return 'qemu+unix:///system?socket=%s' % os.path.join(
+        directory, 'sock', 'libvirt-sock')
+
+
+class Libvirtd(_Daemon):
+    """libvirtd and its virtlogd (one process group) in a mount namespace
+    that gives them private /etc/libvirt/qemu, /run/libvirt,
+    /var/lib/libvirt and /var/log/libvirt under ``directory``: no
+    definition, pid file or socket of the host's or of another private
+    libvirtd is shared, and the mounts vanish with the last process. Its
+    sockets are in a 0700 directory, mode 0700.
+
+    /var/cache/libvirt stays the host's: its QEMU capabilities (keyed by
+    the binaries) save each start the 8 s of probing QEMU again.
+    """
+
+    NAMES = ('libvirtd',)
+    STARTUP_TIMEOUT = 60
+    PRIVATE = {'etc-qemu': '/etc/libvirt/qemu', 'run': '/run/libvirt',
+               'lib': '/var/lib/libvirt', 'log': '/var/log/libvirt'}
+
+    def __init__(self, table, directory, log):
+        super().__init__(table)
+        self.directory = directory
+        self.log = log
+
+    @property
+    def uri(self):
+        return libvirt_uri(self.directory)
+
+    def _path(self, *parts):
+        return os.path.join(self.directory, *parts)
+
+    def virsh(self, *args, check=True, timeout=120):
+        result = subprocess.run(['virsh', '-c', self.uri] + list(args),
+                                capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise ServiceError('virsh %s: %s' % (' '.join(args),
+                                                 result.stderr.strip()))
+        return result
+
+    def start(self):
+        for sub in self.PRIVATE:
+            os.makedirs(self._path(sub), exist_ok=True)
+        os.makedirs(self._path('sock'), mode=0o700, exist_ok=True)
+        conf = self._path('libvirtd.conf')
+        with open(conf, 'w') as f:
+            f.write('unix_sock_dir = "%s"\nunix_sock_rw_perms = "0700"\n'
+                    'unix_sock_ro_perms = "0700"\n'
+                    'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+                    % self._path('sock'))
+        mounts = ''.join('mount --bind %s %s\n' % (self._path(sub), target)
+                         for sub, target in self.PRIVATE.items())
+        script = self._path('ns-start.sh')
+        # virtlogd in the background, not --daemon: it stays in libvirtd's
+        # process group and is stopped with it, even when libvirtd never
+        # answers.
+        with open(script, 'w') as f:
+            f.write('#!/bin/sh\n# Runs in a private mount namespace.\n'
+                    'set -e\n%s'
+                    'mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu\n'
+                    'chown libvirt-qemu:kvm /var/lib/libvirt/qemu\n'
+                    'virtlogd --pid-file %s &\n'
+                    'exec libvirtd --config %s --pid-file %s\n'
+                    % (mounts, self._path('virtlogd.pid'), conf,
+                       self._path('libvirtd.pid')))
+        proc = self._start('libvirtd', ['unshare', '-m', '--propagation',
+                                        'private', 'sh', script], self.log,
+                           stop_timeout=15)
+        wait_for('libvirtd', lambda: self.virsh(
+            'version', check=False).returncode == 0, self.STARTUP_TIMEOUT,
+            self.log, proc, interval=0.2)
+
+    def destroy_domains(self):
+        """Destroy and undefine every domain: all are this libvirtd's own."""
+        for name in self.virsh('list', '--all', '--name',
+                               check=False).stdout.split():
+            self.virsh('destroy', name, check=False)
+            self.virsh('undefine', name, check=False)
+
+    def stop(self):
+        try:
+            self.destroy_domains()
+        finally:
+            super().stop()
