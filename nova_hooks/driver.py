@@ -7,19 +7,25 @@ Everything but the ``spdk_vhost`` volume type and the connector is stock
 Nova: hugepages, NUMA cells with ``memAccess='shared'``, pinning.
 """
 
+import os
+
 from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging as messaging
+from oslo_serialization import jsonutils
 
 from nova import exception as nova_exception
+from nova import objects
 from nova import utils
 from nova.virt import driver as virt_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_hooks import agent_client
 from nova_hooks import conf as hooks_conf
+from nova_hooks import vhost_disk_xml
 from nova_hooks import volume as spdk_volume
 from spdk_common import connection
+from spdk_common import naming
 
 LOG = logging.getLogger(__name__)
 CONF = hooks_conf.register(cfg.CONF)
@@ -37,6 +43,13 @@ def has_shared_hugepages(instance):
     topology = instance.numa_topology
     return bool(topology and topology.cells and all(
         (cell.pagesize or 0) > SMALL_PAGE_KIB for cell in topology.cells))
+
+
+def _spdk_vhost_volumes(block_device_info):
+    return [bdm for bdm in virt_driver.block_device_info_get_mapping(
+        block_device_info)
+        if (bdm.get('connection_info') or {}).get('driver_volume_type')
+        == connection.SPDK_VHOST]
 
 
 class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
@@ -71,21 +84,103 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
-        """Refuse live migration of instances with spdk_vhost volumes.
-
-        Not yet supported: refused before anything moves, with a reason the
-        user sees, instead of a guest that loses its disks half-way.
+        """Refuse, before anything moves, a live migration that SPDK vhost
+        cannot carry: post-copy needs the vhost-user backend to serve
+        guest page faults (userfaultfd), which SPDK's does not offer.
         """
-        for bdm in virt_driver.block_device_info_get_mapping(
-                block_device_info):
-            info = bdm.get('connection_info') or {}
-            if info.get('driver_volume_type') == connection.SPDK_VHOST:
-                raise nova_exception.MigrationPreCheckError(
-                    reason='live migration of instances with SPDK '
-                           'vhost-user volumes is not supported; stop the '
-                           'instance and cold migrate it instead')
+        if (CONF.libvirt.live_migration_permit_post_copy
+                and _spdk_vhost_volumes(block_device_info)):
+            raise nova_exception.MigrationPreCheckError(
+                reason='SPDK vhost-user volumes cannot be live migrated '
+                       'post-copy (SPDK does not serve guest page faults); '
+                       'set [libvirt] live_migration_permit_post_copy = '
+                       'False on the compute nodes')
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
+
+    def check_can_live_migrate_destination(self, context, instance,
+                                           src_compute_info, dst_compute_info,
+                                           block_migration=False,
+                                           disk_over_commit=False):
+        """On the destination: this host's agent must answer, and serve
+        each spdk_vhost volume at the path the source's guest uses (the
+        migrated domain keeps its disks' socket paths).
+
+        Checked before the stock checks, which leave a test file behind
+        that only their own clean-up removes.
+        """
+        bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+            context, instance.uuid)
+        sockets = {}
+        for bdm in bdms:
+            info = bdm.get('connection_info')
+            info = jsonutils.loads(info) if info else {}
+            if info.get('driver_volume_type') == connection.SPDK_VHOST:
+                sockets[bdm.volume_id] = info['data'].get(
+                    connection.VHOST_SOCKET)
+        if sockets:
+            self._check_vhost_destination(instance, sockets)
+        return super().check_can_live_migrate_destination(
+            context, instance, src_compute_info, dst_compute_info,
+            block_migration, disk_over_commit)
+
+    def _check_vhost_destination(self, instance, sockets):
+        if not has_shared_hugepages(instance):
+            return
+        try:
+            status = agent_client.get().get_status(
+                timeout=CONF.spdk_vhost.agent_probe_timeout)
+        except messaging.MessagingException as exc:
+            raise nova_exception.MigrationPreCheckError(
+                reason='spdk-vhost-target on %s does not answer (%s): it '
+                       'must serve the instance\'s vhost-user volumes'
+                       % (CONF.host, exc))
+        for volume_id, source in sorted(sockets.items()):
+            here = os.path.join(status['socket_dir'],
+                                naming.vhost_controller_name(volume_id))
+            if source != here:
+                raise nova_exception.MigrationPreCheckError(
+                    reason='volume %s is served at %s on the source but '
+                           'would be at %s here; [spdk_vhost_target] '
+                           'socket_dir must be the same on every compute '
+                           'node' % (volume_id, source, here))
+
+    def live_migration(self, context, instance, dest, post_method,
+                       recover_method, block_migration=False,
+                       migrate_data=None):
+        """Migrate only when the destination serves every vhost-user disk
+        at the path the domain keeps; otherwise roll back, as a failed
+        migration job does, before libvirt starts anything.
+        """
+        problem = self._vhost_disks_not_served(instance, migrate_data)
+        if problem:
+            LOG.error('Live migration to %(dest)s refused: %(problem)s',
+                      {'dest': dest, 'problem': problem}, instance=instance)
+            recover_method(context, instance, dest, migrate_data)
+            return
+        return super().live_migration(
+            context, instance, dest, post_method, recover_method,
+            block_migration, migrate_data)
+
+    def _vhost_disks_not_served(self, instance, migrate_data):
+        """Why the destination cannot take the guest's vhost-user disks
+        (None when it can): the answers its pre_live_migration gave.
+        """
+        guest = self._host.get_guest(instance)
+        disks = vhost_disk_xml.vhost_user_disks(guest.get_xml_desc())
+        answers = {bdm.serial: bdm.connection_info
+                   for bdm in getattr(migrate_data, 'bdms', None) or []}
+        for volume_id, path in sorted(disks.items()):
+            info = answers.get(volume_id) or {}
+            if info.get('driver_volume_type') != connection.SPDK_VHOST:
+                return ('the destination attached volume %s as %s, not as '
+                        'a vhost-user disk' % (
+                            volume_id, info.get('driver_volume_type')))
+            there = info['data'].get(connection.VHOST_SOCKET)
+            if there != path:
+                return ('the destination serves volume %s at %s, the '
+                        'domain uses %s' % (volume_id, there, path))
+        return None
 
     def get_volume_connector(self, instance):
         connector = super().get_volume_connector(instance)

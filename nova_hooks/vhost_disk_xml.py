@@ -52,3 +52,22 @@ class LibvirtConfigGuestVhostUserDisk(libvirt_config.LibvirtConfigGuestDisk):
                 for sub in child:
                     if sub.tag == 'reconnect' and sub.get('timeout'):
                         self.reconnect_timeout = int(sub.get('timeout'))
+
+
+# What Nova puts before a volume id to make the disk's alias.
+_ALIAS_PREFIX = libvirt_config.make_libvirt_device_alias('')
+
+
+def vhost_user_disks(domain_xml):
+    """{volume id: socket path} of a domain's vhost-user volume disks,
+    found by the alias Nova gives volume disks (they carry no serial).
+    """
+    disks = {}
+    for disk in etree.fromstring(domain_xml).iterfind(
+            './devices/disk[@type="vhostuser"]'):
+        alias = disk.find('alias')
+        source = disk.find('source')
+        name = alias.get('name', '') if alias is not None else ''
+        if name.startswith(_ALIAS_PREFIX) and source is not None:
+            disks[name[len(_ALIAS_PREFIX):]] = source.get('path')
+    return disks

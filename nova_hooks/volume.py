@@ -37,9 +37,22 @@ def volume_id(connection_info):
 
 
 def host_numa_nodes(instance):
-    """Host NUMA nodes the instance's memory lives on (empty: none)."""
+    """Host NUMA nodes the instance's memory lives on here (empty: none).
+
+    A live migration's destination connects volumes before Nova applies
+    the migration context: the instance's cells are still the source's,
+    and the ones it gets here are the context's new topology.
+    """
     topology = instance.numa_topology
+    if _arriving(instance):
+        topology = instance.migration_context.new_numa_topology or topology
     return sorted({cell.id for cell in topology.cells}) if topology else []
+
+
+def _arriving(instance):
+    return (instance.obj_attr_is_set('host') and instance.host is not None
+            and instance.host != CONF.host
+            and instance.migration_context is not None)
 
 
 def front_end_qos(data):

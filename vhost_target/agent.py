@@ -374,6 +374,10 @@ class VhostAgent:
             # The NQN this host's SPDK connects with, for the storage
             # side's ACL.
             'host_nqn': self._host_nqn,
+            # Where this host's vhost-user sockets are: a live migration
+            # keeps each disk's socket path, so it must be the same on the
+            # destination (checked there by the Nova hooks).
+            'socket_dir': self._vhost.socket_dir,
             'reactor_cpus': self._plan.reactor_cpus,
             'cpumask': self._plan.cpumask,
             # How many attachments SPDK's hugepage memory holds.

@@ -34,15 +34,15 @@ class TestGuestBuiltByNova(base.TestCase):
         super().setUp()
         # Before the compute fixture: its clean-up destroys instances
         # through the agent.
-        self.agent = qsd.AgentStandIn()
-        self.useFixture(fixtures.MockPatchObject(
-            agent_client, 'get', return_value=self.agent))
-        self.compute = self.useFixture(nova_compute.NovaCompute())
         top = self.useFixture(fixtures.TempDir()).path
         libvirt_fixtures.make_traversable(top)
         sockets = os.path.join(top, 'sockets')
         os.mkdir(sockets, 0o750)
         os.chown(sockets, -1, pwd.getpwnam('libvirt-qemu').pw_gid)
+        self.agent = qsd.AgentStandIn(sockets)
+        self.useFixture(fixtures.MockPatchObject(
+            agent_client, 'get', return_value=self.agent))
+        self.compute = self.useFixture(nova_compute.NovaCompute())
         for volume_id, name, size in ((ROOT, 'root', 32), (DATA, 'data', 64)):
             self.agent.serve(volume_id, self.useFixture(
                 qsd.VhostUserBlkExport(sockets, size_mib=size, name=name)))

@@ -26,10 +26,16 @@ class AgentContract:
                                   self.agent.get_status()['attachments']])
         self.agent.detach_volume(volume_id)
 
-    def test_status_names_version_and_host_nqn(self):
+    def test_status_names_version_host_nqn_and_socket_dir(self):
         status = self.agent.get_status()
         self.assertEqual('1.0', status['version'])
         self.assertTrue(status['host_nqn'].startswith('nqn.'))
+        # Live migration keeps a disk's socket path: the Nova hooks compare
+        # this directory on both hosts.
+        volume_id, info = self.served_volume()
+        path = self.agent.attach_volume(volume_id, info, numa_nodes=[0])
+        self.assertEqual(status['socket_dir'], os.path.dirname(path))
+        self.agent.detach_volume(volume_id)
 
     def test_extend_returns_the_size_in_bytes(self):
         volume_id, info = self.served_volume()

@@ -14,7 +14,7 @@ class TestAgentStandInContract(agent_contract.AgentContract, base.TestCase):
     def setUp(self):
         super().setUp()
         self.sockets = self.useFixture(fixtures.TempDir()).path
-        self.agent = qsd.AgentStandIn()
+        self.agent = qsd.AgentStandIn(self.sockets)
 
     def served_volume(self):
         volume_id = str(uuid.uuid4())

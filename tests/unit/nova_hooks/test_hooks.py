@@ -4,7 +4,10 @@ from unittest import mock
 
 import fixtures
 from lxml import etree
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
 import oslo_messaging as messaging
+from oslo_serialization import jsonutils
 
 from nova import exception as nova_exception
 from nova import objects
@@ -76,7 +79,8 @@ class RecordingAgent:
     def get_status(self, timeout=None):
         if self.down:
             raise messaging.MessagingTimeout('no agent')
-        return {'version': '1.0', 'host_nqn': AGENT_NQN}
+        return {'version': '1.0', 'host_nqn': AGENT_NQN,
+                'socket_dir': '/var/lib/spdk-vhost-target/sockets'}
 
 
 class TestHooks(base.TestCase):
@@ -88,6 +92,7 @@ class TestHooks(base.TestCase):
         patcher.start()
         self.addCleanup(patcher.stop)
         self.volume_driver = spdk_volume.LibvirtSPDKVhostVolumeDriver(None)
+        self.conf = self.useFixture(config_fixture.Config(cfg.CONF))
 
     def test_connect_then_config_renders_a_vhost_user_disk(self):
         info = connection_info(qos_specs={'total_iops_sec': '1500'})
@@ -191,23 +196,108 @@ class TestHooks(base.TestCase):
                               instance(), 1)
         stock.assert_called_once()
 
-    def test_live_migration_is_refused_up_front(self):
-        drv = hooks_driver.SPDKLibvirtDriver.__new__(
+    def bare_driver(self):
+        return hooks_driver.SPDKLibvirtDriver.__new__(
             hooks_driver.SPDKLibvirtDriver)
+
+    def test_post_copy_live_migration_is_refused_up_front(self):
+        drv = self.bare_driver()
         bdi = {'block_device_mapping': [
             {'connection_info': {'driver_volume_type': 'nvmeof'}},
             {'connection_info': connection_info()}]}
+        self.conf.config(live_migration_permit_post_copy=True,
+                         group='libvirt')
         exc = self.assertRaises(
             nova_exception.MigrationPreCheckError,
             drv.check_can_live_migrate_source, None, instance(), None, bdi)
-        self.assertIn('cold migrate', str(exc))
+        self.assertIn('live_migration_permit_post_copy = False', str(exc))
+        self.conf.config(live_migration_permit_post_copy=False,
+                         group='libvirt')
         with mock.patch.object(libvirt_driver.LibvirtDriver,
                                'check_can_live_migrate_source',
                                return_value='ok') as stock:
             self.assertEqual('ok', drv.check_can_live_migrate_source(
-                None, instance(), None, {'block_device_mapping': [
-                    {'connection_info': {'driver_volume_type': 'nvmeof'}}]}))
+                None, instance(), None, bdi))
         stock.assert_called_once()
+
+    def check_destination(self, source_socket):
+        bdms = objects.BlockDeviceMappingList(objects=[
+            objects.BlockDeviceMapping(
+                volume_id=VOLUME, connection_info=jsonutils.dumps(
+                    connection_info(vhost_socket=source_socket))),
+            objects.BlockDeviceMapping(
+                volume_id='other', connection_info=jsonutils.dumps(
+                    {'driver_volume_type': 'nvmeof', 'data': {}}))])
+        with mock.patch.object(
+                objects.BlockDeviceMappingList, 'get_by_instance_uuid',
+                return_value=bdms), mock.patch.object(
+                libvirt_driver.LibvirtDriver,
+                'check_can_live_migrate_destination',
+                return_value='dest data') as stock:
+            result = self.bare_driver().check_can_live_migrate_destination(
+                None, instance(), {}, {})
+        stock.assert_called_once()
+        return result
+
+    def test_destination_serves_vhost_volumes_at_the_same_path(self):
+        self.assertEqual('dest data', self.check_destination(
+            '/var/lib/spdk-vhost-target/sockets/vhost-' + VOLUME))
+
+    def test_destination_with_another_socket_dir_is_refused(self):
+        exc = self.assertRaises(
+            nova_exception.MigrationPreCheckError, self.check_destination,
+            '/srv/sockets/vhost-' + VOLUME)
+        self.assertIn('socket_dir must be the same', str(exc))
+
+    def test_destination_without_an_answering_agent_is_refused(self):
+        self.agent.down = True
+        exc = self.assertRaises(
+            nova_exception.MigrationPreCheckError, self.check_destination,
+            '/var/lib/spdk-vhost-target/sockets/vhost-' + VOLUME)
+        self.assertIn('does not answer', str(exc))
+
+    def migrate(self, answers):
+        drv = self.bare_driver()
+        disk = spdk_volume.LibvirtSPDKVhostVolumeDriver(None).get_config(
+            connection_info(vhost_socket='/sockets/vhost-' + VOLUME),
+            {'dev': 'vdb', 'bus': 'virtio', 'type': 'disk'})
+        domain = ('<domain><devices>%s</devices></domain>'
+                  % disk.to_xml())
+        drv._host = mock.Mock()
+        drv._host.get_guest.return_value.get_xml_desc.return_value = domain
+        data = objects.LibvirtLiveMigrateData(bdms=[
+            objects.LibvirtLiveMigrateBDMInfo(
+                serial=VOLUME, connection_info=info) for info in answers])
+        recover = mock.Mock()
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               'live_migration') as stock:
+            drv.live_migration('ctxt', instance(), 'dest', mock.Mock(),
+                               recover, migrate_data=data)
+        return stock, recover
+
+    def test_live_migration_runs_when_the_destination_serves_the_path(self):
+        stock, recover = self.migrate(
+            [connection_info(vhost_socket='/sockets/vhost-' + VOLUME)])
+        stock.assert_called_once()
+        recover.assert_not_called()
+
+    def test_live_migration_rolls_back_before_libvirt_otherwise(self):
+        for answers in ([connection_info(vhost_socket='/other/vhost-x')],
+                        [{'driver_volume_type': 'nvmeof', 'data': {}}],
+                        []):
+            stock, recover = self.migrate(answers)
+            stock.assert_not_called()
+            recover.assert_called_once_with('ctxt', mock.ANY, 'dest',
+                                            mock.ANY)
+
+    def test_destination_connects_on_the_numa_nodes_it_gets(self):
+        arriving = instance(nodes=(0,))
+        arriving.host = 'source-host'
+        arriving.migration_context = objects.MigrationContext(
+            new_numa_topology=instance(nodes=(1,)).numa_topology)
+        self.assertEqual([1], spdk_volume.host_numa_nodes(arriving))
+        self.conf.config(host='source-host')
+        self.assertEqual([0], spdk_volume.host_numa_nodes(arriving))
 
     def test_shim_is_what_nova_loads(self):
         with mock.patch.object(libvirt_driver.LibvirtDriver, '__init__',

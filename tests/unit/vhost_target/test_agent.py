@@ -37,6 +37,8 @@ def info(**data):
 class RecordingVhost:
     """Stands in for VhostTarget, whose SPDK side the SPDK tier runs."""
 
+    socket_dir = '/sockets'
+
     def __init__(self):
         self.attached = {}
         self.calls = []
