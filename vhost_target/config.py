@@ -53,6 +53,14 @@ cpu_opts = [
                     'When unset, reactors_per_node CPUs of each NUMA node '
                     'with hugepages are chosen (isolated CPUs first, then '
                     'the highest-numbered).'),
+    cfg.BoolOpt('share_reactor_cpus',
+                default=False,
+                help='Let SPDK run its reactors on CPUs another SPDK '
+                     'application also uses (SPDK\'s CPU locks off). Only for '
+                     'several compute hosts on one machine (the multi-node '
+                     'dev cloud, migration tests): reactors poll, so each '
+                     'one sharing a CPU gets its share of that CPU\'s time '
+                     'and I/O latency grows with the number sharing it.'),
     cfg.IntOpt('reactors_per_node',
                default=1, min=1,
                help='Reactor CPUs per NUMA node when reactor_cpus is unset.'),

@@ -169,7 +169,7 @@ def _vhost_args(binary, plan, conf):
                   else sum(plan.memory_mib_by_node.values()))
     return (binary, plan.cpumask, conf.rpc_socket, conf.socket_dir,
             startup_config_path(conf), plan.env_context, memory_mib,
-            plan.page_size_kib)
+            plan.page_size_kib, conf.share_reactor_cpus)
 
 
 class Supervisor:

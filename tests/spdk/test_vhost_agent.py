@@ -22,8 +22,8 @@ from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc
+from tests.fixtures import compute_host
 from tests.fixtures import guest as guest_fixtures
-from tests.fixtures import hugepages
 from tests.fixtures import libvirt as libvirt_fixtures
 from tests.fixtures import net
 from tests.fixtures import rabbitmq
@@ -34,12 +34,10 @@ from tests.functional.vhost_target import agent_contract
 from tests.spdk import base as spdk_base
 from vhost_target import agent as vhost_agent
 from vhost_target import config
-from vhost_target import planner
 from vhost_target import rpcapi
 from vhost_target import state
 from vhost_target import supervisor
 from vhost_target import topology
-from vhost_target import vhost
 
 RECOVERY_TIMEOUT = 30.0
 
@@ -62,39 +60,19 @@ class AgentTestBase(spdk_base.OnRealSPDK, scenarios.DriverTestBase,
             self.skipTest(spdk_fixtures.SKIP_MESSAGE)
         top = self.top = self.useFixture(fixtures.TempDir()).path
         libvirt_fixtures.make_traversable(top)
-        self.conf = cfg.ConfigOpts()
-        config.register(self.conf)
-        self.conf([], default_config_files=[])
-        group = config.GROUP
-        cpus = sorted(topology.read_topology().online)
-        for name, value in (
-                ('rpc_socket', os.path.join(top, 'rpc', 'spdk.sock')),
-                ('socket_dir', os.path.join(top, 'sockets')),
-                ('state_dir', os.path.join(top, 'state')),
-                ('socket_group', self.socket_group
-                 or grp.getgrgid(os.getgid()).gr_name),
-                ('reactor_cpus', str(cpus[-1])),
-                ('hugepage_mib_per_node', 256),
-                ('reconnect_delay_sec', 1)):
-            self.conf.set_override(name, value, group=group)
-        self.group = self.conf.spdk_vhost_target
-        self.host = topology.read_topology()
-        self.plan = planner.plan(self.group, self.host)
-        hugepages.reserve(sum(self.plan.memory_mib_by_node.values()),
-                          'SPDK vhost of the agent')
-        self.desired = state.DesiredState(self.group.state_dir)
-        self.desired.load()
-        self.vhost_client = self.make_client()
-        self.vhost = vhost.VhostTarget(self.vhost_client, self.group)
-        self.agent = vhost_agent.VhostAgent(self.vhost, self.desired,
-                                            self.plan, self.host,
-                                            host_nqn=scenarios.HOST_NQN,
-                                            notifier=self.agent_notifier)
-        self.keeper = supervisor.Supervisor(
-            self.group, self.plan, on_ready=self.agent.replay,
-            on_poll=self.agent.check_health if self.health_checks else None)
-        self.addCleanup(self.keeper.stop)
-        self.keeper.start()
+        compute = self.useFixture(compute_host.ComputeHost(
+            top, scenarios.HOST_NQN, socket_group=self.socket_group,
+            health_checks=self.health_checks,
+            notifier=self.agent_notifier))
+        self.conf = compute.conf
+        self.group = compute.group
+        self.host = compute.host
+        self.plan = compute.plan
+        self.desired = compute.desired
+        self.vhost_client = compute.client
+        self.vhost = compute.vhost
+        self.agent = compute.agent
+        self.keeper = compute.keeper
 
     def serve_rpc(self, host='compute1'):
         """The agent's RPC server on a private RabbitMQ, as ``run`` starts

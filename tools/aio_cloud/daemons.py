@@ -221,10 +221,22 @@ class Libvirtd(_Daemon):
     PRIVATE = {'etc-qemu': '/etc/libvirt/qemu', 'run': '/run/libvirt',
                'lib': '/var/lib/libvirt', 'log': '/var/log/libvirt'}
 
-    def __init__(self, table, directory, log):
+    def __init__(self, table, directory, log, host_uuid=None,
+                 tcp_port=None, binds=None):
+        """``host_uuid`` and ``tcp_port`` make it one host of several on
+        this machine: libvirt refuses to migrate to a libvirtd with its
+        own host UUID, and a migration's peer connects to libvirtd over
+        TCP (on loopback here, without authentication). ``binds`` maps
+        directories to where this host sees them (its vhost-user socket
+        directory at the path every host uses); such a host also gets a
+        hugetlbfs mount of its own, as a host has.
+        """
         super().__init__(table)
         self.directory = directory
         self.log = log
+        self.host_uuid = host_uuid
+        self.tcp_port = tcp_port
+        self.binds = dict(binds or {})
 
     @property
     def uri(self):
@@ -252,8 +264,20 @@ class Libvirtd(_Daemon):
                     'unix_sock_ro_perms = "0700"\n'
                     'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
                     % self._path('sock'))
-        mounts = ''.join('mount --bind %s %s\n' % (self._path(sub), target)
-                         for sub, target in self.PRIVATE.items())
+            if self.host_uuid:
+                f.write('host_uuid = "%s"\n' % self.host_uuid)
+            if self.tcp_port:
+                f.write('listen_tls = 0\nlisten_tcp = 1\n'
+                        'listen_addr = "127.0.0.1"\n'
+                        'tcp_port = "%d"\nauth_tcp = "none"\n'
+                        % self.tcp_port)
+        binds = dict((self._path(sub), target)
+                     for sub, target in self.PRIVATE.items())
+        binds.update(self.binds)
+        mounts = ''.join('mount --bind %s %s\n' % (source, target)
+                         for source, target in binds.items())
+        if self.binds:
+            mounts += 'mount -t hugetlbfs hugetlbfs /dev/hugepages\n'
         script = self._path('ns-start.sh')
         # virtlogd in the background, not --daemon: it stays in libvirtd's
         # process group and is stopped with it, even when libvirtd never
@@ -264,9 +288,10 @@ class Libvirtd(_Daemon):
                     'mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu\n'
                     'chown libvirt-qemu:kvm /var/lib/libvirt/qemu\n'
                     'virtlogd --pid-file %s &\n'
-                    'exec libvirtd --config %s --pid-file %s\n'
+                    'exec libvirtd --config %s --pid-file %s%s\n'
                     % (mounts, self._path('virtlogd.pid'), conf,
-                       self._path('libvirtd.pid')))
+                       self._path('libvirtd.pid'),
+                       ' --listen' if self.tcp_port else ''))
         proc = self._start('libvirtd', ['unshare', '-m', '--propagation',
                                         'private', 'sh', script], self.log,
                            stop_timeout=15)

@@ -117,7 +117,7 @@ def _check_json_config(path):
 
 
 def vhost_command(binary, cpumask, rpc_socket, socket_dir, json_config,
-                  env_context, memory_mib, page_size_kib):
+                  env_context, memory_mib, page_size_kib, share_cpus=False):
     """SPDK vhost's command line, from checked arguments."""
     if not isinstance(cpumask, str) or not _CPUMASK.fullmatch(cpumask):
         raise ValueError('cpumask %r is not a hex CPU mask' % (cpumask,))
@@ -144,6 +144,8 @@ def vhost_command(binary, cpumask, rpc_socket, socket_dir, json_config,
         cmd += ['-s', str(memory_mib)]
     if _HUGE_DIRS[page_size_kib]:
         cmd += ['--huge-dir', _HUGE_DIRS[page_size_kib]]
+    if share_cpus is True:
+        cmd.append('--disable-cpumask-locks')
     return cmd
 
 
@@ -155,13 +157,15 @@ def _reap(proc):
 
 @privileged.default.entrypoint
 def start_vhost(binary, cpumask, rpc_socket, socket_dir, json_config,
-                env_context, memory_mib, page_size_kib, log_path):
+                env_context, memory_mib, page_size_kib, share_cpus,
+                log_path):
     """Start SPDK's vhost application, its output appended to
     ``log_path``; return its pid.
     """
     real = check_binary(binary)
     cmd = vhost_command(real, cpumask, rpc_socket, socket_dir,
-                        json_config, env_context, memory_mib, page_size_kib)
+                        json_config, env_context, memory_mib, page_size_kib,
+                        share_cpus)
     _check_json_config(json_config)
     log = _open_log(log_path)
     try:

@@ -74,7 +74,8 @@ class SPDKFiles(base.InProcessTestCase):
                     rpc_socket=self.rpc_socket,
                     socket_dir=os.path.join(self.dir, 'sockets'),
                     json_config=self.json, env_context='',
-                    memory_mib=256, page_size_kib=2048, log_path=self.log)
+                    memory_mib=256, page_size_kib=2048, share_cpus=False,
+                    log_path=self.log)
         args.update(changes)
         return args
 
@@ -104,6 +105,10 @@ class TestCommandLine(SPDKFiles):
         self.assertEqual(['-s', '256'], spdk.vhost_command(
             self.binary, '0x4', self.rpc_socket, '/s', self.json, '', 256,
             2048)[-2:])
+        self.assertEqual(['-s', '256', '--disable-cpumask-locks'],
+                         spdk.vhost_command(
+                             self.binary, '0x4', self.rpc_socket, '/s',
+                             self.json, '', 256, 2048, True)[-3:])
 
     def test_bad_arguments(self):
         good = ('0x4', self.rpc_socket, '/s', self.json, '', 256, 2048)
