@@ -419,8 +419,8 @@ class TestBadRequests(LeftoversMixin, AgentTestBase):
 
 
 class TestSPDKReplies(AgentTestBase):
-    """SPDK v25.09 vhost's replies that VhostTarget (and the unit tier's
-    double, tests/unit/vhost_target/test_vhost.py) rely on.
+    """SPDK v25.09 vhost's replies that VhostTarget relies on (the unit
+    tier's double of them is pinned by tests/spdk/test_contract_vhost.py).
     """
 
     def assert_error(self, code, text, method, params):

@@ -5,17 +5,27 @@ someone listens on.
 
 import json
 import os
+import signal
 import socket
+import stat
 import subprocess
+import sys
+import time
 from unittest import mock
 
 import fixtures
 
 from spdk_common import exception as spdk_exc
+from spdk_common import memory
+from spdk_common import rpc
 from tests import base
+from tests.fixtures import fake_spdk
 from tests.unit import vhost_target as helpers
 from vhost_target.privileged import spdk as privileged_spdk
 from vhost_target import supervisor
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 
 
 class TestIdentity(base.TestCase):
@@ -245,3 +255,126 @@ class TestHealthPolls(base.TestCase):
         self.assertTrue(keeper._wait_gone())
         self.assertEqual(3, len(polls))
         child.wait()
+
+
+def fake_vhost_binary(test):
+    """A ``vhost`` program running FakeSPDK's vhost app as a process
+    (tests.fixtures.fake_spdk.process): root's, in a directory only root
+    may change, as the privsep daemon requires of what it starts.
+    """
+    directory = test.useFixture(fixtures.TempDir()).path
+    path = os.path.join(directory, 'vhost')
+    with open(path, 'w') as f:
+        f.write('#!%s\nimport sys\nsys.path.insert(0, %r)\n'
+                'from tests.fixtures.fake_spdk import process\n'
+                'sys.exit(process.main())\n' % (sys.executable, REPO))
+    os.chmod(path, 0o755)
+    return path
+
+
+def eventually(look, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not look() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return look()
+
+
+class TestWithFakeSPDK(base.TestCase):
+    """The supervisor as the agent runs it, the privsep daemon included,
+    with FakeSPDK's vhost app standing in for SPDK's: started, secured,
+    watched, restarted after kill -9, taken over, stopped.
+    """
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest('the privsep daemon starts SPDK as root')
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.conf = self.make_conf()
+        self.plan = mock.Mock(
+            cpumask='0x1', env_context=None, memory_mib_by_node={0: 64},
+            page_size_kib=2048, startup_config=memory.startup_config(
+                memory.buffer_pools(256, 1)))
+        self.ready = []
+
+    def make_conf(self, **overrides):
+        return helpers.make_conf(
+            self, rpc_socket=os.path.join(self.dir, 'rpc', 'spdk.sock'),
+            socket_dir=os.path.join(self.dir, 'sockets'),
+            state_dir=os.path.join(self.dir, 'state'), socket_group='root',
+            spdk_vhost_binary=fake_vhost_binary(self), **overrides)
+
+    def keeper(self, **kwargs):
+        keeper = supervisor.Supervisor(
+            self.conf, self.plan, on_ready=lambda: self.ready.append(1),
+            **kwargs)
+        self.addCleanup(keeper.stop)
+        return keeper
+
+    def version(self):
+        client = rpc.SPDKClient(self.conf.rpc_socket, timeout=5)
+        try:
+            return client.call('spdk_get_version')['version']
+        finally:
+            client.close()
+
+    def test_starts_restarts_after_kill_9_and_stops(self):
+        keeper = self.keeper()
+        keeper.start()
+        first = keeper.pid
+        self.assertEqual(([1], False), (self.ready, keeper.took_over))
+        self.assertEqual(first, supervisor.read_live_pid(
+            supervisor.pid_file_path(self.conf)))
+        self.assertEqual('SPDK v25.09', self.version())
+        # Given to the agent's user, for the agent's user only.
+        st = os.stat(self.conf.rpc_socket)
+        self.assertEqual((os.geteuid(), 0o600),
+                         (st.st_uid, stat.S_IMODE(st.st_mode)))
+        os.kill(first, signal.SIGKILL)
+        self.assertTrue(eventually(lambda: keeper.restarts == 1))
+        self.assertNotEqual(first, keeper.pid)
+        self.assertEqual([1, 1], self.ready)
+        self.assertEqual('SPDK v25.09', self.version())
+        second = keeper.pid
+        keeper.stop()
+        self.assertTrue(supervisor.wait_for_exit(
+            second, supervisor.process_start_time(second) or 0, 5))
+        self.assertFalse(os.path.exists(supervisor.pid_file_path(self.conf)))
+        # SPDK removes its socket when stopped.
+        self.assertFalse(os.path.exists(self.conf.rpc_socket))
+
+    def test_a_restarted_agent_takes_its_spdk_over(self):
+        first = self.keeper()
+        first.start()
+        first.stop(with_spdk=False)
+        again = self.keeper()
+        again.start()
+        self.assertEqual((True, first.pid), (again.took_over, again.pid))
+        self.assertEqual([1, 1], self.ready)
+        self.assertEqual('SPDK v25.09', self.version())
+
+    def test_spdk_failing_its_startup_config_is_reported(self):
+        self.plan.startup_config = {'subsystems': [{
+            'subsystem': 'bdev', 'config': [{'method': 'no_such_method'}]}]}
+        exc = self.assertRaises(spdk_exc.SupervisorError,
+                                self.keeper().start)
+        self.assertIn('exited with status unknown during start-up', str(exc))
+        self.assertIn('Method not found', str(exc))
+        self.assertEqual([], self.ready)
+
+    def test_an_adopted_spdk_restarting_is_replayed(self):
+        # Someone else's SPDK: here served by this process.
+        os.makedirs(os.path.dirname(self.conf.rpc_socket))
+        spdk = fake_spdk.FakeSPDK(self.conf.rpc_socket, app='vhost',
+                                  vhost_socket_dir=self.conf.socket_dir)
+        spdk.start()
+        self.addCleanup(spdk.stop)
+        self.conf = self.make_conf(adopt=True)
+        keeper = self.keeper()
+        keeper.start()
+        self.assertEqual((None, [1]), (keeper.pid, self.ready))
+        spdk.restart()
+        self.assertTrue(eventually(lambda: keeper.restarts == 1))
+        self.assertEqual([1, 1], self.ready)
+        keeper.stop()
+        self.assertEqual('SPDK v25.09', self.version())   # left running

@@ -1,10 +1,14 @@
-"""VhostTarget against a scripted SPDK vhost: rollback and error causes.
+"""VhostTarget against FakeSPDK's vhost app: rollback and error causes.
 
-The double answers as SPDK v25.09's vhost does; every reply it gives (-5
-for a refused TCP connection, an unknown subsystem, a host not on the ACL
-or failed authentication; -126 for a key missing from the keyring; the
-codes of missing and existing objects) is pinned against real SPDK by
-tests/spdk/test_vhost_agent.py TestSPDKReplies.
+The compute node's SPDK is FakeSPDK's ``vhost`` application; the storage
+node's is its ``nvmf_tgt``, exporting the volume at the port of a TCP
+listener the test holds (where a real target's transport listens). What
+they answer (-5 for a refused TCP connection, an unknown subsystem, a host
+not on the ACL or failed authentication; -126 for a key missing from the
+keyring; the codes of missing and existing objects) is pinned against real
+SPDK by tests/spdk/test_contract_vhost.py, which drives VhostTarget the
+same way. ``fail`` scripts the few refusals SPDK gives the agent only on a
+broken host.
 """
 
 import errno
@@ -20,127 +24,18 @@ from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from tests import base
 from tests.fixtures import net
+from tests.fixtures import spdk as spdk_fixtures
 from tests.unit import vhost_target as helpers
 from vhost_target import state
 from vhost_target import vhost
 
 V = '5e1b7a52-8f7c-4a45-9f0e-0c7b0a1d2e3f'
+OTHER = '6e1b7a52-8f7c-4a45-9f0e-0c7b0a1d2e3f'
 HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
+HOST2 = 'nqn.2014-08.org.nvmexpress:uuid:1f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
+HOST3 = 'nqn.2014-08.org.nvmexpress:uuid:2f8d1f6a-3c1e-4a8e-9a55-6f2b2a1e0c11'
 TARGET = 'nqn.2010-10.org.openstack:volume-%s' % V
-
-
-def _error(method, code, errno_code=None):
-    """SPDK's error reply: ``code``, and the strerror() of ``errno_code``
-    (some RPCs send a JSON-RPC code with an errno's text).
-    """
-    text = os.strerror(-(errno_code or code))
-    return spdk_exc.from_rpc_error(method, {'code': code, 'message': text})
-
-
-class ScriptedVhost:
-    """SPDK vhost's replies to the RPCs VhostTarget sends.
-
-    ``connect`` maps (traddr, trsvcid) to None (connects) or the negative
-    errno bdev_nvme_attach_controller answers with.
-    """
-
-    def __init__(self, socket_dir):
-        self.socket_dir = socket_dir
-        self.connect = {}
-        self.keys = {}
-        self.nvme = {}
-        self.vhost = {}
-        self.fail = {}       # method -> negative errno
-        self.no_socket = False
-        self.calls = []
-        # ctrlr -> the vhost-user sessions (open connections) SPDK lists.
-        self.sessions = {}
-        # NVMe controller name -> its state, when not "enabled".
-        self.nvme_state = {}
-
-    def call(self, method, params=None):
-        self.calls.append(method)
-        if method in self.fail:
-            raise _error(method, self.fail[method])
-        return getattr(self, '_' + method)(params or {})
-
-    def _keyring_file_add_key(self, params):
-        if params['name'] in self.keys:
-            raise _error('keyring_file_add_key', -errno.EEXIST)
-        if not os.path.exists(params['path']):
-            raise _error('keyring_file_add_key', -errno.ENOENT)
-        self.keys[params['name']] = params['path']
-
-    def _keyring_file_remove_key(self, params):
-        if self.keys.pop(params['name'], None) is None:
-            raise _error('keyring_file_remove_key', -errno.ENOKEY)
-
-    def _bdev_nvme_attach_controller(self, params):
-        name = params['name']
-        if name in self.nvme:
-            raise spdk_exc.from_rpc_error('bdev_nvme_attach_controller', {
-                'code': -errno.EALREADY,
-                'message': 'A controller named %s already exists with the '
-                           'specified network path' % name})
-        if params.get('dhchap_key') and params['dhchap_key'] not in self.keys:
-            raise _error('bdev_nvme_attach_controller', -errno.ENOKEY)
-        code = self.connect.get((params['traddr'], params['trsvcid']))
-        if code:
-            raise _error('bdev_nvme_attach_controller', code)
-        self.nvme[name] = params
-        return ['%sn1' % name]
-
-    def _bdev_nvme_get_controllers(self, params):
-        return [{'name': n, 'ctrlrs': [{
-            'state': self.nvme_state.get(n, 'enabled'),
-            'trid': {'trtype': 'TCP', 'adrfam': 'IPv4',
-                     'traddr': p['traddr'], 'trsvcid': p['trsvcid'],
-                     'subnqn': p['subnqn']},
-            'host': {'nqn': p['hostnqn'], 'addr': '', 'svcid': ''}}]}
-            for n, p in self.nvme.items()]
-
-    def _bdev_nvme_detach_controller(self, params):
-        if self.nvme.pop(params['name'], None) is None:
-            raise _error('bdev_nvme_detach_controller', -errno.ENODEV)
-
-    def _vhost_create_blk_controller(self, params):
-        ctrlr = params['ctrlr']
-        if ctrlr in self.vhost:
-            raise _error('vhost_create_blk_controller', -32602,
-                         -errno.EEXIST)
-        self.vhost[ctrlr] = params
-        if not self.no_socket:
-            listener = socket.socket(socket.AF_UNIX)
-            listener.bind(os.path.join(self.socket_dir, ctrlr))
-            listener.close()
-
-    def _vhost_get_controllers(self, params):
-        if 'name' in params:
-            if params['name'] not in self.vhost:
-                raise _error('vhost_get_controllers', -32603, -errno.ENODEV)
-            return [self._vhost_entry(params['name'])]
-        return [self._vhost_entry(c) for c in self.vhost]
-
-    def _vhost_entry(self, ctrlr):
-        return {'ctrlr': ctrlr,
-                'socket': os.path.join(self.socket_dir, ctrlr),
-                'sessions': self.sessions.get(ctrlr, []),
-                'backend_specific': {'block': {
-                    'bdev': self.vhost[ctrlr]['dev_name']}}}
-
-    def _keyring_get_keys(self, params):
-        return [{'name': n} for n in self.keys]
-
-    def _vhost_delete_controller(self, params):
-        if self.vhost.pop(params['ctrlr'], None) is None:
-            raise _error('vhost_delete_controller', -32602, -errno.ENODEV)
-        try:   # SPDK unregisters (unlinks) the socket with the controller
-            os.unlink(os.path.join(self.socket_dir, params['ctrlr']))
-        except FileNotFoundError:
-            pass
-
-    def _bdev_set_qos_limit(self, params):
-        return True
+ELSEWHERE = 'nqn.2016-06.io.spdk:other'
 
 
 def _my_group():
@@ -150,27 +45,58 @@ def _my_group():
 class TestVhostTarget(base.TestCase):
     def setUp(self):
         super().setUp()
-        top = self.useFixture(fixtures.TempDir()).path
-        self.socket_dir = os.path.join(top, 'sockets')
-        os.mkdir(self.socket_dir)
-        self.state_dir = os.path.join(top, 'state')
-        self.conf = helpers.make_conf(
-            self, socket_dir=self.socket_dir, state_dir=self.state_dir,
-            socket_group=_my_group())
-        self.spdk = ScriptedVhost(self.socket_dir)
-        self.target = vhost.VhostTarget(self.spdk, self.conf)
-        # A listener that accepts TCP connections, as an NVMe/TCP target
-        # that then refuses the NVMe connect does.
+        # A listener that accepts TCP connections, where the storage
+        # target's NVMe/TCP transport listens.
         self.listener = socket.socket()
         self.listener.bind(('127.0.0.1', 0))
         self.listener.listen(8)
         self.addCleanup(self.listener.close)
         self.open_port = str(self.listener.getsockname()[1])
+        self.storage = self.useFixture(spdk_fixtures.FakeSPDKTarget(
+            size_mib=64))
+        self.export(TARGET, V, HOST)
+        self.compute = self.useFixture(spdk_fixtures.FakeSPDKTarget(
+            app='vhost', size_mib=64))
+        self.spdk = self.compute.fake
+        self.socket_dir = self.compute.vhost_socket_dir
+        self.state_dir = os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'state')
+        self.target = self.vhost_target()
 
-    def lose_socket_group(self):
-        self.target = vhost.VhostTarget(self.spdk, helpers.make_conf(
-            self, socket_dir=self.socket_dir, state_dir=self.state_dir,
-            socket_group='no-such-group-here'))
+    def vhost_target(self, **overrides):
+        settings = dict(socket_dir=self.socket_dir, state_dir=self.state_dir,
+                        socket_group=_my_group(),
+                        rpc_socket=self.compute.socket_path)
+        settings.update(overrides)
+        return vhost.VhostTarget(self.compute.client,
+                                 helpers.make_conf(self, **settings))
+
+    def export(self, nqn, volume_id, *hosts):
+        """What the Cinder driver's export makes on the storage node."""
+        call = self.storage.client.call
+        if not call('nvmf_get_transports'):
+            call('nvmf_create_transport', {'trtype': 'TCP'})
+        lvol = call('bdev_lvol_create', {
+            'lvs_name': self.storage.lvstore, 'lvol_name': volume_id,
+            'size_in_mib': 8, 'thin_provision': True})
+        call('nvmf_create_subsystem', {'nqn': nqn, 'max_namespaces': 1})
+        call('nvmf_subsystem_add_ns', {'nqn': nqn, 'namespace': {
+            'bdev_name': lvol, 'uuid': volume_id,
+            'nguid': volume_id.replace('-', '')}})
+        call('nvmf_subsystem_add_listener', {'nqn': nqn, 'listen_address': {
+            'trtype': 'TCP', 'adrfam': 'IPv4', 'traddr': '127.0.0.1',
+            'trsvcid': self.open_port}})
+        for host in hosts:
+            call('nvmf_subsystem_add_host', {'nqn': nqn, 'host': host})
+
+    def connect_by_hand(self, name, nqn=TARGET, host=HOST):
+        """An NVMe controller someone else attached (an operator, or an
+        agent that died before it recorded the attach).
+        """
+        self.compute.client.call('bdev_nvme_attach_controller', {
+            'name': name, 'trtype': 'tcp', 'adrfam': 'ipv4',
+            'traddr': '127.0.0.1', 'trsvcid': self.open_port,
+            'subnqn': nqn, 'hostnqn': host})
 
     def attachment(self, secret=None, portals=None, qos=None):
         return state.Attachment(
@@ -178,18 +104,40 @@ class TestVhostTarget(base.TestCase):
             portals=portals or [('127.0.0.1', self.open_port, 'tcp')],
             dhchap_secret=secret, qos=qos)
 
-    def assert_nothing_left(self):
-        self.assertEqual({}, self.spdk.nvme)
-        self.assertEqual({}, self.spdk.vhost)
-        self.assertEqual({}, self.spdk.keys)
-        self.assertEqual([], os.listdir(self.socket_dir))
+    # -- what the compute node's SPDK has ---------------------------------
+
+    def nvme(self):
+        return [c['name'] for c in
+                self.compute.client.call('bdev_nvme_get_controllers')]
+
+    def vhost_bdevs(self):
+        return {c['ctrlr']: c['backend_specific']['block']['bdev'] for c in
+                self.compute.client.call('vhost_get_controllers')}
+
+    def keys(self):
+        return [k['name'] for k in
+                self.compute.client.call('keyring_get_keys')]
+
+    def guest_connects(self, path):
+        """QEMU opening the vhost-user socket: a session SPDK lists."""
+        guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        guest.connect(path)
+        self.addCleanup(guest.close)
+        return guest
+
+    def assert_nothing_left(self, socket_dir=None):
+        self.assertEqual([], self.nvme())
+        self.assertEqual({}, self.vhost_bdevs())
+        self.assertEqual([], self.keys())
+        for directory in {self.socket_dir, socket_dir or self.socket_dir}:
+            self.assertEqual([], os.listdir(directory))
         keys = os.path.join(self.state_dir, 'keys')
         self.assertEqual([], os.listdir(keys) if os.path.isdir(keys) else [])
 
     def test_attach_secures_the_socket_and_detach_removes_all(self):
         path = self.target.attach(self.attachment(dhchap.make_secret()))
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
-        self.assertEqual([V], list(self.spdk.nvme))
+        self.assertEqual([V], self.nvme())
         self.target.detach(V)
         self.assert_nothing_left()
 
@@ -197,82 +145,88 @@ class TestVhostTarget(base.TestCase):
         """What SPDK does when ctrlr_loss_timeout_sec runs out: the NVMe
         controller and its bdev go, the vhost controller stays with none.
         """
-        del self.spdk.nvme[V]
-        self.spdk.vhost[naming.vhost_controller_name(V)]['dev_name'] = None
+        self.compute.client.call('bdev_nvme_detach_controller', {'name': V})
+        self.assertEqual({naming.vhost_controller_name(V): None},
+                         self.vhost_bdevs())
 
     def test_attach_rebuilds_a_vhost_controller_that_lost_its_bdev(self):
         self.target.attach(self.attachment())
         self.lose_controller()
         path = self.target.attach(self.attachment())
         ctrlr = naming.vhost_controller_name(V)
-        self.assertEqual('%sn1' % V, self.spdk.vhost[ctrlr]['dev_name'])
-        self.assertEqual([V], list(self.spdk.nvme))
+        self.assertEqual({ctrlr: '%sn1' % V}, self.vhost_bdevs())
+        self.assertEqual([V], self.nvme())
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
 
-    def end_sessions_with(self, closed):
+    def end_sessions_with(self, guest):
         """disconnect_sessions (a privsep entrypoint, run against a real
         SPDK by tests/spdk/test_agent_storage_loss.py) as SPDK answers it:
-        the sessions go.
+        the guest's connection ends.
         """
         calls = []
 
         def disconnect(pid, path):
             calls.append((pid, path))
-            self.spdk.sessions.clear()
-            return closed
+            guest.close()
+            return 1
         self.useFixture(fixtures.MockPatch(
             'vhost_target.privileged.vhost_user.disconnect_sessions',
             side_effect=disconnect))
-        self.useFixture(fixtures.MockPatch(
-            'vhost_target.supervisor.socket_owner',
-            return_value=('live', 4321)))
         return calls
 
     def test_rebuild_ends_the_sessions_of_a_controller_without_bdev(self):
         # Its guest's I/O fails anyway; QEMU reconnects to the new one.
-        self.target.attach(self.attachment())
-        self.lose_controller()
-        ctrlr = naming.vhost_controller_name(V)
-        self.spdk.sessions[ctrlr] = [{'vid': 0}]
-        calls = self.end_sessions_with(1)
         path = self.target.attach(self.attachment())
-        self.assertEqual([(4321, path)], calls)
-        self.assertEqual('%sn1' % V, self.spdk.vhost[ctrlr]['dev_name'])
+        self.lose_controller()
+        calls = self.end_sessions_with(self.guest_connects(path))
+        self.assertEqual(path, self.target.attach(self.attachment()))
+        # The process serving the RPC socket: here, the test's.
+        self.assertEqual([(os.getpid(), path)], calls)
+        ctrlr = naming.vhost_controller_name(V)
+        self.assertEqual({ctrlr: '%sn1' % V}, self.vhost_bdevs())
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
 
     def test_sessions_of_a_controller_serving_a_bdev_are_kept(self):
         # A vhost controller on another bdev serves its guest: deleting
         # it would make SPDK loop and the guest would lose its disk. The
         # NVMe controller made for the rebuild is undone.
-        self.target.attach(self.attachment())
+        path = self.target.attach(self.attachment())
         ctrlr = naming.vhost_controller_name(V)
-        del self.spdk.nvme[V]
-        self.spdk.vhost[ctrlr]['dev_name'] = 'other-bdev'
-        self.spdk.sessions[ctrlr] = [{'vid': 0}]
-        calls = self.end_sessions_with(1)
+        call = self.compute.client.call
+        call('bdev_nvme_detach_controller', {'name': V})
+        call('vhost_delete_controller', {'ctrlr': ctrlr})
+        other = call('bdev_lvol_create', {
+            'lvs_name': self.compute.lvstore, 'lvol_name': 'other',
+            'size_in_mib': 8, 'thin_provision': True})
+        call('vhost_create_blk_controller', {'ctrlr': ctrlr,
+                                             'dev_name': other})
+        calls = self.end_sessions_with(self.guest_connects(path))
+        self.spdk.calls.clear()
         self.assertRaises(spdk_exc.VolumeBusy, self.target.attach,
                           self.attachment())
         self.assertEqual([], calls)
-        self.assertEqual('other-bdev', self.spdk.vhost[ctrlr]['dev_name'])
-        self.assertEqual({}, self.spdk.nvme)
+        self.assertEqual({ctrlr: other}, self.vhost_bdevs())
+        self.assertEqual([], self.nvme())
         self.assertNotIn('vhost_delete_controller', self.spdk.calls)
 
     def test_nvme_states_is_one_listing_call(self):
         self.target.attach(self.attachment())
-        self.spdk.nvme['not-ours'] = self.spdk.nvme[V]
-        self.spdk.nvme_state[V] = 'reconnect_is_delayed'
-        del self.spdk.calls[:]
+        self.storage.client.call('nvmf_subsystem_add_host',
+                                 {'nqn': TARGET, 'host': HOST2})
+        self.connect_by_hand('not-ours', host=HOST2)
+        # The storage node no longer lets this host in: SPDK keeps trying.
+        self.storage.client.call('nvmf_subsystem_remove_host',
+                                 {'nqn': TARGET, 'host': HOST})
+        self.spdk.calls.clear()
         self.assertEqual({V: 'reconnect_is_delayed'},
                          self.target.nvme_states())
-        self.assertEqual(['bdev_nvme_get_controllers'], self.spdk.calls)
+        self.assertEqual({'bdev_nvme_get_controllers': 1},
+                         dict(self.spdk.calls))
 
     def test_detach_of_a_disk_the_guest_holds_changes_nothing(self):
         path = self.target.attach(self.attachment(dhchap.make_secret()))
         ctrlr = naming.vhost_controller_name(V)
-        # What SPDK v25.09 lists for a connected QEMU.
-        self.spdk.sessions[ctrlr] = [{'vid': 0, 'id': 0, 'name': ctrlr,
-                                      'started': True, 'max_queues': 1,
-                                      'inflight_task_cnt': 0}]
+        guest = self.guest_connects(path)
         self.spdk.calls.clear()
         exc = self.assertRaises(spdk_exc.VolumeBusy, self.target.detach, V)
         self.assertEqual('Volume %s is busy: the guest still has the disk '
@@ -280,31 +234,35 @@ class TestVhostTarget(base.TestCase):
                          'the disk from the guest, then detach the volume '
                          'again.' % (V, path), str(exc))
         # Never asked to delete: SPDK would retry that in a loop.
-        self.assertEqual(['vhost_get_controllers'], self.spdk.calls)
-        self.assertEqual([ctrlr], list(self.spdk.vhost))
-        self.assertEqual([V], list(self.spdk.nvme))
+        self.assertEqual({'vhost_get_controllers': 1}, dict(self.spdk.calls))
+        self.assertEqual([ctrlr], list(self.vhost_bdevs()))
+        self.assertEqual([V], self.nvme())
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
-        del self.spdk.sessions[ctrlr]
+        guest.close()
         self.target.detach(V)
         self.assert_nothing_left()
 
     def test_inventory_and_complete(self):
         attachment = self.attachment(dhchap.make_secret())
         self.target.attach(attachment)
-        other = '6e1b7a52-8f7c-4a45-9f0e-0c7b0a1d2e3f'
+        call = self.compute.client.call
+        for host in (HOST2, HOST3):
+            self.storage.client.call('nvmf_subsystem_add_host',
+                                     {'nqn': TARGET, 'host': host})
         # Not the agent's names: never listed, so never removed.
-        self.spdk.vhost['operator-disk'] = {'dev_name': 'Malloc0'}
-        self.spdk.nvme['Nvme0'] = dict(self.spdk.nvme[V])
-        self.spdk.nvme['VHOST-' + other] = dict(self.spdk.nvme[V])
+        call('vhost_create_blk_controller', {
+            'ctrlr': 'operator-disk', 'dev_name': '%sn1' % V})
+        self.connect_by_hand('Nvme0', host=HOST2)
+        self.connect_by_hand('VHOST-' + OTHER, host=HOST3)
         # A key file an attach killed before its keyring call left.
         with open(os.path.join(self.state_dir, 'keys',
-                               'dhchap-%s.tmp' % other), 'w'):
+                               'dhchap-%s.tmp' % OTHER), 'w'):
             pass
         found = self.target.inventory()
-        self.assertEqual({V, other}, set(found))
+        self.assertEqual({V, OTHER}, set(found))
         self.assertEqual((None, None, False), (
-            found[other]['vhost'], found[other]['nvme'],
-            found[other]['key']))
+            found[OTHER]['vhost'], found[OTHER]['nvme'],
+            found[OTHER]['key']))
         self.assertTrue(self.target.complete(attachment, found[V]))
         os.unlink(self.target.socket_path(V))
         self.assertFalse(self.target.complete(
@@ -317,7 +275,7 @@ class TestVhostTarget(base.TestCase):
     def test_socket_permission_failure_undoes_everything(self):
         # The socket's group and mode are part of the attach: failing
         # there must leave no controller, socket or key behind.
-        self.lose_socket_group()
+        self.target = self.vhost_target(socket_group='no-such-group-here')
         exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment(dhchap.make_secret()))
         self.assertIn("socket_group 'no-such-group-here' does not exist",
@@ -325,11 +283,15 @@ class TestVhostTarget(base.TestCase):
         self.assert_nothing_left()
 
     def test_missing_socket_is_an_attach_error_and_undone(self):
-        self.spdk.no_socket = True
+        # SPDK makes its sockets elsewhere (its -S is not socket_dir).
+        elsewhere = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                                 'sockets')
+        os.mkdir(elsewhere, 0o755)
+        self.target = self.vhost_target(socket_dir=elsewhere)
         exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('No such file or directory', str(exc))
-        self.assert_nothing_left()
+        self.assert_nothing_left(elsewhere)
 
     def test_keyring_refusal_removes_the_key_file(self):
         self.spdk.fail['keyring_file_add_key'] = -errno.EPERM
@@ -343,9 +305,15 @@ class TestVhostTarget(base.TestCase):
                           self.attachment(qos={'rw_ios_per_sec': 1000}))
         self.assert_nothing_left()
 
+    def test_qos_is_set_on_the_namespace_bdev(self):
+        self.target.attach(self.attachment(qos={'rw_ios_per_sec': 1500}))
+        bdev, = self.compute.client.call('bdev_get_bdevs',
+                                         {'name': '%sn1' % V})
+        self.assertEqual(2000, bdev['assigned_rate_limits']['rw_ios_per_sec'])
+        self.assertEqual(8 << 20, self.target.size_bytes(V))
+
     def test_nothing_listening_is_not_blamed_on_the_acl(self):
         port = str(net.closed_port())
-        self.spdk.connect[('127.0.0.1', port)] = -errno.EIO
         exc = self.assertRaises(
             spdk_exc.AttachError, self.target.attach,
             self.attachment(portals=[('127.0.0.1', port, 'tcp')]))
@@ -356,7 +324,8 @@ class TestVhostTarget(base.TestCase):
         self.assert_nothing_left()
 
     def test_refused_nvme_connect_names_the_possible_causes(self):
-        self.spdk.connect[('127.0.0.1', self.open_port)] = -errno.EIO
+        self.storage.client.call('nvmf_subsystem_remove_host',
+                                 {'nqn': TARGET, 'host': HOST})
         exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('accepts TCP connections but refused the NVMe connect',
@@ -373,7 +342,7 @@ class TestVhostTarget(base.TestCase):
         self.assert_nothing_left()
 
     def test_other_spdk_refusals_are_reported_as_they_are(self):
-        self.spdk.connect[('127.0.0.1', self.open_port)] = -errno.ENOKEY
+        self.spdk.fail['bdev_nvme_attach_controller'] = -errno.ENOKEY
         exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('SPDK refused to connect to 127.0.0.1:%s'
@@ -383,8 +352,6 @@ class TestVhostTarget(base.TestCase):
 
     def test_each_portal_is_tried_and_reported(self):
         port = str(net.closed_port())
-        self.spdk.connect[('127.0.0.1', port)] = -errno.EIO
-        self.spdk.connect[('::1', port)] = -errno.EIO
         exc = self.assertRaises(
             spdk_exc.AttachError, self.target.attach, self.attachment(
                 portals=[('127.0.0.1', port, 'tcp'), ('::1', port, 'tcp')]))
@@ -393,37 +360,37 @@ class TestVhostTarget(base.TestCase):
         path = self.target.attach(self.attachment(portals=[
             ('127.0.0.1', port, 'tcp'),
             ('127.0.0.1', self.open_port, 'tcp')]))
-        self.assertEqual(self.open_port, self.spdk.nvme[V]['trsvcid'])
+        listed, = self.compute.client.call('bdev_nvme_get_controllers')
+        self.assertEqual(self.open_port,
+                         listed['ctrlrs'][0]['trid']['trsvcid'])
         self.assertTrue(os.path.exists(path))
 
     def test_retry_keeps_what_an_earlier_attempt_made(self):
         secret = dhchap.make_secret()
         self.target.attach(self.attachment(secret))
-        self.lose_socket_group()
+        self.target = self.vhost_target(socket_group='no-such-group-here')
         self.assertRaises(spdk_exc.AttachError, self.target.attach,
                           self.attachment(secret))
         # Not made by the failed call, so not undone by it.
-        self.assertEqual([V], list(self.spdk.nvme))
-        self.assertEqual(1, len(self.spdk.vhost))
-        self.assertEqual(1, len(self.spdk.keys))
+        self.assertEqual([V], self.nvme())
+        self.assertEqual(1, len(self.vhost_bdevs()))
+        self.assertEqual(1, len(self.keys()))
 
     def test_an_existing_controller_of_another_connection_is_refused(self):
         # Left by an agent that died between SPDK's attach and its state
         # write, or made by hand: not this attachment's connection.
-        self.spdk.nvme[V] = {'traddr': '127.0.0.1', 'trsvcid': '1',
-                             'subnqn': 'nqn.2016-06.io.spdk:other',
-                             'hostnqn': HOST}
+        self.export(ELSEWHERE, OTHER, HOST)
+        self.connect_by_hand(V, nqn=ELSEWHERE)
         exc = self.assertRaises(spdk_exc.AttachError, self.target.attach,
                                 self.attachment())
         self.assertIn('already has an NVMe controller %s connected to '
-                      'nqn.2016-06.io.spdk:other' % V, str(exc))
+                      '%s' % (V, ELSEWHERE), str(exc))
         self.assertIn('detach the volume first', str(exc))
-        self.assertEqual({}, self.spdk.vhost)
-        self.assertEqual([V], list(self.spdk.nvme))   # not ours to remove
+        self.assertEqual({}, self.vhost_bdevs())
+        self.assertEqual([V], self.nvme())   # not ours to remove
         self.target.detach(V)
         self.assert_nothing_left()
         # The same connection is taken over.
-        self.spdk.nvme[V] = {'traddr': '127.0.0.1', 'trsvcid': '1',
-                             'subnqn': TARGET, 'hostnqn': HOST}
+        self.connect_by_hand(V)
         self.target.attach(self.attachment())
-        self.assertEqual(1, len(self.spdk.vhost))
+        self.assertEqual(1, len(self.vhost_bdevs()))
