@@ -35,6 +35,13 @@ SPDKOptions = [
                     'Empty: the pinned tests skip.'),
     cfg.StrOpt('storage_protocol', default='NVMe-TCP',
                help='storage_protocol the back end reports.'),
+    cfg.BoolOpt('evacuate_enabled', default=False,
+                help='Whether the tests may force a compute service down '
+                     '(os-services forced_down) and evacuate its servers. '
+                     'Tempest has no flag for evacuation. The forced-down '
+                     'host keeps running the evacuated guest (it is fenced '
+                     'from its volumes) until its nova-compute restarts; '
+                     'the tests set forced_down back.'),
     cfg.IntOpt('build_timeout', default=300,
                help='Seconds to wait for a guest to write or read a disk.'),
 ]

@@ -4,7 +4,8 @@ Both checkers speak about one volume at a time, found in the guest by its
 serial (``/dev/disk/by-id/virtio-<first 20 characters of the volume
 id>``), and offer the same three operations: ``write`` a pattern derived
 from the volume id and return its checksum, ``read`` the checksum of what
-is there, ``size`` in bytes.
+is there (``since`` a ``mark()``: read after that point, as after a
+migration), ``size`` in bytes.
 
 :class:`SSHGuest` runs the commands over SSH (``[validation]
 run_validation``). :class:`ConsoleGuest` needs no network: the guest runs
@@ -31,7 +32,12 @@ _CHECKSUM = 'head -c 4096 "$dev" | md5sum | cut -d" " -f1'
 CONSOLE_AGENT = '''#!/bin/sh
 # spdk-openstack tempest console agent: reports every virtio disk.
 seen=""
+rounds=0
 while true; do
+    # Every 10th round reports every disk again: a migrated guest's new
+    # console log starts empty.
+    rounds=$((rounds + 1))
+    [ $((rounds %% 10)) -eq 0 ] && seen=""
     for link in /dev/disk/by-id/virtio-*; do
         dev=$(readlink -f "$link")
         # Only block devices: a link left by a detached disk must not make
@@ -90,7 +96,11 @@ class SSHGuest:
                                     'conv=fsync 2>/dev/null; %s'
                          % (_PATTERN, _CHECKSUM)).strip()
 
-    def read(self, volume_id):
+    def mark(self):
+        """Nothing: every read over SSH is fresh."""
+        return None
+
+    def read(self, volume_id, since=None):
         return self._run(volume_id, _CHECKSUM).strip()
 
     def size(self, volume_id, at_least=0):
@@ -117,18 +127,27 @@ class ConsoleGuest:
         self.timeout = timeout
         self.interval = interval
 
-    def _reports(self, op, volume_id):
-        output = self.servers_client.get_console_output(
+    def mark(self):
+        """Where the console log is now: ``read(since=mark)`` takes only
+        reports printed after it.
+        """
+        return self.servers_client.get_console_output(
             self.server_id)['output']
+
+    def _reports(self, op, volume_id, since=None):
+        output = self.mark()
+        if since and output.startswith(since):
+            output = output[len(since):]
         pattern = re.compile(r'^%s %s %s (\S+)\s*$'
                              % (MARKER, op, re.escape(serial(volume_id))),
                              re.MULTILINE)
         return pattern.findall(output)
 
-    def _wait(self, op, volume_id, accept=lambda value: True):
+    def _wait(self, op, volume_id, accept=lambda value: True, since=None):
         deadline = time.monotonic() + self.timeout
         while True:
-            values = [v for v in self._reports(op, volume_id) if accept(v)]
+            values = [v for v in self._reports(op, volume_id, since)
+                      if accept(v)]
             if values:
                 return values[-1]
             if time.monotonic() >= deadline:
@@ -141,8 +160,8 @@ class ConsoleGuest:
     def write(self, volume_id):
         return self._wait('write', volume_id)
 
-    def read(self, volume_id):
-        return self._wait('read', volume_id)
+    def read(self, volume_id, since=None):
+        return self._wait('read', volume_id, since=since)
 
     def size(self, volume_id, at_least=0):
         return int(self._wait('size', volume_id,
