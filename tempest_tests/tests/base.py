@@ -212,6 +212,17 @@ class SPDKScenarioTest(SPDKBaseTest):
             test_utils.call_and_ignore_notfound_exc(
                 self.detach, server_id, volume_id)
 
+    def vhost_volume_on_server(self):
+        """(server, volume, guest): a new server with a new volume of the
+        vhost-attach type attached.
+        """
+        self.require_vhost()
+        volume = self.create_volume(
+            volume_type=CONF.spdk_openstack.vhost_volume_type)
+        server = self.create_server()
+        self.attach(server['id'], volume['id'])
+        return server, volume, self.guest(server)
+
     def require_vhost(self):
         if not CONF.spdk_openstack.vhost_enabled:
             raise self.skipException(

@@ -38,12 +38,7 @@ class SPDKMigrationTest(base.SPDKScenarioTest):
             'OS-EXT-SRV-ATTR:host']
 
     def server_with_vhost_volume(self):
-        self.require_vhost()
-        volume = self.create_volume(
-            volume_type=CONF.spdk_openstack.vhost_volume_type)
-        server = self.create_server()
-        self.attach(server['id'], volume['id'])
-        guest = self.guest(server)
+        server, volume, guest = self.vhost_volume_on_server()
         return server, volume, guest, guest.write(volume['id'])
 
     def attached_hosts(self, volume_id):

@@ -41,12 +41,7 @@ class SPDKGuestDataTest(base.SPDKScenarioTest):
 
     @decorators.idempotent_id('e75552c9-1264-46cd-a058-7950a42ed35a')
     def test_online_extend_seen_by_guest(self):
-        self.require_vhost()
-        volume = self.create_volume(
-            volume_type=CONF.spdk_openstack.vhost_volume_type)
-        server = self.create_server()
-        self.attach(server['id'], volume['id'])
-        guest = self.guest(server)
+        _server, volume, guest = self.vhost_volume_on_server()
         before = guest.size(volume['id'])
         self.extend_volume(volume['id'], volume['size'] + 1)
         self.wait_volume(volume['id'], 'in-use')
