@@ -24,7 +24,6 @@ A storage node may have no kernel NVMe initiator; SPDK can move the data:
 import errno
 import json
 import os
-import time
 import uuid
 
 from oslo_concurrency import processutils
@@ -44,7 +43,7 @@ from spdk_common import naming
 LOG = logging.getLogger(__name__)
 
 AIO_BLOCK_SIZE = 512
-# Copies move whole images; a single RPC may take long.
+# Copies move whole images or volumes; a single RPC may take long.
 COPY_TIMEOUT = 3600.0
 SHALLOW_COPY_POLL = 0.5
 SPDK_DD = 'spdk_dd'
@@ -57,7 +56,7 @@ def _round_up(value, step):
     return -(-value // step) * step
 
 
-class _AioFile:
+class AioFile:
     """An AIO bdev over a file, removed on exit."""
 
     def __init__(self, client, name, path):
@@ -333,13 +332,12 @@ class ImageCopier:
         try:
             with image_utils.temporary_file(prefix='spdk-upload-') as path:
                 os.truncate(path, volume.size * 1024 ** 3)
-                self._client.call('bdev_lvol_inflate', {'name': temp_alias},
-                                  timeout=COPY_TIMEOUT)
-                self._client.call('bdev_lvol_set_read_only',
-                                  {'name': temp_alias})
-                with _AioFile(self._client, 'upload-file-%s' % volume.id,
-                              path) as aio:
-                    _shallow_copy(self._client, temp_alias, aio.name)
+                self._lvols.inflate(temp_alias, timeout=COPY_TIMEOUT)
+                self._lvols.set_read_only(temp_alias)
+                with AioFile(self._client, 'upload-file-%s' % volume.id,
+                             path) as aio:
+                    self._lvols.shallow_copy(temp_alias, aio.name,
+                                             COPY_TIMEOUT, SHALLOW_COPY_POLL)
                 volume_utils.upload_volume(context, image_service,
                                            image_meta, path, volume)
         finally:
@@ -348,21 +346,3 @@ class ImageCopier:
             self._lvols.discard(temp_alias)
         LOG.info('Uploaded volume %(id)s to image %(image)s with SPDK',
                  {'id': volume.id, 'image': image_meta.get('id')})
-
-
-def _shallow_copy(client, lvol, bdev):
-    operation = client.call('bdev_lvol_start_shallow_copy', {
-        'src_lvol_name': lvol, 'dst_bdev_name': bdev})
-    deadline = time.monotonic() + COPY_TIMEOUT
-    while time.monotonic() < deadline:
-        status = client.call('bdev_lvol_check_shallow_copy',
-                             {'operation_id': operation['operation_id']})
-        if status['state'] == 'complete':
-            return
-        if status['state'] == 'error':
-            raise spdk_exc.SPDKRPCError(method='bdev_lvol_shallow_copy',
-                                        code=None, error=status.get('error'))
-        time.sleep(SHALLOW_COPY_POLL)
-    raise spdk_exc.SPDKTimeout(socket=client.socket_path,
-                               method='bdev_lvol_shallow_copy',
-                               timeout=COPY_TIMEOUT)

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import threading
+import time
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -155,6 +156,39 @@ class Lvols:
         self._client.call('bdev_lvol_resize', {
             'name': alias, 'size_in_mib': gib_to_mib(size_gb)})
         self._track(alias, size_gb * units.Gi)
+
+    def inflate(self, alias, timeout=None):
+        """Allocate every cluster and copy what the lvol still reads from
+        its snapshots: a thick lvol that owns all its data (this copies
+        the whole volume, hence ``timeout``).
+        """
+        self._client.call('bdev_lvol_inflate', {'name': alias},
+                          timeout=timeout)
+
+    def set_read_only(self, alias):
+        self._client.call('bdev_lvol_set_read_only', {'name': alias})
+
+    def shallow_copy(self, alias, bdev, timeout, poll_interval):
+        """Copy the clusters the lvol itself holds onto ``bdev`` (its
+        snapshots' are not copied); the lvol must be read-only.
+        """
+        operation = self._client.call('bdev_lvol_start_shallow_copy', {
+            'src_lvol_name': alias, 'dst_bdev_name': bdev})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self._client.call(
+                'bdev_lvol_check_shallow_copy',
+                {'operation_id': operation['operation_id']})
+            if status['state'] == 'complete':
+                return
+            if status['state'] == 'error':
+                raise spdk_exc.SPDKRPCError(method='bdev_lvol_shallow_copy',
+                                            code=None,
+                                            error=status.get('error'))
+            time.sleep(poll_interval)
+        raise spdk_exc.SPDKTimeout(socket=self._client.socket_path,
+                                   method='bdev_lvol_shallow_copy',
+                                   timeout=timeout)
 
     def rename(self, alias, new_name):
         self._client.call('bdev_lvol_rename',

@@ -901,8 +901,9 @@ class SPDKDriver(driver.VolumeDriver):
             if new_p != 'thick':
                 # SPDK cannot give back allocated clusters in place.
                 return False
-            self._call(self._client.call, 'bdev_lvol_inflate',
-                       {'name': alias})
+            # A whole-volume copy, as an image copy's.
+            self._call(self._lvols.inflate, alias,
+                       timeout=image_copy.COPY_TIMEOUT)
         self._call(self._exports.set_qos, volume.id, limits)
         return True, None
 

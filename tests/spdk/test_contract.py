@@ -302,7 +302,7 @@ class SPDK:
         """
         path = self.sparse_file(name, size_mib)
         self._aio_files.enter_context(
-            image_copy._AioFile(self.client, name, path))
+            image_copy.AioFile(self.client, name, path))
         return path
 
     # Clean-up -------------------------------------------------------------
@@ -410,7 +410,7 @@ def test_create_lvstore(spdk):
     # The product only uses existing lvstores: this request is the
     # fixtures' (tests/fixtures/spdk.py).
     params = {'bdev_name': name, 'lvs_name': lvs_name, 'cluster_sz': CLUSTER}
-    with image_copy._AioFile(spdk.client, name, path):
+    with image_copy.AioFile(spdk.client, name, path):
         lvs_uuid = spdk.call('bdev_lvol_create_lvstore', params)
         [store] = spdk.call('bdev_lvol_get_lvstores', {'lvs_name': lvs_name})
         assert (store['uuid'], store['base_bdev'],
@@ -426,7 +426,7 @@ def test_create_lvstore(spdk):
     assert spdk.client.answer('bdev_aio_delete') is True
     spdk.fails('bdev_lvol_get_lvstores', {'lvs_name': lvs_name},
                spdk_exc.SPDKNotFound, -19, 'No such device')
-    with image_copy._AioFile(spdk.client, name, path):
+    with image_copy.AioFile(spdk.client, name, path):
         assert spdk.call('bdev_lvol_get_lvstores',
                          {'lvs_name': lvs_name}) == [store]
 
@@ -718,15 +718,13 @@ def test_rename_of_read_only_lvol_moves_only_the_alias(spdk):
 
 
 # -- what image copies use ----------------------------------------------------
-# ImageCopier.volume_to_image() and SPDKDriver.retype() send
-# bdev_lvol_inflate and bdev_lvol_set_read_only inline, in flows that copy
-# whole volumes: those two requests are made by hand here.
 
 def test_inflate(spdk):
     vol = spdk.small_thick_lvol()
     snap = spdk.snapshot(vol)
     clone = spdk.clone(snap)
-    assert spdk.call('bdev_lvol_inflate', {'name': clone}) is True
+    assert spdk.lvols.inflate(clone) is None
+    assert spdk.client.answer('bdev_lvol_inflate') is True
     lvol = spdk.lvol(clone)
     assert 'base_snapshot' not in lvol
     assert (lvol['thin_provision'], lvol['clone'],
@@ -771,7 +769,8 @@ def test_decouple_parent(spdk):
 
 def test_set_read_only(spdk):
     vol = spdk.volume()
-    assert spdk.call('bdev_lvol_set_read_only', {'name': vol}) is True
+    spdk.lvols.set_read_only(vol)
+    assert spdk.client.answer('bdev_lvol_set_read_only') is True
     assert spdk.bdev(vol)['supported_io_types'] == READ_ONLY_LVOL_IO
     assert spdk.lvol(vol)['snapshot'] is False
     assert_error(lambda: spdk.lvols.resize(vol, 2),
@@ -834,42 +833,40 @@ def test_clone_bdev_and_decouple(spdk):
                spdk_exc.SPDKInvalidParams, -32602, 'Invalid argument')
 
 
-def test_shallow_copy(spdk, monkeypatch):
-    # Poll at SPDK's pace rather than the product's half second, and give
-    # up in seconds rather than the product's hour.
-    monkeypatch.setattr(image_copy, 'SHALLOW_COPY_POLL', 0.01)
-    monkeypatch.setattr(image_copy, 'COPY_TIMEOUT', 30)
+def test_shallow_copy(spdk):
+    def copy(alias, bdev):
+        # Polls at SPDK's pace rather than the product's half second, and
+        # gives up in seconds rather than the product's hour.
+        spdk.lvols.shallow_copy(alias, bdev, 30, 0.01)
     vol = spdk.small_thick_lvol()
     target_file = spdk.unique('upload-file')
     spdk.aio(target_file, 8)
     # Only a read-only lvol can be copied; the copy fails in the background.
     with pytest.raises(spdk_exc.SPDKRPCError):
-        image_copy._shallow_copy(spdk.client, vol, target_file)
+        copy(vol, target_file)
     assert_shape(spdk.client.answer('bdev_lvol_start_shallow_copy'),
                  {'operation_id': int})
     assert spdk.client.answer('bdev_lvol_check_shallow_copy') == {
         'copied_clusters': 0, 'total_clusters': 2, 'state': 'error',
         'error': 'Operation not permitted'}
-    spdk.call('bdev_lvol_set_read_only', {'name': vol})
-    image_copy._shallow_copy(spdk.client, vol, target_file)
+    spdk.lvols.set_read_only(vol)
+    copy(vol, target_file)
     assert spdk.client.answer('bdev_lvol_check_shallow_copy') == {
         'copied_clusters': 2, 'total_clusters': 2, 'state': 'complete'}
     # A final state is reported once.
     operation = spdk.client.answer('bdev_lvol_start_shallow_copy')
     spdk.fails('bdev_lvol_check_shallow_copy', operation,
                spdk_exc.SPDKNotFound, -19, 'No such device')
-    assert_error(lambda: image_copy._shallow_copy(spdk.client, vol,
-                                                  'no-such-bdev'),
+    assert_error(lambda: copy(vol, 'no-such-bdev'),
                  spdk_exc.SPDKNotFound, -32602, 'No such device')
-    assert_error(lambda: image_copy._shallow_copy(
-        spdk.client, spdk.alias('no-such'), target_file),
-        spdk_exc.SPDKNotFound, -19, 'No such device')
+    assert_error(lambda: copy(spdk.alias('no-such'), target_file),
+                 spdk_exc.SPDKNotFound, -19, 'No such device')
 
 
 def test_aio_bdevs(spdk):
     name = spdk.unique('file')
     path = spdk.sparse_file(name, 8)
-    with image_copy._AioFile(spdk.client, name, path):
+    with image_copy.AioFile(spdk.client, name, path):
         bdev = spdk.bdev(name)
         assert_shape(bdev, BDEV_SHAPE)
         assert (bdev['name'], bdev['aliases'], bdev['product_name'],
@@ -883,7 +880,7 @@ def test_aio_bdevs(spdk):
     assert spdk.client.answer('bdev_aio_delete') is True
     missing = spdk.unique('f')
     with pytest.raises(spdk_exc.SPDKNotFound):
-        with image_copy._AioFile(spdk.client, missing, path + '.missing'):
+        with image_copy.AioFile(spdk.client, missing, path + '.missing'):
             pass
     assert_answer(spdk.client.answer('bdev_aio_create'),
                   spdk_exc.SPDKNotFound, -2, 'No such file or directory')
