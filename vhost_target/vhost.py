@@ -403,10 +403,21 @@ class VhostTarget:
         return bdev['num_blocks'] * bdev['block_size']
 
     def set_qos(self, volume_id, qos):
-        """Front-end limits (libvirt iotune does not reach vhost-user)."""
-        self._client.call('bdev_set_qos_limit', spdk_qos.full_limits(
-            qos, naming.namespace_bdev_name(
-                naming.nvme_controller_name(volume_id))))
+        """Front-end limits (libvirt iotune does not reach vhost-user).
+
+        Limits SPDK already has are not set again: with no guest
+        connected SPDK refuses any change of existing limits (EAGAIN, no
+        I/O channel yet), which would fail the re-attach of a hard reboot.
+        """
+        bdev = naming.namespace_bdev_name(
+            naming.nvme_controller_name(volume_id))
+        params = spdk_qos.full_limits(qos, bdev)
+        current = self._client.call('bdev_get_bdevs', {'name': bdev})[0].get(
+            'assigned_rate_limits', {})
+        if all(current.get(key) == params[key]
+               for key in spdk_qos.LIMIT_KEYS):
+            return
+        self._client.call('bdev_set_qos_limit', params)
 
     def nvme_states(self):
         """``{volume_id: state}`` of the agent's NVMe controllers, from

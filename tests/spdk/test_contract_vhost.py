@@ -287,8 +287,11 @@ def test_attach_lists_and_detach(agent):
     # with its set-up (bdev.py).
     assert_error(lambda: agent.target.set_qos(vid, {'rw_ios_per_sec': 3000}),
                  -32602, EAGAIN_QOS)
-    # Again: the same objects, nothing new.
+    # Again: the same objects, nothing new; the limits SPDK has are not
+    # set again (a re-attach with no guest connected, as a hard reboot's).
     assert agent.target.attach(agent.attachment()) == path
+    assert agent.target.attach(agent.attachment(
+        qos={'rw_ios_per_sec': 2000})) == path
     assert len(nodes.call('bdev_nvme_get_controllers')) == 1
     agent.target.detach(vid)
     assert agent.target.controllers() == {'vhost': [], 'nvme': []}
