@@ -5,6 +5,8 @@ side (front-end specs, on the NVMe bdev that serves vhost-user: libvirt's
 iotune does not reach vhost-user disks).
 """
 
+import errno
+import os
 import re
 
 from spdk_common import exception
@@ -120,6 +122,15 @@ def validate_limits(limits):
                     % LIMIT_STEP[key])
         checked[key] = number
     return checked
+
+
+def change_refused(exc):
+    """Whether SPDK refused ``bdev_set_qos_limit`` because the bdev's
+    limits cannot change yet: it has limits and no I/O channel (nobody has
+    used it since), so SPDK answers EAGAIN in a JSON-RPC error.
+    """
+    return (isinstance(exc, exception.SPDKRPCError) and exc.code == -32602
+            and os.strerror(errno.EAGAIN) in (exc.error or ''))
 
 
 def full_limits(limits, bdev):

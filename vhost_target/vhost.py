@@ -86,6 +86,21 @@ class VhostTarget:
         controller, vhost controller and with it the socket) is removed
         again if a later step fails, the socket's owner and mode included.
         """
+        try:
+            return self._attach(attachment)
+        except spdk_exc.SPDKRPCError as exc:
+            if not (attachment.qos and spdk_qos.change_refused(exc)):
+                raise
+        # An attachment no guest has used yet (a hard reboot's re-attach)
+        # whose limits SPDK will not change until one does: made again (the
+        # detach refuses if a guest is connected after all), it starts with
+        # the new ones.
+        LOG.info('Volume %s: new QoS limits before any guest connected; '
+                 'attaching it again', attachment.volume_id)
+        self.detach(attachment.volume_id)
+        return self._attach(attachment)
+
+    def _attach(self, attachment):
         made = []
         try:
             key = self._load_key(attachment, made)

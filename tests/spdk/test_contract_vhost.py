@@ -292,6 +292,13 @@ def test_attach_lists_and_detach(agent):
     assert agent.target.attach(agent.attachment()) == path
     assert agent.target.attach(agent.attachment(
         qos={'rw_ios_per_sec': 2000})) == path
+    # New limits before any guest connected: the attachment is made again
+    # and starts with them.
+    assert agent.target.attach(agent.attachment(
+        qos={'rw_ios_per_sec': 3000})) == path
+    bdev, = nodes.call('bdev_get_bdevs', {'name': vid + 'n1'})
+    assert bdev['assigned_rate_limits'] == dict(NO_LIMITS,
+                                                rw_ios_per_sec=3000)
     assert len(nodes.call('bdev_nvme_get_controllers')) == 1
     agent.target.detach(vid)
     assert agent.target.controllers() == {'vhost': [], 'nvme': []}

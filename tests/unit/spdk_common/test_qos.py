@@ -71,3 +71,19 @@ class TestValidateLimits(base.TestCase):
                                     limits)
             self.assertEqual(key, exc.kwargs.get('key'))
             self.assertIn(words, str(exc))
+
+
+class TestChangeRefused(base.TestCase):
+    def test_only_spdks_eagain_answer(self):
+        def error(code, text):
+            return spdk_exc.from_rpc_error('bdev_set_qos_limit',
+                                           {'code': code, 'message': text})
+        # SPDK's answer, as tests/spdk/test_contract_vhost.py pins it.
+        self.assertTrue(qos.change_refused(error(
+            -32602, 'Failed to configure rate limit: Resource temporarily '
+                    'unavailable')))
+        self.assertFalse(qos.change_refused(error(-32602, 'Invalid '
+                                                          'parameters')))
+        self.assertFalse(qos.change_refused(error(
+            -19, 'Resource temporarily unavailable')))
+        self.assertFalse(qos.change_refused(ValueError('x')))
