@@ -56,11 +56,7 @@ def pytest_terminal_summary(terminalreporter, config):
 # Nova and Cinder register clashing options (default_availability_zone) on
 # the one global oslo.config object, as they never share a process in a
 # cloud. The Nova-side tests therefore run in a pytest process of their own
-# (tools/run-tests does it); elsewhere they are not collected. The agent's
-# checks read nova.conf with Nova's own parser, so they (and the commands
-# that run them) are Nova-side too.
-NOVA_SIDE = ('unit/nova_hooks', 'functional/nova_hooks',
-             'unit/vhost_target/test_checks.py',
-             'unit/vhost_target/test_cmd.py')
+# (tools/run-tests does it); elsewhere they are not collected.
+NOVA_SIDE = ('unit/nova_hooks', 'functional/nova_hooks')
 if os.environ.get('SPDK_OPENSTACK_NOVA_TESTS') != '1':
     collect_ignore = list(NOVA_SIDE)

@@ -13,9 +13,14 @@ is read, not Nova's other config files or directories.
 
 import collections
 import dataclasses
+import functools
 import grp
+import json
 import os
+import re
 import stat as stat_mod
+import subprocess
+import sys
 import typing
 
 from oslo_config import cfg
@@ -62,6 +67,8 @@ class Probes:
     group_exists: typing.Callable
     # (path) -> os.stat_result; raises OSError like os.stat
     stat: typing.Callable
+    # The Python whose Nova reads nova.conf's CPU sets (nova-compute's)
+    nova_python: str = sys.executable
 
 
 def default_probes(conf):
@@ -96,26 +103,43 @@ def default_probes(conf):
                   group_exists=group_exists, stat=os.stat)
 
 
-def nova_cpu_spec_parser():
-    """Nova's own parser of its CPU sets (``"4-12,^8,15"``), so nova.conf
-    is read exactly as nova-compute reads it; None where Nova cannot be
-    imported (an agent installed apart from nova-compute's environment).
-
-    Imported here, not at the top: the agent itself never needs Nova, and
-    Nova's options must not share the other commands' configuration.
-    """
+# Run by a Python of nova-compute's environment: Nova's own parser of its
+# CPU sets ("4-12,^8,15"), so nova.conf is read exactly as nova-compute
+# reads it. In a process of its own: Nova's options must not share the
+# agent's configuration (both define [DEFAULT] host), and the agent itself
+# never needs Nova.
+_PARSE_CPU_SPECS = """
+import json, sys
+from nova import exception
+from nova.virt import hardware
+parsed = {}
+for spec in json.load(sys.stdin):
     try:
-        from nova import exception as nova_exc
-        from nova.virt import hardware
-    except ImportError:
-        return None
+        parsed[spec] = sorted(hardware.parse_cpu_spec(spec))
+    except exception.Invalid as exc:
+        parsed[spec] = str(exc)
+json.dump(parsed, sys.stdout)
+"""
+NOVA_PARSE_TIMEOUT = 120
 
-    def parse(spec):
-        try:
-            return frozenset(hardware.parse_cpu_spec(spec))
-        except nova_exc.Invalid as exc:
-            raise ValueError(str(exc)) from exc
-    return parse
+
+@functools.lru_cache(maxsize=64)
+def parse_nova_cpu_specs(python, specs):
+    """{spec: frozenset of CPUs, or the reason Nova refuses it} of the
+    ``specs`` (a tuple), read by Nova in ``python``; None when Nova cannot
+    be imported there.
+    """
+    result = subprocess.run(
+        [python, '-c', _PARSE_CPU_SPECS], input=json.dumps(list(specs)),
+        capture_output=True, text=True, timeout=NOVA_PARSE_TIMEOUT)
+    if result.returncode:
+        if re.search(r'^(ModuleNotFound|Import)Error: ', result.stderr,
+                     re.MULTILINE):
+            return None
+        raise RuntimeError('reading CPU sets with Nova in %s failed: %s'
+                           % (python, result.stderr.strip()[-500:]))
+    return {spec: frozenset(cpus) if isinstance(cpus, list) else cpus
+            for spec, cpus in json.loads(result.stdout).items()}
 
 
 def parse_reserved_huge_pages(values):
@@ -185,7 +209,7 @@ def run_checks(conf, topology, plan, probes, expect_running=False):
             findings.append(_rpc_unreachable(conf))
     findings += _check_cpus(plan, topology)
     findings += _check_hugepages(plan, topology, spdk_running)
-    findings += _check_nova(conf, plan)
+    findings += _check_nova(conf, plan, probes.nova_python)
     findings += _check_socket_dir(conf, probes)
     if not conf.adopt:
         # Adopting, the agent starts no SPDK and needs no binary.
@@ -279,7 +303,7 @@ def _check_hugepages(plan, topology, spdk_running):
     return findings
 
 
-def _check_nova(conf, plan):
+def _check_nova(conf, plan, nova_python):
     try:
         sections = _read_nova_conf(conf.nova_conf)
     except ValueError as e:
@@ -293,35 +317,36 @@ def _check_nova(conf, plan):
                         'Nova leaves SPDK its CPUs and hugepages. Point '
                         '[spdk_vhost_target] nova_conf at nova-compute\'s '
                         'config file.' % conf.nova_conf, level=WARNING)]
-    return (_check_nova_cpus(conf, plan, sections) +
+    return (_check_nova_cpus(conf, plan, sections, nova_python) +
             _check_nova_hugepages(conf, plan, sections))
 
 
-def _check_nova_cpus(conf, plan, sections):
+def _check_nova_cpus(conf, plan, sections, nova_python):
     findings = []
     reactors = set(plan.reactor_cpus)
-    any_set = False
-    parse_cpu_spec = nova_cpu_spec_parser()
-    for section, option in _NOVA_CPU_OPTIONS:
-        spec = _nova_value(sections, section, option)
-        if not spec:
-            continue
-        any_set = True
-        if parse_cpu_spec is None:
+    specs = [(section, option, _nova_value(sections, section, option))
+             for section, option in _NOVA_CPU_OPTIONS]
+    specs = [(section, option, spec) for section, option, spec in specs
+             if spec]
+    parsed = (parse_nova_cpu_specs(nova_python,
+                                   tuple(spec for _s, _o, spec in specs))
+              if specs else {})
+    for section, option, spec in specs:
+        if parsed is None:
             findings.append(Finding(
                 'nova_not_importable',
-                'Nova cannot be imported here, so [%s] %s = %s in %s '
+                'Nova cannot be imported by %s, so [%s] %s = %s in %s '
                 'cannot be read as Nova reads it. Run the check with '
                 'nova-compute\'s Python environment.'
-                % (section, option, spec, conf.nova_conf), level=WARNING))
+                % (nova_python, section, option, spec, conf.nova_conf),
+                level=WARNING))
             continue
-        try:
-            cpus = parse_cpu_spec(spec)
-        except ValueError as e:
+        cpus = parsed[spec]
+        if isinstance(cpus, str):
             findings.append(Finding(
                 'nova_cpu_set_invalid',
                 '[%s] %s = %s in %s is invalid: %s. Nova refuses it too; '
-                'fix it.' % (section, option, spec, conf.nova_conf, e)))
+                'fix it.' % (section, option, spec, conf.nova_conf, cpus)))
             continue
         overlap = reactors & cpus
         if overlap:
@@ -332,7 +357,7 @@ def _check_nova_cpus(conf, plan, sections):
                 'them from %s (e.g. %s = %s).'
                 % (topo.format_cpulist(overlap), section, option, spec,
                    option, option, topo.format_cpulist(cpus - reactors))))
-    if not any_set and reactors:
+    if not specs and reactors:
         findings.append(Finding(
             'nova_cpu_sets_unset',
             'nova.conf %s sets neither [compute] cpu_dedicated_set nor '
