@@ -20,21 +20,33 @@ def main(argv=None):
     parser.add_argument('command', choices=('up', 'down', 'status', 'demo',
                                             'tempest', 'restart'))
     parser.add_argument('args', nargs=argparse.REMAINDER,
-                        help='tempest: extra arguments to "tempest run"; '
-                             'restart: the service (a name of tools/cloud '
-                             'status)')
+                        help='up: --compute-nodes N --storage-nodes M; '
+                             'demo: --live-migrate; tempest: extra '
+                             'arguments to "tempest run"; restart: the '
+                             'service (a name of tools/cloud status)')
     args = parser.parse_args(argv)
     layout = layout_mod.Layout(args.state_dir)
     venv = sys.prefix
     try:
         if args.command == 'up':
-            cloud.up(layout, venv)
+            options = argparse.ArgumentParser(prog='tools/cloud up')
+            capacity.add_node_options(options)
+            nodes = options.parse_args(args.args)
+            cloud.up(layout, venv, nodes.compute_nodes, nodes.storage_nodes)
         elif args.command == 'down':
             cloud.down(layout)
         elif args.command == 'status':
             return 0 if cloud.status(layout) else 1
         elif args.command == 'demo':
+            options = argparse.ArgumentParser(prog='tools/cloud demo')
+            options.add_argument(
+                '--live-migrate', action='store_true',
+                help='live-migrate a server with an SPDK vhost volume to '
+                     'another compute node (up --compute-nodes 2 or more)')
+            wanted = options.parse_args(args.args)
             cloud.require_up(layout)
+            if wanted.live_migrate:
+                return 0 if demo.live_migrate(layout, venv) else 1
             return 0 if demo.run(layout, venv) else 1
         elif args.command == 'tempest':
             cloud.require_up(layout)

@@ -47,6 +47,12 @@ SPDK_MAPPED_BEYOND_SOCKET_MEM = {'nvmf_tgt': 0, 'spdk-vhost': 0}
 # 2710 MiB after the demo and tempest (tools/cloud status, shared pages
 # counted in each process, so an upper bound).
 SERVICES_MIB = 2800
+# What each node beyond the first adds, measured with tools/cloud status
+# on the multi-node cloud (RSS of its process groups, hugepages aside):
+# a compute node's nova-compute, agent, SPDK vhost and libvirtd; a storage
+# node's cinder-volume and nvmf_tgt.
+COMPUTE_NODE_MIB = 500
+STORAGE_NODE_MIB = 350
 
 Pool = collections.namedtuple('Pool', 'total free reserved surplus')
 
@@ -68,11 +74,18 @@ def up_needs(nvmf_mib=layout_mod.NVMF_MEM_MIB,
              vhost_mib=layout_mod.VHOST_MEM_MIB,
              guests=layout_mod.MAX_GUESTS,
              guest_mib=layout_mod.FLAVOR_RAM_MB,
-             dd_mib=layout_mod.SPDK_DD_MEM_MIB):
-    """[(text, MiB)] of the hugepage memory of a running cloud."""
-    needs = [('nvmf_tgt', spdk_need_mib('nvmf_tgt', nvmf_mib)),
-             ('SPDK vhost', spdk_need_mib('spdk-vhost', vhost_mib))]
-    return [('%s %d MiB' % need, need[1]) for need in needs] + [
+             dd_mib=layout_mod.SPDK_DD_MEM_MIB, compute_nodes=1,
+             storage_nodes=1):
+    """[(text, MiB)] of the hugepage memory of a running cloud: one
+    nvmf_tgt per storage node, one SPDK vhost per compute node.
+    """
+    needs = [('nvmf_tgt', storage_nodes,
+              spdk_need_mib('nvmf_tgt', nvmf_mib)),
+             ('SPDK vhost', compute_nodes,
+              spdk_need_mib('spdk-vhost', vhost_mib))]
+    return [('%s%s %d MiB' % (name, ' %d x' % count if count > 1 else '',
+                              mib), count * mib)
+            for name, count, mib in needs] + [
         ('%d guests x %d MiB' % (guests, guest_mib), guests * guest_mib),
         ('spdk_dd %d MiB' % dd_mib, dd_mib)]
 
@@ -157,18 +170,40 @@ def shortfall(purpose, needs, pool, found):
                grow_to, POOL_SIZE))
 
 
-def grow_pool(total_pages, pool_size=POOL_SIZE):
+def grow_pool(total_pages, pool_size=POOL_SIZE, record=None):
     """Raise the pool to ``total_pages`` (never lower it); the kernel may
-    give fewer.
+    give fewer. The size it had goes to ``record`` (the first time), for
+    :func:`restore_pool`.
     """
     with open(pool_size) as f:
-        if int(f.read()) >= total_pages:
-            return
+        before = int(f.read())
+    if before >= total_pages:
+        return
     try:
         with open(pool_size, 'w') as f:
             f.write(str(total_pages))
     except OSError:
-        pass  # not root, or no memory: the check says what is short
+        return  # not root, or no memory: the check says what is short
+    if record and not os.path.exists(record):
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        with open(record, 'w') as f:
+            f.write(str(before))
+
+
+def restore_pool(record, pool_size=POOL_SIZE):
+    """Give back what :func:`grow_pool` raised: the pool goes back to
+    the size in ``record`` (pages others hold stay theirs: the kernel
+    frees only free pages). Returns the size, or None without a record.
+    """
+    try:
+        with open(record) as f:
+            before = int(f.read())
+    except FileNotFoundError:
+        return None
+    with open(pool_size, 'w') as f:
+        f.write(str(before))
+    os.unlink(record)
+    return before
 
 
 def mem_available_mib(meminfo='/proc/meminfo'):
@@ -179,40 +214,62 @@ def mem_available_mib(meminfo='/proc/meminfo'):
     return 0
 
 
-def busy_ports(ports=None):
+def busy_ports(ports=None, elsewhere=()):
+    """'name port' of the ``ports`` ({name: port} on the cloud's
+    address) and 'name address:port' of ``elsewhere`` ([(name, address,
+    port)]: the nodes' own addresses) where something listens.
+    """
     busy = []
-    for name, port in sorted((ports or layout_mod.PORTS).items(),
-                             key=lambda item: item[1]):
+    wanted = [(name, layout_mod.HOST, port, '%s %d' % (name, port))
+              for name, port in sorted((layout_mod.PORTS if ports is None
+                                        else ports).items(),
+                                       key=lambda item: item[1])]
+    wanted += [(name, address, port, '%s %s:%d' % (name, address, port))
+               for name, address, port in elsewhere]
+    for _name, address, port, text in wanted:
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex((layout_mod.HOST, port)) == 0:
-                busy.append('%s %d' % (name, port))
+            if s.connect_ex((address, port)) == 0:
+                busy.append(text)
     return busy
 
 
-def check_up(needs=None, grow=True):
-    """Before ``up`` starts anything: ports, hugepages, memory."""
-    busy = busy_ports()
+def check_up(needs=None, grow=True, compute_nodes=1, storage_nodes=1,
+             record=None):
+    """Before ``up`` starts anything: ports, hugepages, memory;
+    ``record`` keeps the pool's size if it is raised (``down`` restores
+    it).
+    """
+    busy = busy_ports(elsewhere=layout_mod.node_ports(compute_nodes,
+                                                      storage_nodes))
     if busy:
         raise ShortError('ports in use on %s: %s (another cloud, or a '
                          'leftover process? tools/cloud status and down, '
                          'or stop what listens there)'
                          % (layout_mod.HOST, ', '.join(busy)))
-    needs = needs or up_needs()
+    needs = needs or up_needs(compute_nodes=compute_nodes,
+                              storage_nodes=storage_nodes)
     need_pages = pages(sum(mib for _text, mib in needs))
     if grow:
         # The pool is made big enough for the cloud alone; pages other
         # users hold are theirs, not taken from the host behind them.
-        grow_pool(need_pages)
+        grow_pool(need_pages, record=record)
     message = shortfall('the cloud', needs, read_pool(), holders())
     if message:
         raise ShortError(message)
     available = mem_available_mib()
-    if available < SERVICES_MIB:
+    wanted = services_mib(compute_nodes, storage_nodes)
+    if available < wanted:
         raise ShortError('memory short for the cloud: its services need '
                          'about %d MiB, MemAvailable is %d MiB: stop other '
                          'work or lower the hugepage pool (%s)'
-                         % (SERVICES_MIB, available, POOL_SIZE))
+                         % (wanted, available, POOL_SIZE))
+
+
+def services_mib(compute_nodes=1, storage_nodes=1):
+    """Memory the cloud's services need, hugepages aside."""
+    return (SERVICES_MIB + (compute_nodes - 1) * COMPUTE_NODE_MIB +
+            (storage_nodes - 1) * STORAGE_NODE_MIB)
 
 
 def check_guests(count, ram_mib, purpose, image_copy=False):
@@ -230,6 +287,24 @@ def check_guests(count, ram_mib, purpose, image_copy=False):
         raise ShortError(message)
 
 
+def _node_count(text):
+    count = int(text)
+    if not 1 <= count <= layout_mod.MAX_NODES:
+        raise argparse.ArgumentTypeError('from 1 to %d, not %s'
+                                         % (layout_mod.MAX_NODES, text))
+    return count
+
+
+def add_node_options(parser):
+    """``up``'s options, here and in ``tools/cloud``'s own parser."""
+    parser.add_argument('--compute-nodes', type=_node_count, default=1,
+                        help='compute nodes, each in namespaces of its own '
+                             '(default: 1, the one-host cloud\'s)')
+    parser.add_argument('--storage-nodes', type=_node_count, default=1,
+                        help='storage nodes: nvmf_tgt and cinder-volume '
+                             '(default: 1)')
+
+
 def main(argv=None):
     """``python3 -m tools.aio_cloud.capacity [--state-dir DIR] up``: the
     checks ``tools/cloud up`` makes before installing anything. Silent when the
@@ -238,12 +313,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog='tools/cloud')
     parser.add_argument('--state-dir', default=layout_mod.DEFAULT_STATE_DIR)
     parser.add_argument('command')
+    add_node_options(parser)
     args, _rest = parser.parse_known_args(argv)
     layout = layout_mod.Layout(args.state_dir)
     if processes.ProcessTable(layout.process_table).running():
         return 0
     try:
-        check_up()
+        check_up(compute_nodes=args.compute_nodes,
+                 storage_nodes=args.storage_nodes,
+                 record=layout.pool_record)
     except ShortError as exc:
         print('tools/cloud %s: %s' % (args.command, exc), file=sys.stderr)
         return 1

@@ -1,6 +1,8 @@
 """``up``, ``down`` and ``status`` of the all-in-one cloud."""
 
+import collections
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -80,7 +82,7 @@ def _wipe_state(layout):
             os.unlink(path)
 
 
-def up(layout, venv):
+def up(layout, venv, compute_nodes=1, storage_nodes=1):
     message = binaries.missing_message()
     if message:
         raise CloudError(message)
@@ -98,44 +100,20 @@ def up(layout, venv):
     try:
         # Ports, hugepages (the pool is raised to what the cloud needs),
         # memory: tools/cloud made these checks already, before installing.
-        capacity.check_up()
+        capacity.check_up(compute_nodes=compute_nodes,
+                          storage_nodes=storage_nodes,
+                          record=layout.pool_record)
     except capacity.ShortError as exc:
         raise CloudError(str(exc)) from exc
     started = time.monotonic()
     with step('prepare %s' % layout.root):
         _check_traversable(layout.root)
         prepare_state(layout)
+        layout_mod.save_nodes(layout, compute_nodes, storage_nodes)
         secret = layout_mod.load_or_create_secrets(layout)
     svc = services_mod.Services(layout, venv, secret)
     try:
-        for name, action in (
-                ('MariaDB', svc.start_mariadb),
-                ('RabbitMQ', svc.rabbitmq.start),
-                ('keystone (fernet, bootstrap)', svc.start_keystone),
-                ('identity: service users and endpoints',
-                 lambda: resources.create_identity(layout, secret)),
-                ('placement', svc.start_placement),
-                ('glance (file store)', svc.start_glance),
-                ('neutron API (no agents)', svc.start_neutron),
-                ('nova api, conductor, scheduler', svc.start_nova_control),
-                ('cinder api, scheduler', svc.start_cinder_control),
-                ('SPDK nvmf_tgt (AIO bdev, lvstore)',
-                 svc.start_storage_target),
-                ('cinder-volume (SPDK driver)', svc.start_cinder_volume),
-                ('libvirtd (private mount namespace)',
-                 svc.libvirtd.start),
-                ('spdk-vhost-target agent + SPDK vhost',
-                 svc.start_vhost_agent),
-                ('nova-compute (SPDKLibvirtDriver)', svc.start_nova_compute),
-                ('compute host discovered', svc.discover_compute_host),
-                ('guest image in glance',
-                 lambda: resources.create_guest_image(layout, secret)),
-                ('hugepage flavor, SPDK volume types',
-                 lambda: resources.create_flavor_and_types(layout, secret)),
-                ('services up in the APIs',
-                 lambda: wait_services_up(layout, secret)),
-                ('every recorded process still running',
-                 lambda: _all_running(layout))):
+        for name, action in _up_steps(layout, secret, svc):
             with step(name):
                 action()
     except BaseException as exc:  # Ctrl-C too: nothing half-made is left
@@ -149,6 +127,54 @@ def up(layout, venv):
     resources.write_adminrc(layout, secret)
     print('cloud up in %.1f s; for the CLI: . %s'
           % (time.monotonic() - started, layout.adminrc))
+
+
+def _up_steps(layout, secret, svc):
+    """[(what, action)] of ``up``, in order: the one-host cloud's storage
+    and compute steps, or one step per node of a multi-node cloud.
+    """
+    steps = [
+        ('MariaDB', svc.start_mariadb),
+        ('RabbitMQ', svc.rabbitmq.start),
+        ('keystone (fernet, bootstrap)', svc.start_keystone),
+        ('identity: service users and endpoints',
+         lambda: resources.create_identity(layout, secret)),
+        ('placement', svc.start_placement),
+        ('glance (file store)', svc.start_glance),
+        ('neutron API (no agents)', svc.start_neutron),
+        ('nova api, conductor, scheduler', svc.start_nova_control),
+        ('cinder api, scheduler', svc.start_cinder_control)]
+    storage, compute = svc.storage_nodes, svc.compute_nodes
+    if storage[0].name:
+        steps += [('%s: nvmf_tgt on %s, cinder-volume'
+                   % (node.name, node.address),
+                   functools.partial(svc.start_storage_node, node))
+                  for node in storage]
+    else:
+        steps += [('SPDK nvmf_tgt (AIO bdev, lvstore)',
+                   svc.start_storage_target),
+                  ('cinder-volume (SPDK driver)', svc.start_cinder_volume)]
+    if compute[0].name:
+        steps += [('%s: namespaces, libvirtd, agent, nova' % node.name,
+                   functools.partial(svc.start_compute_node, node))
+                  for node in compute]
+    else:
+        steps += [('libvirtd (private mount namespace)', svc.start_libvirtd),
+                  ('spdk-vhost-target agent + SPDK vhost',
+                   svc.start_vhost_agent),
+                  ('nova-compute (SPDKLibvirtDriver)',
+                   svc.start_nova_compute)]
+    return steps + [
+        ('compute host%s discovered' % ('s' if len(compute) > 1 else ''),
+         svc.discover_compute_host),
+        ('guest image in glance',
+         lambda: resources.create_guest_image(layout, secret)),
+        ('hugepage flavor, SPDK volume types',
+         lambda: resources.create_flavor_and_types(layout, secret)),
+        ('services up in the APIs',
+         lambda: wait_services_up(layout, secret)),
+        ('every recorded process still running',
+         lambda: _all_running(layout))]
 
 
 def _all_running(layout):
@@ -181,24 +207,28 @@ def require_up(layout):
 
 
 def wait_services_up(layout, secret, timeout=120):
+    """Every service up in its API: one nova-compute per compute node,
+    one cinder-volume per storage node.
+    """
     conn = resources.connect(layout, secret)
-    wanted = {('compute', 'nova-compute'), ('compute', 'nova-conductor'),
-              ('compute', 'nova-scheduler'), ('volume', 'cinder-scheduler'),
-              ('volume', 'cinder-volume')}
+    computes, storages = layout_mod.node_counts(layout)
+    wanted = collections.Counter({
+        'nova-compute': computes, 'nova-conductor': 1, 'nova-scheduler': 1,
+        'cinder-scheduler': 1, 'cinder-volume': storages})
     deadline = time.monotonic() + timeout
     try:
         while True:
-            up_now = {('compute', s.binary) for s in conn.compute.services()
-                      if s.state == 'up' and s.status == 'enabled'}
-            up_now |= {('volume', s.binary)
-                       for s in conn.block_storage.services()
-                       if s.state == 'up' and s.status == 'enabled'}
-            if wanted <= up_now:
+            up_now = collections.Counter(
+                s.binary for s in list(conn.compute.services()) +
+                list(conn.block_storage.services())
+                if s.state == 'up' and s.status == 'enabled')
+            missing = wanted - up_now
+            if not missing:
                 return
             if time.monotonic() > deadline:
                 raise CloudError('services not up after %ds: %s'
                                  % (timeout, ', '.join(
-                                     sorted(b for _, b in wanted - up_now))))
+                                     sorted(missing.elements()))))
             time.sleep(2)
     finally:
         conn.close()
@@ -271,7 +301,8 @@ def down(layout, delete_resources=True):
     names = {e.name for e in table.running()}
     problems = []
     if delete_resources and {'keystone', 'nova-api', 'cinder-api',
-                             'nova-compute'} <= names:
+                             'nova-compute'} <= {processes.base_name(n)
+                                                 for n in names}:
         with step('delete servers and volumes'):
             try:
                 _delete_resources(layout)
@@ -279,9 +310,11 @@ def down(layout, delete_resources=True):
                 problems.append('could not delete servers/volumes through '
                                 'the API: %s' % exc)
     svc = services_mod.Services(layout, '', {})
-    if 'libvirtd' in names:
-        with step('destroy remaining libvirt domains'):
-            svc.libvirtd.destroy_domains()
+    for node in svc.compute_nodes:
+        if node.suffix('libvirtd') in names:
+            with step('destroy remaining libvirt domains%s'
+                      % (' of %s' % node.name if node.name else '')):
+                svc.libvirtd(node).destroy_domains()
     # Strays first: one may be a service the recorded ones wait on, as
     # nova-compute is stopped first.
     problems += _stop_strays(layout, table, guests_known=True)
@@ -294,12 +327,18 @@ def down(layout, delete_resources=True):
                                 % (entry.name, entry.pid))
     # Anything still using the state directory now, a guest too.
     problems += _stop_strays(layout, table, guests_known=False)
+    # Read before the state (and the record of the nodes) goes.
+    node_ports = layout_mod.node_ports(*layout_mod.node_counts(layout))
     with step('remove hugepage files, sockets, state'):
         removed = _remove_hugepage_files(layout)
         _wipe_state(layout)
     if removed:
         print('  removed from %s: %s' % (HUGEPAGE_DIR, ', '.join(removed)))
-    problems += leftovers(layout)
+    restored = capacity.restore_pool(layout.pool_record)
+    if restored is not None:
+        print('  hugepage pool back to the %d pages it had before up'
+              % restored)
+    problems += leftovers(layout, node_ports)
     if problems:
         raise CloudError('down left: ' + '; '.join(problems))
     print('cloud down; logs kept in %s' % layout.path('log'))
@@ -312,9 +351,11 @@ _HOW = {'argv': 'its command line names %s', 'cwd': 'works in %s',
 
 
 def guest_pids(layout):
-    """QEMU processes of the private libvirtd (its pid files)."""
+    """QEMU processes of the private libvirtds (their pid files)."""
     pids = set()
-    for path in glob.glob(layout.path('libvirt', 'run', 'qemu', '*.pid')):
+    for path in (glob.glob(layout.path('libvirt', 'run', 'qemu', '*.pid'))
+                 + glob.glob(layout.path('nodes', '*', 'libvirt', 'run',
+                                         'qemu', '*.pid'))):
         try:
             with open(path) as f:
                 pids.add(int(f.read().strip()))
@@ -350,11 +391,16 @@ def strays(layout, table=None, guests_known=True):
             for pid, name, how in found]
 
 
-def leftovers(layout):
-    """What would show that ``down`` left something behind."""
+def leftovers(layout, node_ports=()):
+    """What would show that ``down`` left something behind;
+    ``node_ports`` are a multi-node cloud's nodes' [(name, address,
+    port)].
+    """
     found = ['port %s %d still listening' % item
              for item in layout_mod.PORTS.items()
              if daemons.port_open(item[1])]
+    found += ['port %s still listening' % busy
+              for busy in capacity.busy_ports({}, node_ports)]
     with open('/proc/mounts') as f:
         found += ['mount %s' % line.split()[1] for line in f
                   if layout.root in line]
@@ -376,8 +422,9 @@ def status(layout):
         print('no cloud in %s' % layout.root)
         return False
     running = {e.name for e in table.running()}
-    print('%-18s %-8s %-5s %-6s %8s %9s  %s'
-          % ('process', 'pid', 'state', 'port', 'RSS MiB', 'huge MiB',
+    width = max([18] + [len(e.name) for e in entries])
+    print('%-*s %-8s %-5s %-6s %8s %9s  %s'
+          % (width, 'process', 'pid', 'state', 'port', 'RSS MiB', 'huge MiB',
              'log'))
     total = huge_total = 0
     holders = processes.hugetlb_holders()
@@ -386,8 +433,8 @@ def status(layout):
         huge = processes.group_hugetlb_mib(e.pgid, holders)
         total += rss
         huge_total += huge
-        print('%-18s %-8d %-5s %-6s %8.0f %9.0f  %s' % (
-            e.name, e.pid, 'up' if e.name in running else 'DOWN',
+        print('%-*s %-8d %-5s %-6s %8.0f %9.0f  %s' % (
+            width, e.name, e.pid, 'up' if e.name in running else 'DOWN',
             e.port or '', rss, huge, e.log))
     print('%d of %d up, %.0f MiB resident (process groups, guests '
           'included), %.0f MiB of hugepages of their own'
@@ -416,10 +463,18 @@ def restart(layout, venv, name):
     if name not in valid:
         raise CloudError('unknown service %r; valid names: %s'
                          % (name, ', '.join(valid)))
-    together = next((group for group in RESTART_TOGETHER if name in group),
-                    (name,))
+    base, at, node_name = name.partition('@')
+    if base == 'namespaces':
+        raise CloudError('%s holds the namespaces its node\'s services run '
+                         'in: restart those, or the cloud' % name)
+    together = tuple(member + at + node_name for member in next(
+        (group for group in RESTART_TOGETHER if base in group), (base,)))
     secret = layout_mod.load_or_create_secrets(layout)
     svc = services_mod.Services(layout, venv, secret)
+
+    def node(nodes):
+        return next(n for n in nodes if n.name == (node_name or None))
+
     stopping = [e for e in processes.stop_order(entries, STOP_FIRST)
                 if e.name in together]
     for entry in stopping:
@@ -430,13 +485,13 @@ def restart(layout, venv, name):
     specs = {e.name: table.spec(e.name) for e in stopping}
     table.forget(together)
     with step('start %s' % ' and '.join(together)):
-        if name == 'libvirtd':
-            svc.libvirtd.start()
-        elif 'spdk-vhost-target' in together:
-            svc.start_vhost_agent()
-        elif name == 'nvmf_tgt':
+        if base == 'libvirtd':
+            svc.start_libvirtd(node(svc.compute_nodes))
+        elif base in RESTART_TOGETHER[0]:
+            svc.start_vhost_agent(node(svc.compute_nodes))
+        elif base == 'nvmf_tgt':
             # With the socket's mode and the lvstore check after it.
-            svc.start_storage_target()
+            svc.start_storage_target(node(svc.storage_nodes))
         else:
             _start_again(svc, name, specs[name])
     for entry in table.entries():

@@ -168,31 +168,41 @@ def _nova_clients(layout, secret):
     }
 
 
-def nova_compute(layout, secret, venv):
+def nova_compute(layout, secret, venv, node=None):
     """nova-compute's own file: no database sections (nova-compute must
     not see them), the plugin's driver, TCG, the private libvirtd, and a
     config drive on every server (the guest has no network for a metadata
     service).
+
+    A node of the multi-node cloud is its own Nova host with state of its
+    own; live migrations reach its libvirtd, and QEMU's incoming stream,
+    on its loopback address over plain TCP. The instances directory is
+    shared by all nodes, as an NFS-mounted one is: Nova then migrates a
+    server's image-backed root disk without copying it (no block
+    migration), and its console log stays readable.
     """
+    node = node or layout_mod.ComputeNode(layout)
     default, common = _oslo_common(layout, 'nova')
     default.update({
-        'state_path': layout.lib('nova'),
+        'state_path': node.state_path,
         'instances_path': layout.lib('nova', 'instances'),
-        'my_ip': layout_mod.HOST,
+        'my_ip': node.address,
         'compute_driver': 'spdk_libvirt.SPDKLibvirtDriver',
         'force_config_drive': True,
-        'log_file': layout.log('nova-compute'),
+        'log_file': node.log('nova-compute'),
         # Stop within the down's grace instead of waiting a minute for
         # in-flight RPC.
         'graceful_shutdown_timeout': 5,
     })
-    sections = {
-        'DEFAULT': default,
-        'libvirt': {
-            'virt_type': 'qemu', 'cpu_mode': 'none',
-            'connection_uri': daemons.libvirt_uri(layout.path('libvirt')),
-        },
+    libvirt = {
+        'virt_type': 'qemu', 'cpu_mode': 'none',
+        'connection_uri': daemons.libvirt_uri(node.libvirt_dir),
     }
+    if node.name:
+        default['host'] = node.name
+        libvirt.update({'live_migration_scheme': 'tcp',
+                        'live_migration_inbound_addr': node.address})
+    sections = {'DEFAULT': default, 'libvirt': libvirt}
     sections.update(privsep_helpers(
         venv, 'nova_sys_admin', 'privsep_osbrick',
         'vif_plug_linux_bridge_privileged', 'vif_plug_ovs_privileged'))
@@ -256,6 +266,27 @@ def glance(layout, secret):
 SPDK_BACKEND = 'spdk'
 
 
+def cinder_volume(layout, secret, venv, node):
+    """The cinder.conf of a storage node's cinder-volume: Cinder host
+    ``storage<k>``, its back end on the node's own nvmf_tgt and address.
+    Every node's back end has the same ``volume_backend_name``: the
+    volume types match them all and the scheduler picks one.
+    """
+    sections = cinder(layout, secret, venv)
+    sections['DEFAULT'].update({'host': node.name,
+                                'my_ip': node.address,
+                                'state_path': node.lib(),
+                                'image_conversion_dir': node.lib(
+                                    'conversion')})
+    sections[SPDK_BACKEND].update({
+        'spdk_rpc_socket': node.rpc_socket,
+        'spdk_target_addresses': node.address,
+        'spdk_state_dir': node.lib('spdk'),
+        'spdk_keyring_dir': node.lib('spdk-keys'),
+    })
+    return sections
+
+
 def privsep_helpers(venv, *sections):
     """As root, privsep needs neither sudo nor rootwrap."""
     helper = os.path.join(venv, 'bin', 'privsep-helper')
@@ -308,20 +339,29 @@ def cinder(layout, secret, venv):
 
 
 def vhost_agent(layout, vhost_binary, host_nqn, reactor_cpu,
-                hugepage_mib):
-    """agent.conf of the compute node's spdk-vhost-target."""
-    return {
-        'DEFAULT': {'transport_url': layout.transport_url,
-                    'log_file': layout.log('spdk-vhost-target')},
-        'spdk_vhost_target': {
-            'spdk_vhost_binary': vhost_binary,
-            'rpc_socket': layout.run('spdk-vhost', 'spdk.sock'),
-            'socket_dir': layout.path('vhost-sockets'),
-            'socket_group': 'libvirt-qemu',
-            'reactor_cpus': str(reactor_cpu),
-            'hugepage_mib_per_node': hugepage_mib,
-            'nova_conf': layout.etc('nova', 'nova-compute.conf'),
-            'host_nqn': host_nqn,
-            'state_dir': layout.lib('spdk-vhost-target'),
-        },
+                hugepage_mib, node=None):
+    """agent.conf of the compute node's spdk-vhost-target.
+
+    The nodes of a multi-node cloud all run their SPDK vhost on the same
+    CPU (``share_reactor_cpus``: SPDK's CPU locks off; each polls its
+    share of it), serve as their node's Nova host, and use the one
+    ``socket_dir`` path, which each sees as its own directory.
+    """
+    node = node or layout_mod.ComputeNode(layout)
+    default = {'transport_url': layout.transport_url,
+               'log_file': node.log('spdk-vhost-target')}
+    group = {
+        'spdk_vhost_binary': vhost_binary,
+        'rpc_socket': node.agent_rpc_socket,
+        'socket_dir': node.socket_dir,
+        'socket_group': 'libvirt-qemu',
+        'reactor_cpus': str(reactor_cpu),
+        'hugepage_mib_per_node': hugepage_mib,
+        'nova_conf': node.nova_conf,
+        'host_nqn': host_nqn,
+        'state_dir': node.agent_state_dir,
     }
+    if node.name:
+        default['host'] = node.name
+        group['share_reactor_cpus'] = True
+    return {'DEFAULT': default, 'spdk_vhost_target': group}

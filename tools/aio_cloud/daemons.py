@@ -216,13 +216,13 @@ class Libvirtd(_Daemon):
     the binaries) save each start the 8 s of probing QEMU again.
     """
 
-    NAMES = ('libvirtd',)
     STARTUP_TIMEOUT = 60
     PRIVATE = {'etc-qemu': '/etc/libvirt/qemu', 'run': '/run/libvirt',
                'lib': '/var/lib/libvirt', 'log': '/var/log/libvirt'}
 
     def __init__(self, table, directory, log, host_uuid=None,
-                 tcp_port=None, binds=None):
+                 tcp_port=None, binds=None, name='libvirtd',
+                 listen_addr=layout_mod.HOST, prefix=()):
         """``host_uuid`` and ``tcp_port`` make it one host of several on
         this machine: libvirt refuses to migrate to a libvirtd with its
         own host UUID, and a migration's peer connects to libvirtd over
@@ -230,8 +230,16 @@ class Libvirtd(_Daemon):
         directories to where this host sees them (its vhost-user socket
         directory at the path every host uses); such a host also gets a
         hugetlbfs mount of its own, as a host has.
+
+        ``name`` is its name in ``table``; ``prefix`` the command that
+        runs it in a node's namespaces (``NodeNamespace.prefix``), and
+        ``listen_addr`` that node's address for the TCP listener.
         """
         super().__init__(table)
+        self.NAMES = (name,)
+        self.name = name
+        self.listen_addr = listen_addr
+        self.prefix = list(prefix)
         self.directory = directory
         self.log = log
         self.host_uuid = host_uuid
@@ -268,9 +276,9 @@ class Libvirtd(_Daemon):
                 f.write('host_uuid = "%s"\n' % self.host_uuid)
             if self.tcp_port:
                 f.write('listen_tls = 0\nlisten_tcp = 1\n'
-                        'listen_addr = "127.0.0.1"\n'
+                        'listen_addr = "%s"\n'
                         'tcp_port = "%d"\nauth_tcp = "none"\n'
-                        % self.tcp_port)
+                        % (self.listen_addr, self.tcp_port))
         binds = dict((self._path(sub), target)
                      for sub, target in self.PRIVATE.items())
         binds.update(self.binds)
@@ -292,9 +300,9 @@ class Libvirtd(_Daemon):
                     % (mounts, self._path('virtlogd.pid'), conf,
                        self._path('libvirtd.pid'),
                        ' --listen' if self.tcp_port else ''))
-        proc = self._start('libvirtd', ['unshare', '-m', '--propagation',
-                                        'private', 'sh', script], self.log,
-                           stop_timeout=15)
+        proc = self._start(self.name, self.prefix + [
+            'unshare', '-m', '--propagation', 'private', 'sh', script],
+            self.log, stop_timeout=15)
         wait_for('libvirtd', lambda: self.virsh(
             'version', check=False).returncode == 0, self.STARTUP_TIMEOUT,
             self.log, proc, interval=0.2)
@@ -311,3 +319,49 @@ class Libvirtd(_Daemon):
             self.destroy_domains()
         finally:
             super().stop()
+
+
+class NodeNamespace:
+    """The mount and UTS namespaces of one compute node of the multi-node
+    cloud, held by a keeper process (``sleep``) recorded in the table as
+    ``name``; the node's daemons enter them with :meth:`prefix`.
+
+    In them ``binds`` ({directory: where the node sees it}) are mounted,
+    and the hostname is the node's: libvirt names the hypervisor (and so
+    Nova's compute node and its placement provider) after it, which must
+    differ from node to node.
+    """
+
+    def __init__(self, table, name, directory, hostname, binds):
+        self.table = table
+        self.name = name
+        self.directory = directory
+        self.hostname = hostname
+        self.binds = dict(binds)
+
+    def start(self, log):
+        os.makedirs(self.directory, exist_ok=True)
+        ready = os.path.join(self.directory, 'namespace-ready')
+        if os.path.exists(ready):
+            os.unlink(ready)
+        script = os.path.join(self.directory, 'namespace.sh')
+        with open(script, 'w') as f:
+            f.write('#!/bin/sh\n# Runs in the node\'s own namespaces.\n'
+                    'set -e\n%shostname %s\ntouch %s\nexec sleep infinity\n'
+                    % (''.join('mount --bind %s %s\n' % item
+                               for item in self.binds.items()),
+                       self.hostname, ready))
+        proc = self.table.start(self.name, [
+            'unshare', '-m', '-u', '--propagation', 'private', 'sh',
+            script], log, stop_timeout=5)
+        wait_for(self.name, lambda: os.path.exists(ready), 20, log, proc,
+                 interval=0.1)
+
+    def prefix(self):
+        """What runs a command in the node's namespaces (nsenter execs
+        it: the process table records the command's own PID).
+        """
+        entry = self.table.get(self.name)
+        if entry is None:
+            raise ServiceError('%s is not running' % self.name)
+        return ['nsenter', '-t', str(entry.pid), '-m', '-u', '--']

@@ -84,8 +84,15 @@ class Layout:
     def adminrc(self):
         return self.path('adminrc')
 
-    # Kept by ``down``: logs for post-mortems, the built guest image.
-    KEPT = ('log', 'cache')
+    # Kept by ``down``: logs for post-mortems, the built guest image; and
+    # kept by ``up`` (``down`` uses and removes it): the hugepage pool's
+    # size before ``up`` raised it.
+    POOL_RECORD = 'hugepages-raised-from'
+    KEPT = ('log', 'cache', POOL_RECORD)
+
+    @property
+    def pool_record(self):
+        return self.path(self.POOL_RECORD)
 
     def url(self, service, path=''):
         return 'http://%s:%d%s' % (HOST, PORTS[service], path)
@@ -117,3 +124,177 @@ def load_or_create_secrets(layout):
     with os.fdopen(fd, 'w') as f:
         json.dump(values, f)
     return values
+
+
+# Several compute and storage nodes on this one machine (``tools/cloud up
+# --compute-nodes N --storage-nodes M``). Each node has a loopback address
+# of its own: compute node k listens (libvirtd's migration listener, QEMU's
+# incoming migrations) on 127.0.1.k, storage node k (NVMe/TCP) on
+# 127.0.2.k, so that no node's listener meets the control plane's on
+# 127.0.0.1 or another node's. The whole 127/8 is the loopback interface's:
+# nothing is added to the host.
+COMPUTE_ADDRESS = '127.0.1.%d'
+STORAGE_ADDRESS = '127.0.2.%d'
+LIBVIRT_TCP_PORT = 16509
+NODES_FILE = 'nodes.json'
+MAX_NODES = 8
+
+
+class ComputeNode:
+    """Where one compute node keeps its libvirtd, agent and nova-compute.
+
+    ``index`` 0 is the one-host cloud's node, in the places it always had,
+    on the host's own hostname, without a namespace of its own; nodes 1..N
+    of a multi-node cloud each run in a mount and UTS namespace of their
+    own (:class:`tools.aio_cloud.daemons.NodeNamespace`) where the agent's
+    ``socket_dir`` (the same path on every node, as live migration needs)
+    is a bind of the node's own directory.
+    """
+
+    def __init__(self, layout, index=0):
+        self.layout = layout
+        self.index = index
+        self.namespaced = index > 0
+        self.name = 'compute%d' % index if index else None
+        self.address = COMPUTE_ADDRESS % index if index else HOST
+
+    def suffix(self, service):
+        """A process's name in the table: ``nova-compute@compute2``."""
+        return '%s@%s' % (service, self.name) if self.name else service
+
+    def path(self, *parts):
+        """This node's own state: ``nodes/<name>/...`` or, for the
+        one-host cloud, the state directory itself.
+        """
+        if self.name:
+            return self.layout.path('nodes', self.name, *parts)
+        return self.layout.path(*parts)
+
+    def etc(self, *parts):
+        return self.layout.etc(*((self.name,) if self.name else ()) + parts)
+
+    @property
+    def socket_dir(self):
+        """The agent's ``socket_dir``: one path for every node."""
+        return self.layout.path('vhost-sockets')
+
+    @property
+    def own_socket_dir(self):
+        """What this node sees at :attr:`socket_dir`."""
+        return self.path('vhost-sockets')
+
+    @property
+    def libvirt_dir(self):
+        return self.path('libvirt')
+
+    @property
+    def agent_conf(self):
+        return (self.etc('agent.conf') if self.name
+                else self.layout.etc('spdk-vhost-target', 'agent.conf'))
+
+    @property
+    def nova_conf(self):
+        return (self.etc('nova-compute.conf') if self.name
+                else self.layout.etc('nova', 'nova-compute.conf'))
+
+    @property
+    def provider_dir(self):
+        return (self.etc('provider_config') if self.name
+                else self.layout.etc('nova', 'provider_config'))
+
+    @property
+    def state_path(self):
+        return self.path('lib', 'nova')
+
+    @property
+    def agent_state_dir(self):
+        return self.path('lib', 'spdk-vhost-target')
+
+    @property
+    def agent_rpc_socket(self):
+        return self.path('run', 'spdk-vhost', 'spdk.sock')
+
+    def log(self, service):
+        return self.layout.log(self.suffix(service))
+
+
+class StorageNode:
+    """One SPDK ``nvmf_tgt`` with its ``cinder-volume``; ``index`` 0 is
+    the one-host cloud's, with its files where they always were.
+    """
+
+    def __init__(self, layout, index=0):
+        self.layout = layout
+        self.index = index
+        self.name = 'storage%d' % index if index else None
+        self.address = STORAGE_ADDRESS % index if index else HOST
+
+    def suffix(self, service):
+        return '%s@%s' % (service, self.name) if self.name else service
+
+    @property
+    def spdk_dir(self):
+        if self.name:
+            return self.layout.path('nodes', self.name, 'spdk')
+        return self.layout.path('spdk')
+
+    @property
+    def rpc_socket(self):
+        return os.path.join(self.spdk_dir, 'nvmf.sock')
+
+    @property
+    def cinder_conf(self):
+        return self.layout.etc('cinder', '%s.conf' % (self.name or 'cinder'))
+
+    def lib(self, *parts):
+        if self.name:
+            return self.layout.lib('cinder', self.name, *parts)
+        return self.layout.lib('cinder', *parts)
+
+    def log(self, service):
+        return self.layout.log(self.suffix(service))
+
+
+def save_nodes(layout, compute_nodes, storage_nodes):
+    with open(layout.run(NODES_FILE), 'w') as f:
+        json.dump({'compute': compute_nodes, 'storage': storage_nodes}, f)
+
+
+def node_counts(layout):
+    """(compute nodes, storage nodes) of the cloud ``up`` made: (1, 1)
+    for the one-host cloud.
+    """
+    try:
+        with open(layout.run(NODES_FILE)) as f:
+            counts = json.load(f)
+    except FileNotFoundError:
+        return 1, 1
+    return counts['compute'], counts['storage']
+
+
+def compute_nodes(layout, count=None):
+    count = node_counts(layout)[0] if count is None else count
+    if count == 1:
+        return [ComputeNode(layout)]
+    return [ComputeNode(layout, k) for k in range(1, count + 1)]
+
+
+def storage_nodes(layout, count=None):
+    count = node_counts(layout)[1] if count is None else count
+    if count == 1:
+        return [StorageNode(layout)]
+    return [StorageNode(layout, k) for k in range(1, count + 1)]
+
+
+def node_ports(compute_count, storage_count):
+    """[(name, address, port)] the nodes of a multi-node cloud listen on,
+    beyond :data:`PORTS` on :data:`HOST`.
+    """
+    found = []
+    if compute_count > 1:
+        found += [('libvirtd@compute%d' % k, COMPUTE_ADDRESS % k,
+                   LIBVIRT_TCP_PORT) for k in range(1, compute_count + 1)]
+    if storage_count > 1:
+        found += [('nvmf-tcp@storage%d' % k, STORAGE_ADDRESS % k,
+                   PORTS['nvmf-tcp']) for k in range(1, storage_count + 1)]
+    return found

@@ -56,10 +56,6 @@ def group_members(pgid):
     return [pid for pid, (_state, _ppid, pgrp) in _living() if pgrp == pgid]
 
 
-def children(parent):
-    return [pid for pid, (_state, ppid, _pgrp) in _living() if ppid == parent]
-
-
 def group_alive(pgid):
     return bool(group_members(pgid))
 
@@ -131,11 +127,20 @@ def group_hugetlb_mib(pgid, holders=None):
     return sum(kib for key, kib in own.items() if key not in others) / 1024
 
 
+def base_name(name):
+    """The service of a table name: ``nova-compute@compute2`` is a
+    nova-compute (of node compute2).
+    """
+    return name.partition('@')[0]
+
+
 def stop_order(entries, first=()):
-    """The names in ``first`` in that order, then the newest first."""
+    """The services in ``first`` in that order (every node's), then the
+    newest first.
+    """
     return sorted(entries, key=lambda e: (
-        first.index(e.name) if e.name in first else len(first),
-        -e.started_at))
+        first.index(base_name(e.name)) if base_name(e.name) in first
+        else len(first), -e.started_at))
 
 
 class ProcessTable:
@@ -334,6 +339,12 @@ def descendants(pids):
             found.add(pid)
             todo.extend(by_parent.get(pid, ()))
     return found
+
+
+def program(pid):
+    """The program a process runs (its argv[0]), '' when gone."""
+    argv = _cmdline(pid)
+    return argv[0] if argv else ''
 
 
 def command_name(pid):

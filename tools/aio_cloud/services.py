@@ -30,6 +30,7 @@ LVSTORE_FILE_SIZE = '8G'
 # SPDK's storage target sleeps between requests (--interrupt-mode) on CPU
 # 0; the compute node's vhost polls the last CPU.
 NVMF_CPU = 0
+HOST_QEMU_CONF = '/etc/libvirt/qemu.conf'
 
 
 def http_answers(url):
@@ -53,8 +54,40 @@ class Services:
             self.table, layout.path('rabbit'), layout.path('log'),
             'aio@localhost', PORTS['rabbitmq'], PORTS['rabbitmq-dist'],
             PORTS['epmd'])
-        self.libvirtd = daemons.Libvirtd(self.table, layout.path('libvirt'),
-                                         layout.log('libvirtd'))
+        counts = layout_mod.node_counts(layout)
+        self.compute_nodes = layout_mod.compute_nodes(layout, counts[0])
+        self.storage_nodes = layout_mod.storage_nodes(layout, counts[1])
+
+    def libvirtd(self, node, prefix=()):
+        """The node's libvirtd; a node of several listens for migrations
+        on its address, with a host UUID and hugetlbfs mount of its own,
+        and gives QEMU's incoming migrations that address too
+        (``migration_address`` in its own qemu.conf: libvirt's default is
+        every address).
+        """
+        if not node.name:
+            return daemons.Libvirtd(self.table, node.libvirt_dir,
+                                    node.log('libvirtd'))
+        qemu_conf = node.path('qemu.conf')
+        return daemons.Libvirtd(
+            self.table, node.libvirt_dir, node.log('libvirtd'),
+            host_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                     self.layout.root + '/' + node.name)),
+            tcp_port=layout_mod.LIBVIRT_TCP_PORT,
+            binds={qemu_conf: HOST_QEMU_CONF}, name=node.suffix('libvirtd'),
+            listen_addr=node.address, prefix=prefix)
+
+    def namespace(self, node):
+        """The node's namespaces; the agent's socket_dir path is the
+        node's own directory in them.
+        """
+        return daemons.NodeNamespace(
+            self.table, node.suffix('namespaces'), node.path(), node.name,
+            {node.own_socket_dir: node.socket_dir})
+
+    def prefix(self, node):
+        """What runs a command in the node's namespaces."""
+        return self.namespace(node).prefix() if node.namespaced else []
 
     # Helpers
 
@@ -233,8 +266,9 @@ class Services:
     def spdk_config(self, *args):
         self.run([self.bin('spdk-openstack-config')] + list(args), 'spdk')
 
-    def start_storage_target(self):
-        spdk_dir = self.layout.path('spdk')
+    def start_storage_target(self, node=None):
+        node = node or self.storage_nodes[0]
+        spdk_dir = node.spdk_dir
         # SPDK RPC has no authentication: root only.
         os.makedirs(spdk_dir, mode=0o700, exist_ok=True)
         aio_file = os.path.join(spdk_dir, 'lvstore.img')
@@ -244,105 +278,165 @@ class Services:
         self.spdk_config('storage-target-config', '--output', target_config,
                          '--aio-file', aio_file)
         binary = binaries.find('nvmf_tgt')
-        sock = os.path.join(spdk_dir, 'nvmf.sock')
+        sock = node.rpc_socket
         proc = self.table.start(
-            'nvmf_tgt', [binary, '-m', '[%d]' % NVMF_CPU,
-                         '-s', str(NVMF_MEM_MIB), '-r', sock,
-                         '--json', target_config, '--interrupt-mode',
-                         # The test suites' SPDK apps claim CPU 0 too; one
-                         # that holds its lock would make this one exit.
-                         '--no-pci', '--disable-cpumask-locks'],
-            self.layout.log('nvmf_tgt'), env=binaries.environment(binary),
+            node.suffix('nvmf_tgt'), [
+                binary, '-m', '[%d]' % NVMF_CPU, '-s', str(NVMF_MEM_MIB),
+                '-r', sock, '--json', target_config, '--interrupt-mode',
+                # The test suites' SPDK apps claim CPU 0 too (and every
+                # storage node's does): one that holds its lock would
+                # make this one exit.
+                '--no-pci', '--disable-cpumask-locks'],
+            node.log('nvmf_tgt'), env=binaries.environment(binary),
             port=PORTS['nvmf-tcp'], stop_timeout=20)
         self.spdk_config('storage-target-ready', '--target-config',
                          target_config, '--rpc-socket', sock,
                          '--socket-group', 'root', '--socket-mode', '0600')
         if proc.poll() is not None:
             raise daemons.ServiceError('nvmf_tgt exited; see %s'
-                                       % self.layout.log('nvmf_tgt'))
+                                       % node.log('nvmf_tgt'))
 
-    def start_cinder_volume(self):
+    def start_cinder_volume(self, node=None):
+        node = node or self.storage_nodes[0]
         for sub in ('spdk', 'spdk-keys', 'conversion'):
-            os.makedirs(self.layout.lib('cinder', sub), mode=0o700,
-                        exist_ok=True)
-        self.start_daemon('cinder-volume', [
-            self.bin('cinder-volume'), '--config-file',
-            self.layout.etc('cinder', 'cinder.conf'),
-            '--log-file', self.layout.log('cinder-volume')], stop_timeout=30)
+            os.makedirs(node.lib(sub), mode=0o700, exist_ok=True)
+        if node.name:
+            self.write(configs.cinder_volume(self.layout, self.secret,
+                                             self.venv, node),
+                       'cinder', os.path.basename(node.cinder_conf))
+        self.start_daemon(node.suffix('cinder-volume'), [
+            self.bin('cinder-volume'), '--config-file', node.cinder_conf,
+            '--log-file', node.log('cinder-volume')], stop_timeout=30)
+
+    def start_storage_node(self, node):
+        self.start_storage_target(node)
+        self.start_cinder_volume(node)
 
     # The compute node: libvirtd, the agent with SPDK vhost, nova-compute
 
-    def start_vhost_agent(self):
+    def start_namespaces(self, node):
+        for path in (node.own_socket_dir, node.socket_dir):
+            os.makedirs(path, exist_ok=True)
+        self.namespace(node).start(node.log('namespaces'))
+
+    def start_libvirtd(self, node=None):
+        node = node or self.compute_nodes[0]
+        if node.name:
+            with open(HOST_QEMU_CONF) as f:
+                text = f.read()
+            with open(node.path('qemu.conf'), 'w') as f:
+                f.write(text + '\n# The node\'s own address for incoming '
+                        'migrations.\nmigration_address = "%s"\n'
+                        % node.address)
+        self.libvirtd(node, self.prefix(node)).start()
+
+    def start_vhost_agent(self, node=None):
+        node = node or self.compute_nodes[0]
         binary = binaries.find('vhost')
         host_nqn = 'nqn.2014-08.org.nvmexpress:uuid:%s' % uuid.uuid5(
-            uuid.NAMESPACE_URL, self.layout.root)
+            uuid.NAMESPACE_URL, self.layout.root + (
+                '/' + node.name if node.name else ''))
         reactor_cpu = (os.cpu_count() or 1) - 1
-        agent_conf = self.write(configs.vhost_agent(
-            self.layout, binary, host_nqn, reactor_cpu, VHOST_MEM_MIB),
-            'spdk-vhost-target', 'agent.conf')
-        sockets = self.layout.path('vhost-sockets')
+        agent_conf = node.agent_conf
+        os.makedirs(os.path.dirname(agent_conf), exist_ok=True)
+        configs.write_ini(agent_conf, configs.vhost_agent(
+            self.layout, binary, host_nqn, reactor_cpu, VHOST_MEM_MIB, node))
+        sockets = node.own_socket_dir
         os.makedirs(sockets, exist_ok=True)
         shutil.chown(sockets, group='libvirt-qemu')
         os.chmod(sockets, 0o750)
-        self.write_nova_compute_conf(agent_conf)
+        self.write_nova_compute_conf(node)
         env = binaries.environment(binary)
-        self.start_daemon('spdk-vhost-target', [
+        prefix = self.prefix(node)
+        name = node.suffix('spdk-vhost-target')
+        log = node.log('spdk-vhost-target')
+        self.start_daemon(name, prefix + [
             self.bin('spdk-vhost-target'), '--config-file', agent_conf,
             'run'], env=env, stop_timeout=30)
-        check = [self.bin('spdk-vhost-target'), '--config-file', agent_conf,
-                 'check']
-        daemons.wait_for('spdk-vhost-target', lambda: subprocess.run(
-            check, capture_output=True, env=env).returncode == 0, 60,
-            self.layout.log('spdk-vhost-target'))
-        # The agent runs SPDK vhost in a session of its own and stops it
-        # itself; recorded too, so that nothing outlives a killed agent.
-        agent = self.table.get('spdk-vhost-target')
-        daemons.wait_for('SPDK vhost',
-                         lambda: processes.children(agent.pid), 30,
-                         self.layout.log('spdk-vhost-target'))
-        for pid in processes.children(agent.pid):
-            self.table.record('spdk-vhost', pid, os.getpgid(pid),
-                              log=self.layout.log('spdk-vhost-target'),
-                              stop_timeout=10)
+        # Ready once its SPDK vhost answers RPC. Not "check": with Nova
+        # importable it fails (DuplicateOptError: host) since the agent
+        # registers [DEFAULT] host itself.
+        status = prefix + [self.bin('spdk-vhost-target'), '--config-file',
+                           agent_conf, 'status']
+        daemons.wait_for(name, lambda: subprocess.run(
+            status, capture_output=True, env=env).returncode == 0, 60, log)
+        # The agent runs SPDK vhost (under its privsep daemon) in a session
+        # of its own and stops it itself; recorded too, so that nothing
+        # outlives a killed agent.
+        agent = self.table.get(name)
 
-    def write_nova_compute_conf(self, agent_conf):
+        def spdk_vhost():
+            return [pid for pid in processes.descendants([agent.pid])
+                    if processes.program(pid) == binary]
+
+        daemons.wait_for('SPDK vhost', spdk_vhost, 30, log)
+        for pid in spdk_vhost():
+            self.table.record(node.suffix('spdk-vhost'), pid,
+                              os.getpgid(pid), log=log, stop_timeout=10)
+
+    def other_spdk_mib(self, node):
+        """Hugepages of the SPDK processes beside this node's vhost on
+        this machine, which its Nova must not give guests: every storage
+        node's nvmf_tgt and the other compute nodes' vhost.
+        """
+        return (len(self.storage_nodes) * NVMF_MEM_MIB +
+                (len(self.compute_nodes) - 1) * VHOST_MEM_MIB)
+
+    def write_nova_compute_conf(self, node):
         """nova-compute.conf, with the CPU sets and reserved hugepages
         ``spdk-openstack-config nova-options`` computes, as devstack does.
         """
-        conf = configs.nova_compute(self.layout, self.secret, self.venv)
-        provider_dir = self.layout.etc('nova', 'provider_config')
+        conf = configs.nova_compute(self.layout, self.secret, self.venv,
+                                    node)
+        provider_dir = node.provider_dir
         os.makedirs(provider_dir, exist_ok=True)
-        cmd = [self.bin('spdk-openstack-config'), '--config-file', agent_conf]
+        cmd = [self.bin('spdk-openstack-config'), '--config-file',
+               node.agent_conf]
         options = subprocess.run(
             cmd + ['nova-options', '--provider-config-dir', provider_dir,
                    '--storage-target-cpus', str(NVMF_CPU),
-                   '--storage-target-mib', str(NVMF_MEM_MIB)],
+                   '--storage-target-mib', str(self.other_spdk_mib(node))],
             capture_output=True, text=True, check=True).stdout
         for line in options.splitlines():
             section, option, *values = line.split()
             conf.setdefault(section, {})[option] = (
                 values if len(values) > 1 else values[0])
-        subprocess.run(cmd + ['provider-config', os.path.join(
-            provider_dir, 'spdk-openstack.yaml')], check=True)
-        self.write(conf, 'nova', 'nova-compute.conf')
+        self.run(cmd + ['provider-config', os.path.join(
+            provider_dir, 'spdk-openstack.yaml')], 'spdk')
+        configs.write_ini(node.nova_conf, conf)
 
-    def start_nova_compute(self):
+    def start_nova_compute(self, node=None):
+        node = node or self.compute_nodes[0]
         os.makedirs(self.layout.lib('nova', 'instances'), exist_ok=True)
+        os.makedirs(node.state_path, exist_ok=True)
         # Nova-compute waits on the conductor at shutdown: a short TERM
         # grace, then its group (with privsep daemons) is killed.
-        self.start_daemon('nova-compute', [
-            self.bin('nova-compute'), '--config-file',
-            self.layout.etc('nova', 'nova-compute.conf')], stop_timeout=15)
+        self.start_daemon(node.suffix('nova-compute'), self.prefix(node) + [
+            self.bin('nova-compute'), '--config-file', node.nova_conf],
+            stop_timeout=15)
+
+    def start_compute_node(self, node):
+        """A node of the multi-node cloud, in the order ``up`` starts
+        the one-host cloud's.
+        """
+        self.start_namespaces(node)
+        self.start_libvirtd(node)
+        self.start_vhost_agent(node)
+        self.start_nova_compute(node)
 
     def discover_compute_host(self):
-        """Map the compute node into cell1 once it has registered."""
+        """Map the compute nodes into cell1 once they have registered."""
+        wanted = [node.name or socket.gethostname()
+                  for node in self.compute_nodes]
+
         def mapped():
             self.nova_manage('cell_v2', 'discover_hosts')
             hosts = subprocess.run(
                 [self.bin('nova-manage'), '--config-file',
                  self.layout.etc('nova', 'nova.conf'), 'cell_v2',
-                 'list_hosts'], capture_output=True, text=True).stdout
-            return socket.gethostname() in hosts
+                 'list_hosts'], capture_output=True, text=True).stdout.split()
+            return all(host in hosts for host in wanted)
 
         daemons.wait_for('nova-compute registered', mapped, 120,
-                         self.layout.log('nova-compute'), interval=3)
+                         self.compute_nodes[0].log('nova-compute'),
+                         interval=3)

@@ -66,3 +66,19 @@ class TestUpRefusesShortHugepages(base.TestCase):
         self.assertEqual('', result.stdout)
         # Nothing was made.
         self.assertFalse(os.path.exists(self.state))
+
+    def test_a_raised_pool_is_recorded_for_down(self):
+        # Too small a pool: up raises it (here the test's file), keeps the
+        # size it had, then refuses as the pages did not come.
+        need = sum(mib for _t, mib in capacity.up_needs())
+        pool = self._fake_pool(10, 10)
+        result = subprocess.run(
+            ['unshare', '-m', '--propagation', 'private', 'sh', '-c',
+             'mount --bind %s %s && exec tools/cloud --state-dir %s up'
+             % (pool, capacity.POOL_DIR, self.state)],
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(0, result.returncode)
+        with open(os.path.join(pool, 'nr_hugepages')) as f:
+            self.assertEqual(capacity.pages(need), int(f.read()))
+        with open(os.path.join(self.state, 'hugepages-raised-from')) as f:
+            self.assertEqual('10', f.read())

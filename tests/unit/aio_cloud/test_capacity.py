@@ -121,6 +121,19 @@ class TestHostReads(base.TestCase):
         capacity.grow_pool(600, size)
         self.assertEqual('600', open(size).read())
 
+    def test_down_gives_back_what_up_raised(self):
+        size = self._write('nr', '100\n')
+        record = os.path.join(self.dir, 'record')
+        capacity.grow_pool(50, size, record=record)
+        self.assertFalse(os.path.exists(record))
+        capacity.grow_pool(600, size, record=record)
+        capacity.grow_pool(700, size, record=record)
+        # The size before the first raise.
+        self.assertEqual(100, capacity.restore_pool(record, size))
+        self.assertEqual('100', open(size).read())
+        self.assertFalse(os.path.exists(record))
+        self.assertIsNone(capacity.restore_pool(record, size))
+
     def test_mem_available(self):
         meminfo = self._write('meminfo', 'MemTotal: 100 kB\n'
                               'MemAvailable:   2097152 kB\n')
@@ -156,7 +169,7 @@ class TestChecks(base.TestCase):
         needs = [('a', 1000), ('b', 1001)]
         exc = self.assertRaises(capacity.ShortError, capacity.check_up,
                                 needs)
-        self.grow.assert_called_once_with(1001)
+        self.grow.assert_called_once_with(1001, record=None)
         self.assertIn('need 2001 MiB free (a + b), 248 MiB free', str(exc))
         self.assertIn('pid 7 holder 1800 MiB', str(exc))
 
