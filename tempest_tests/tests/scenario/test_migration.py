@@ -15,6 +15,8 @@ CONF = config.CONF
 
 # os-services by id with forced_down; evacuate needs no host from 2.29.
 FORCE_DOWN_MICROVERSION = '2.53'
+# block_migration='auto' (Nova decides), without disk_over_commit.
+AUTO_BLOCK_MIGRATION_MICROVERSION = '2.25'
 
 
 class SPDKMigrationTest(base.SPDKScenarioTest):
@@ -38,7 +40,21 @@ class SPDKMigrationTest(base.SPDKScenarioTest):
             'OS-EXT-SRV-ATTR:host']
 
     def server_with_vhost_volume(self):
-        server, volume, guest = self.vhost_volume_on_server()
+        """A server booted from a volume (Nova migrates and evacuates
+        those on any storage) with a data volume on vhost-user; returns
+        (server, data volume, guest, what the guest wrote on it).
+        """
+        self.require_vhost()
+        vhost_type = CONF.spdk_openstack.vhost_volume_type
+        boot = self.create_volume(volume_type=vhost_type,
+                                  imageRef=CONF.compute.image_ref)
+        volume = self.create_volume(volume_type=vhost_type)
+        server = self.create_server(block_device_mapping_v2=[{
+            'uuid': boot['id'], 'source_type': 'volume',
+            'destination_type': 'volume', 'boot_index': 0,
+            'delete_on_termination': False}])
+        self.attach(server['id'], volume['id'])
+        guest = self.guest(server)
         return server, volume, guest, guest.write(volume['id'])
 
     def attached_hosts(self, volume_id):
@@ -47,11 +63,15 @@ class SPDKMigrationTest(base.SPDKScenarioTest):
 
     @decorators.idempotent_id('6a1e7c02-9a55-4c59-bd76-0f8f3d7c2b11')
     def test_live_migration_keeps_the_guest_on_its_data(self):
-        if not CONF.compute_feature_enabled.live_migration:
-            raise self.skipException('Live migration is not enabled')
+        if not (CONF.compute_feature_enabled.live_migration and
+                CONF.compute_feature_enabled.volume_backed_live_migration):
+            raise self.skipException(
+                'Live migration of volume-backed servers is not enabled')
         server, volume, guest, written = self.server_with_vhost_volume()
         source = self.host_of(server['id'])
         mark = guest.mark()
+        self.useFixture(api_microversion_fixture.APIMicroversionFixture(
+            compute_microversion=AUTO_BLOCK_MIGRATION_MICROVERSION))
         self.admin_servers_client.live_migrate_server(
             server['id'], host=None, block_migration='auto')
         waiters.wait_for_server_status(self.servers_client, server['id'],
