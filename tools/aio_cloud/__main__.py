@@ -9,6 +9,7 @@ from tools.aio_cloud import capacity
 from tools.aio_cloud import cloud
 from tools.aio_cloud import demo
 from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import node_demos
 from tools.aio_cloud import tempest_run
 
 
@@ -21,8 +22,8 @@ def main(argv=None):
                                             'tempest', 'restart'))
     parser.add_argument('args', nargs=argparse.REMAINDER,
                         help='up: --compute-nodes N --storage-nodes M; '
-                             'demo: --live-migrate; tempest: extra '
-                             'arguments to "tempest run"; restart: the '
+                             'demo: --live-migrate or --evacuate; tempest: '
+                             'extra arguments to "tempest run"; restart: the '
                              'service (a name of tools/cloud status)')
     args = parser.parse_args(argv)
     layout = layout_mod.Layout(args.state_dir)
@@ -43,10 +44,17 @@ def main(argv=None):
                 '--live-migrate', action='store_true',
                 help='live-migrate a server with an SPDK vhost volume to '
                      'another compute node (up --compute-nodes 2 or more)')
+            options.add_argument(
+                '--evacuate', action='store_true',
+                help='kill a compute node under a server with an SPDK vhost '
+                     'volume and evacuate it to another one (up '
+                     '--compute-nodes 2 or more)')
             wanted = options.parse_args(args.args)
             cloud.require_up(layout)
             if wanted.live_migrate:
-                return 0 if demo.live_migrate(layout, venv) else 1
+                return 0 if node_demos.live_migrate(layout, venv) else 1
+            if wanted.evacuate:
+                return 0 if node_demos.evacuate(layout, venv) else 1
             return 0 if demo.run(layout, venv) else 1
         elif args.command == 'tempest':
             cloud.require_up(layout)

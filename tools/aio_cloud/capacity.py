@@ -23,14 +23,17 @@ import collections
 import math
 import os
 import socket
+import subprocess
 import sys
 
+from tools.aio_cloud import fabric
 from tools.aio_cloud import layout as layout_mod
 from tools.aio_cloud import processes
 
 PAGE_MIB = 2
 POOL_DIR = '/sys/kernel/mm/hugepages/hugepages-2048kB'
 POOL_SIZE = os.path.join(POOL_DIR, 'nr_hugepages')
+HUGETLBFS = '/dev/hugepages'
 
 # What each SPDK process maps beyond its -s, measured with SPDK v25.09 on
 # the 2-core Debian 12 host: the hugetlbfs mappings of its own
@@ -206,6 +209,42 @@ def restore_pool(record, pool_size=POOL_SIZE):
     return before
 
 
+def hugetlbfs_mounted(mounts='/proc/mounts'):
+    with open(mounts) as f:
+        return any(fields[1] == HUGETLBFS and fields[2] == 'hugetlbfs'
+                   for fields in (line.split() for line in f))
+
+
+def mount_hugetlbfs(record):
+    """Mount hugetlbfs at :data:`HUGETLBFS` when nothing is mounted there
+    (a new machine: systemd mounts it on a booted one), for SPDK and QEMU;
+    ``record`` says so to :func:`unmount_hugetlbfs`.
+    """
+    if hugetlbfs_mounted():
+        return False
+    os.makedirs(HUGETLBFS, exist_ok=True)
+    subprocess.run(['mount', '-t', 'hugetlbfs', '-o', 'pagesize=2M',
+                    'hugetlbfs', HUGETLBFS], check=True,
+                   capture_output=True)
+    with open(record, 'w') as f:
+        f.write(HUGETLBFS)
+    return True
+
+
+def unmount_hugetlbfs(record):
+    """Unmount what :func:`mount_hugetlbfs` mounted; an error in words,
+    or None.
+    """
+    if not os.path.exists(record):
+        return None
+    result = subprocess.run(['umount', HUGETLBFS], capture_output=True,
+                            text=True)
+    if result.returncode and hugetlbfs_mounted():
+        return 'hugetlbfs at %s: %s' % (HUGETLBFS, result.stderr.strip())
+    os.unlink(record)
+    return None
+
+
 def mem_available_mib(meminfo='/proc/meminfo'):
     with open(meminfo) as f:
         for line in f:
@@ -214,23 +253,17 @@ def mem_available_mib(meminfo='/proc/meminfo'):
     return 0
 
 
-def busy_ports(ports=None, elsewhere=()):
-    """'name port' of the ``ports`` ({name: port} on the cloud's
-    address) and 'name address:port' of ``elsewhere`` ([(name, address,
-    port)]: the nodes' own addresses) where something listens.
+def busy_ports(ports=None, address=layout_mod.HOST):
+    """'name port' of the ``ports`` ({name: port} on ``address``, all of
+    :data:`layout.PORTS` by default) where something listens.
     """
     busy = []
-    wanted = [(name, layout_mod.HOST, port, '%s %d' % (name, port))
-              for name, port in sorted((layout_mod.PORTS if ports is None
-                                        else ports).items(),
-                                       key=lambda item: item[1])]
-    wanted += [(name, address, port, '%s %s:%d' % (name, address, port))
-               for name, address, port in elsewhere]
-    for _name, address, port, text in wanted:
+    for name, port in sorted((layout_mod.PORTS if ports is None
+                              else ports).items(), key=lambda item: item[1]):
         with socket.socket() as s:
             s.settimeout(0.5)
             if s.connect_ex((address, port)) == 0:
-                busy.append(text)
+                busy.append('%s %d' % (name, port))
     return busy
 
 
@@ -240,13 +273,18 @@ def check_up(needs=None, grow=True, compute_nodes=1, storage_nodes=1,
     ``record`` keeps the pool's size if it is raised (``down`` restores
     it).
     """
-    busy = busy_ports(elsewhere=layout_mod.node_ports(compute_nodes,
-                                                      storage_nodes))
+    busy = busy_ports()
     if busy:
         raise ShortError('ports in use on %s: %s (another cloud, or a '
                          'leftover process? tools/cloud status and down, '
                          'or stop what listens there)'
                          % (layout_mod.HOST, ', '.join(busy)))
+    if (compute_nodes, storage_nodes) != (1, 1):
+        in_the_way = fabric.in_the_way()
+        if in_the_way:
+            raise ShortError('the multi-node network (%s) is in the way: '
+                             '%s (another multi-node cloud? tools/cloud '
+                             'down)' % (fabric.SUBNET, ', '.join(in_the_way)))
     needs = needs or up_needs(compute_nodes=compute_nodes,
                               storage_nodes=storage_nodes)
     need_pages = pages(sum(mib for _text, mib in needs))

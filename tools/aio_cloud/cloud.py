@@ -14,12 +14,13 @@ import time
 from spdk_common import binaries
 from tools.aio_cloud import capacity
 from tools.aio_cloud import daemons
+from tools.aio_cloud import fabric
 from tools.aio_cloud import layout as layout_mod
 from tools.aio_cloud import processes
 from tools.aio_cloud import resources
 from tools.aio_cloud import services as services_mod
 
-HUGEPAGE_DIR = '/dev/hugepages'
+HUGEPAGE_DIR = capacity.HUGETLBFS
 
 
 # nova-compute waits on the conductor and RabbitMQ when it stops; the agent
@@ -109,8 +110,13 @@ def up(layout, venv, compute_nodes=1, storage_nodes=1):
     with step('prepare %s' % layout.root):
         _check_traversable(layout.root)
         prepare_state(layout)
+        # Before the nodes' namespaces, which see the mounts of their start.
+        mounted = capacity.mount_hugetlbfs(layout.hugetlbfs_record)
         layout_mod.save_nodes(layout, compute_nodes, storage_nodes)
         secret = layout_mod.load_or_create_secrets(layout)
+    if mounted:
+        print('  mounted hugetlbfs at %s (down unmounts it)'
+              % capacity.HUGETLBFS)
     svc = services_mod.Services(layout, venv, secret)
     try:
         for name, action in _up_steps(layout, secret, svc):
@@ -134,6 +140,10 @@ def _up_steps(layout, secret, svc):
     and compute steps, or one step per node of a multi-node cloud.
     """
     steps = [
+        ('network: bridge %s, control plane on %s'
+         % (fabric.BRIDGE, fabric.CONTROL_ADDRESS), fabric.create_bridge)
+    ] if layout.multi_node else []
+    steps += [
         ('MariaDB', svc.start_mariadb),
         ('RabbitMQ', svc.rabbitmq.start),
         ('keystone (fernet, bootstrap)', svc.start_keystone),
@@ -328,17 +338,24 @@ def down(layout, delete_resources=True):
     # Anything still using the state directory now, a guest too.
     problems += _stop_strays(layout, table, guests_known=False)
     # Read before the state (and the record of the nodes) goes.
-    node_ports = layout_mod.node_ports(*layout_mod.node_counts(layout))
+    multi_node = layout.multi_node
+    if multi_node:
+        with step('remove the network namespaces and bridge %s'
+                  % fabric.BRIDGE):
+            problems += fabric.remove()
     with step('remove hugepage files, sockets, state'):
         removed = _remove_hugepage_files(layout)
         _wipe_state(layout)
     if removed:
         print('  removed from %s: %s' % (HUGEPAGE_DIR, ', '.join(removed)))
+    problem = capacity.unmount_hugetlbfs(layout.hugetlbfs_record)
+    if problem:
+        problems.append(problem)
     restored = capacity.restore_pool(layout.pool_record)
     if restored is not None:
         print('  hugepage pool back to the %d pages it had before up'
               % restored)
-    problems += leftovers(layout, node_ports)
+    problems += leftovers(layout, multi_node)
     if problems:
         raise CloudError('down left: ' + '; '.join(problems))
     print('cloud down; logs kept in %s' % layout.path('log'))
@@ -391,16 +408,14 @@ def strays(layout, table=None, guests_known=True):
             for pid, name, how in found]
 
 
-def leftovers(layout, node_ports=()):
-    """What would show that ``down`` left something behind;
-    ``node_ports`` are a multi-node cloud's nodes' [(name, address,
-    port)].
+def leftovers(layout, multi_node=False):
+    """What would show that ``down`` left something behind
+    (``multi_node``: a multi-node cloud's network too).
     """
-    found = ['port %s %d still listening' % item
-             for item in layout_mod.PORTS.items()
-             if daemons.port_open(item[1])]
-    found += ['port %s still listening' % busy
-              for busy in capacity.busy_ports({}, node_ports)]
+    found = ['port %s still listening' % busy
+             for busy in capacity.busy_ports()]
+    if multi_node:
+        found += fabric.present()
     with open('/proc/mounts') as f:
         found += ['mount %s' % line.split()[1] for line in f
                   if layout.root in line]
@@ -514,7 +529,7 @@ def _start_again(svc, name, spec):
     elif name in HTTP_SERVICES:
         check = (lambda: services_mod.http_answers(svc.layout.url(name)))
     elif spec['port']:
-        check = (lambda: daemons.port_open(spec['port']))
+        check = (lambda: daemons.port_open(spec['port'], svc.layout.host))
     else:
         # A daemon without a port: alive a few seconds after its start.
         started = time.monotonic()

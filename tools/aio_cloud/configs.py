@@ -3,7 +3,8 @@
 Pure functions of the layout and the secrets, so they are unit tested;
 :func:`write_ini` puts them on disk. Every service logs to its own file
 under ``log/`` (a WSGI service without ``log_file`` would name it from
-``sys.argv[0]``), uses one worker, and talks to the others on loopback.
+``sys.argv[0]``), uses one worker, and talks to the others on loopback
+(a multi-node cloud's: on its bridge).
 """
 
 import os
@@ -12,6 +13,10 @@ from tools.aio_cloud import daemons
 from tools.aio_cloud import layout as layout_mod
 
 PORTS = layout_mod.PORTS
+
+# The subsystem NQNs' prefix of every storage node (the driver's default,
+# written out: the demos find a volume's subsystem by it).
+NQN_PREFIX = 'nqn.2010-10.org.openstack'
 
 
 def write_ini(path, sections, mode=0o600):
@@ -71,7 +76,7 @@ def uwsgi(layout, venv, name, module, env=None, pyargv=None,
     options = {
         'module': module,
         'virtualenv': venv,
-        'http-socket': '%s:%d' % (layout_mod.HOST, PORTS[name]),
+        'http-socket': '%s:%d' % (layout.host, PORTS[name]),
         'master': True, 'processes': 1, 'threads': 1, 'lazy-apps': True,
         'die-on-term': True, 'need-app': True,
         'pidfile': layout.run(name + '.pid'),
@@ -95,7 +100,7 @@ def mariadb(layout):
         'socket': layout.run('mysqld.sock'),
         'pid-file': layout.run('mysqld.pid'),
         'port': PORTS['mariadb'],
-        'bind-address': layout_mod.HOST,
+        'bind-address': layout.host,
         'user': 'root',
         'log-error': layout.log('mariadb'),
         'skip-log-bin': '',
@@ -129,8 +134,8 @@ def placement(layout, secret):
     }
 
 
-def _oslo_common(layout, service):
-    return {'transport_url': layout.transport_url}, {
+def _oslo_common(layout, secret, service):
+    return {'transport_url': layout.transport_url(secret)}, {
         'oslo_concurrency': {'lock_path': layout.lock(service)},
         'oslo_messaging_notifications': {'driver': 'noop'},
     }
@@ -138,9 +143,9 @@ def _oslo_common(layout, service):
 
 def nova(layout, secret):
     """nova.conf of the API, conductor and scheduler."""
-    default, common = _oslo_common(layout, 'nova')
+    default, common = _oslo_common(layout, secret, 'nova')
     default.update({'state_path': layout.lib('nova'),
-                    'my_ip': layout_mod.HOST})
+                    'my_ip': layout.host})
     sections = {
         'DEFAULT': default,
         'api': {'auth_strategy': 'keystone'},
@@ -176,13 +181,13 @@ def nova_compute(layout, secret, venv, node=None):
 
     A node of the multi-node cloud is its own Nova host with state of its
     own; live migrations reach its libvirtd, and QEMU's incoming stream,
-    on its loopback address over plain TCP. The instances directory is
+    on its address on the bridge over plain TCP. The instances directory is
     shared by all nodes, as an NFS-mounted one is: Nova then migrates a
     server's image-backed root disk without copying it (no block
     migration), and its console log stays readable.
     """
     node = node or layout_mod.ComputeNode(layout)
-    default, common = _oslo_common(layout, 'nova')
+    default, common = _oslo_common(layout, secret, 'nova')
     default.update({
         'state_path': node.state_path,
         'instances_path': layout.lib('nova', 'instances'),
@@ -212,7 +217,7 @@ def nova_compute(layout, secret, venv, node=None):
 
 
 def neutron(layout, secret):
-    default, common = _oslo_common(layout, 'neutron')
+    default, common = _oslo_common(layout, secret, 'neutron')
     default.update({
         'log_file': layout.log('neutron-api'),
         'state_path': layout.lib('neutron'),
@@ -297,14 +302,14 @@ def cinder(layout, secret, venv):
     """cinder.conf of the API, scheduler and volume service, with the SPDK
     back end as the devstack plugin configures it.
     """
-    default, common = _oslo_common(layout, 'cinder')
+    default, common = _oslo_common(layout, secret, 'cinder')
     default.update({
         'state_path': layout.lib('cinder'),
         'auth_strategy': 'keystone',
         'api_paste_config': layout.etc('cinder', 'api-paste.ini'),
         'resource_query_filters_file': layout.etc('cinder',
                                                   'resource_filters.json'),
-        'my_ip': layout_mod.HOST,
+        'my_ip': layout.host,
         'osapi_volume_workers': 1,
         'glance_api_servers': layout.url('glance-api'),
         'enabled_backends': SPDK_BACKEND,
@@ -327,6 +332,7 @@ def cinder(layout, secret, venv):
             'spdk_lvstores': '',
             'spdk_target_addresses': layout_mod.HOST,
             'spdk_target_port': PORTS['nvmf-tcp'],
+            'spdk_nqn_prefix': NQN_PREFIX,
             'spdk_state_dir': layout.lib('cinder', 'spdk'),
             'spdk_keyring_dir': layout.lib('cinder', 'spdk-keys'),
             'spdk_dd_mem_mib': layout_mod.SPDK_DD_MEM_MIB,
@@ -338,7 +344,7 @@ def cinder(layout, secret, venv):
     return sections
 
 
-def vhost_agent(layout, vhost_binary, host_nqn, reactor_cpu,
+def vhost_agent(layout, secret, vhost_binary, host_nqn, reactor_cpu,
                 hugepage_mib, node=None):
     """agent.conf of the compute node's spdk-vhost-target.
 
@@ -348,7 +354,7 @@ def vhost_agent(layout, vhost_binary, host_nqn, reactor_cpu,
     ``socket_dir`` path, which each sees as its own directory.
     """
     node = node or layout_mod.ComputeNode(layout)
-    default = {'transport_url': layout.transport_url,
+    default = {'transport_url': layout.transport_url(secret),
                'log_file': node.log('spdk-vhost-target')}
     group = {
         'spdk_vhost_binary': vhost_binary,

@@ -36,8 +36,8 @@ def _tail(log):
         return ''
 
 
-def port_open(port):
-    return bool(capacity.busy_ports({'': port}))
+def port_open(port, address=layout_mod.HOST):
+    return bool(capacity.busy_ports({'': port}, address))
 
 
 def wait_for(what, check, timeout, log=None, proc=None, interval=0.3):
@@ -94,16 +94,19 @@ def rabbitmq_available():
 
 
 class RabbitMQ(_Daemon):
-    """A RabbitMQ node with its own epmd: node, distribution and epmd
-    ports on loopback, configuration and data in ``directory``, logs in
-    ``log_dir``.
+    """A RabbitMQ node with its own epmd: distribution and epmd ports on
+    loopback, the AMQP port on loopback and on ``extra_address`` (a
+    multi-node cloud's bridge, where a user of its own with a password is
+    needed: RabbitMQ's ``guest`` is for loopback only), configuration and
+    data in ``directory``, logs in ``log_dir``.
     """
 
     NAMES = ('epmd', 'rabbitmq')
     STARTUP_TIMEOUT = 90
 
     def __init__(self, table, directory, log_dir, node, port, dist_port,
-                 epmd_port):
+                 epmd_port, extra_address=None, user='guest',
+                 password='guest'):
         super().__init__(table)
         self.directory = directory
         self.log_dir = log_dir
@@ -111,11 +114,16 @@ class RabbitMQ(_Daemon):
         self.port = port
         self.dist_port = dist_port
         self.epmd_port = epmd_port
+        self.addresses = [layout_mod.HOST] + (
+            [extra_address] if extra_address else [])
+        self.user = user
+        self.password = password
 
     @property
     def url(self):
-        """The oslo.messaging transport URL."""
-        return 'rabbit://guest:guest@%s:%d/' % (layout_mod.HOST, self.port)
+        """The oslo.messaging transport URL (on loopback)."""
+        return 'rabbit://%s:%s@%s:%d/' % (self.user, self.password,
+                                          layout_mod.HOST, self.port)
 
     def _path(self, name):
         return os.path.join(self.directory, name)
@@ -129,8 +137,6 @@ class RabbitMQ(_Daemon):
             ERL_EPMD_ADDRESS=layout_mod.HOST,
             ERL_EPMD_PORT=str(self.epmd_port),
             RABBITMQ_NODENAME=self.node,
-            RABBITMQ_NODE_IP_ADDRESS=layout_mod.HOST,
-            RABBITMQ_NODE_PORT=str(self.port),
             RABBITMQ_DIST_PORT=str(self.dist_port),
             RABBITMQ_MNESIA_BASE=self._path('mnesia'),
             RABBITMQ_LOG_BASE=os.path.join(self.log_dir, 'rabbitmq'),
@@ -156,13 +162,21 @@ class RabbitMQ(_Daemon):
 
     def start(self):
         os.makedirs(self.directory, exist_ok=True)
-        files = {'rabbitmq.conf': 'loopback_users.guest = true\n',
+        listeners = ''.join(
+            'listeners.tcp.%d = %s:%d\n' % (i, address, self.port)
+            for i, address in enumerate(self.addresses, 1))
+        # The user is made when the node first starts (its data is new).
+        files = {'rabbitmq.conf': 'loopback_users.guest = true\n'
+                                  'default_user = %s\ndefault_pass = %s\n%s'
+                                  % (self.user, self.password, listeners),
                  'enabled_plugins': '[].\n',
                  # The distribution port listens on all addresses otherwise.
                  'advanced.config':
                      '[{kernel,[{inet_dist_use_interface,{127,0,0,1}}]}].\n'}
         for name, text in files.items():
-            with open(self._path(name), 'w') as f:
+            fd = os.open(self._path(name),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, 'w') as f:
                 f.write(text)
         env = self.env()
         epmd = self._start('epmd', ['epmd', '-address', layout_mod.HOST,
@@ -282,10 +296,15 @@ class Libvirtd(_Daemon):
         binds = dict((self._path(sub), target)
                      for sub, target in self.PRIVATE.items())
         binds.update(self.binds)
-        mounts = ''.join('mount --bind %s %s\n' % (source, target)
+        # A mount point the host lacks (/run/libvirt before the host's
+        # libvirtd ever ran) is made: an empty directory, as the package's
+        # own libvirtd would make it.
+        mounts = ''.join('[ -e %s ] || mkdir -p %s\nmount --bind %s %s\n'
+                         % (target, target, source, target)
                          for source, target in binds.items())
         if self.binds:
-            mounts += 'mount -t hugetlbfs hugetlbfs /dev/hugepages\n'
+            mounts += ('mkdir -p /dev/hugepages\n'
+                       'mount -t hugetlbfs hugetlbfs /dev/hugepages\n')
         script = self._path('ns-start.sh')
         # virtlogd in the background, not --daemon: it stays in libvirtd's
         # process group and is stopped with it, even when libvirtd never
@@ -322,9 +341,11 @@ class Libvirtd(_Daemon):
 
 
 class NodeNamespace:
-    """The mount and UTS namespaces of one compute node of the multi-node
-    cloud, held by a keeper process (``sleep``) recorded in the table as
-    ``name``; the node's daemons enter them with :meth:`prefix`.
+    """The namespaces of one node of the multi-node cloud: its network
+    namespace (``netns``, a path under /run/netns that
+    :mod:`tools.aio_cloud.fabric` made) and mount and UTS namespaces, held
+    by a keeper process (``sleep``) recorded in the table as ``name``; the
+    node's daemons enter them with :meth:`prefix`.
 
     In them ``binds`` ({directory: where the node sees it}) are mounted,
     and the hostname is the node's: libvirt names the hypervisor (and so
@@ -332,12 +353,13 @@ class NodeNamespace:
     differ from node to node.
     """
 
-    def __init__(self, table, name, directory, hostname, binds):
+    def __init__(self, table, name, directory, hostname, binds, netns):
         self.table = table
         self.name = name
         self.directory = directory
         self.hostname = hostname
         self.binds = dict(binds)
+        self.netns = netns
 
     def start(self, log):
         os.makedirs(self.directory, exist_ok=True)
@@ -352,8 +374,8 @@ class NodeNamespace:
                                for item in self.binds.items()),
                        self.hostname, ready))
         proc = self.table.start(self.name, [
-            'unshare', '-m', '-u', '--propagation', 'private', 'sh',
-            script], log, stop_timeout=5)
+            'nsenter', '--net=' + self.netns, 'unshare', '-m', '-u',
+            '--propagation', 'private', 'sh', script], log, stop_timeout=5)
         wait_for(self.name, lambda: os.path.exists(ready), 20, log, proc,
                  interval=0.1)
 
@@ -364,4 +386,4 @@ class NodeNamespace:
         entry = self.table.get(self.name)
         if entry is None:
             raise ServiceError('%s is not running' % self.name)
-        return ['nsenter', '-t', str(entry.pid), '-m', '-u', '--']
+        return ['nsenter', '-t', str(entry.pid), '-n', '-m', '-u', '--']

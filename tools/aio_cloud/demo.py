@@ -29,7 +29,6 @@ from spdk_common import naming
 from spdk_common import rpc
 from tempest_tests.tests import guest as guest_checks
 from tools.aio_cloud import capacity
-from tools.aio_cloud import daemons
 from tools.aio_cloud import layout as layout_mod
 from tools.aio_cloud import resources
 
@@ -97,6 +96,34 @@ class Client:
             time.sleep(2)
 
 
+class Steps:
+    """Runs the demo's steps, printing each one's name and time."""
+
+    def __init__(self):
+        self.taken = []
+
+    def __call__(self, name, action):
+        start = time.monotonic()
+        print('%-58s' % name, end=' ', flush=True)
+        try:
+            value = action()
+        except Exception:
+            print('FAILED after %.1f s' % (time.monotonic() - start),
+                  flush=True)
+            raise
+        took = time.monotonic() - start
+        self.taken.append((name, took))
+        print('%6.1f s' % took, flush=True)
+        return value
+
+    def verdict(self, passed):
+        """Print the demo's last line; ``passed`` back."""
+        print('demo %s (%.1f s of steps)' % (
+            'PASS' if passed else 'FAIL',
+            sum(took for _name, took in self.taken)))
+        return passed
+
+
 def guest_ram_mib(cli):
     """The hugepage RAM a guest of the demo's flavor needs (0 without
     ``hw:mem_page_size``).
@@ -149,21 +176,7 @@ def run(layout, venv):
     with user_data:
         user_data.write(guest_checks.CONSOLE_AGENT)
     created = {'server': [], 'volume': [], 'image': []}
-    steps = []
-
-    def timed(name, action):
-        start = time.monotonic()
-        print('%-58s' % name, end=' ', flush=True)
-        try:
-            value = action()
-        except Exception:
-            print('FAILED after %.1f s' % (time.monotonic() - start),
-                  flush=True)
-            raise
-        took = time.monotonic() - start
-        steps.append((name, took))
-        print('%6.1f s' % took, flush=True)
-        return value
+    timed = Steps()
 
     def volume_create(name, *extra):
         volume = cli('volume', 'create', '--type', 'spdk-vhost', '--size',
@@ -243,16 +256,14 @@ def run(layout, venv):
         os.unlink(user_data.name)
         try:
             timed('delete the servers, volumes and image',
-                  lambda: _delete(cli, created))
+                  lambda: delete(cli, created))
         except DemoError as exc:
             print('demo: clean-up: %s' % exc)
             passed = False
-    total = sum(took for _name, took in steps)
-    print('demo %s (%.1f s of steps)' % ('PASS' if passed else 'FAIL', total))
-    return passed
+    return timed.verdict(passed)
 
 
-def _delete(cli, created):
+def delete(cli, created):
     """Delete what the demo made, each on its own, and say what failed."""
     failures = []
     if created['server']:
@@ -278,185 +289,3 @@ def _delete(cli, created):
             failures.append(str(exc))
     if failures:
         raise DemoError('; '.join(failures))
-
-
-# The guest of the live-migration demo also prints, every 2 s, the first
-# block of each SPDK disk as it reads it then (page cache dropped: from
-# the disk, through whichever host serves it now), after its uptime, which
-# orders the lines across the migration.
-LIVE = 'SPDK-LIVE'
-HEARTBEAT = r"""(while true; do
-    echo 1 > /proc/sys/vm/drop_caches
-    for link in /dev/disk/by-id/virtio-*; do
-        dev=$(readlink -f "$link")
-        [ -b "$dev" ] || continue
-        echo "%s $(cut -d' ' -f1 /proc/uptime) ${link##*/virtio-}" \
-            "$(head -c 4096 "$dev" | md5sum | cut -d' ' -f1)" > /dev/console
-    done
-    sleep 2
-done) &
-""" % LIVE
-
-
-def heartbeats(console, volume_id):
-    """[(uptime, checksum)] of the heartbeat lines about a volume."""
-    pattern = re.compile(r'^%s (\d+\.\d+) %s (\S+)\s*$' % (
-        LIVE, re.escape(guest_checks.serial(volume_id))), re.MULTILINE)
-    return [(float(uptime), value)
-            for uptime, value in pattern.findall(console)]
-
-
-def live_migrate(layout, venv):
-    """A server booted from an SPDK vhost volume, live-migrated by Nova to
-    another compute node (``openstack server migrate --live-migration
-    --host``): it must end ACTIVE there, served by that node's libvirtd
-    and agent, and read there what it wrote before.
-
-    Booted from the volume (made from the guest image), with no disk in
-    the instances directory but its read-only config drive: libvirt
-    refuses to live-migrate a writable file disk that is not on a shared
-    file system it knows (NFS, CephFS, ...), and the nodes' common
-    instances directory is a local one.
-    """
-    cli = Client(layout, venv)
-    nodes = {node.name: node for node in layout_mod.compute_nodes(layout)}
-    hosts = sorted(s['Host'] for s in cli('compute', 'service', 'list',
-                                          '--service', 'nova-compute')
-                   if s['State'] == 'up' and s['Status'] == 'enabled')
-    if len(hosts) < 2:
-        print('demo: live migration needs two compute nodes up, this cloud '
-              'has %s: tools/cloud down, then tools/cloud up '
-              '--compute-nodes 2' % (', '.join(hosts) or 'none'))
-        print('demo FAIL')
-        return False
-    ram = guest_ram_mib(cli)
-    # Source and destination QEMU hold the guest's RAM during the copy.
-    capacity.check_guests(2, ram, 'a live migration (the server on two '
-                                  'nodes at once, flavor %s)'
-                          % resources.FLAVOR)
-    user_data = tempfile.NamedTemporaryFile('w', suffix='.sh', delete=False)
-    with user_data:
-        user_data.write(guest_checks.CONSOLE_AGENT.replace(
-            '#!/bin/sh\n', '#!/bin/sh\n' + HEARTBEAT, 1))
-    created = {'server': [], 'volume': [], 'image': []}
-    steps = []
-
-    def timed(name, action):
-        start = time.monotonic()
-        print('%-58s' % name, end=' ', flush=True)
-        try:
-            value = action()
-        except Exception:
-            print('FAILED after %.1f s' % (time.monotonic() - start),
-                  flush=True)
-            raise
-        took = time.monotonic() - start
-        steps.append((name, took))
-        print('%6.1f s' % took, flush=True)
-        return value
-
-    def volume_create():
-        volume = cli('volume', 'create', '--type', 'spdk-vhost', '--size',
-                     '1', '--image', resources.GUEST_IMAGE,
-                     PREFIX + '-live-volume')['id']
-        created['volume'].append(volume)
-        return volume
-
-    def server_create(host, volume):
-        server = cli('server', 'create', '--flavor', resources.FLAVOR,
-                     '--volume', volume, '--nic', 'none',
-                     '--availability-zone', 'nova:' + host,
-                     '--user-data', user_data.name,
-                     PREFIX + '-live')['id']
-        created['server'].append(server)
-        cli.wait('server', server, 'status', 'ACTIVE')
-        return server
-
-    def migrate(server, source, dest):
-        # 2.30: a target host without forcing it past the scheduler.
-        cli('--os-compute-api-version', '2.30', 'server', 'migrate',
-            '--live-migration', '--host', dest, server, parse=False)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            shown = cli('server', 'show', server)
-            status = shown['status']
-            host = shown['OS-EXT-SRV-ATTR:host']
-            if status == 'ACTIVE' and host == dest:
-                return shown['OS-EXT-SRV-ATTR:instance_name']
-            if status == 'ACTIVE' and host == source:
-                raise DemoError('server %s is ACTIVE on %s again: the '
-                                'migration failed (openstack server event '
-                                'list %s; log/nova-compute@*.log)'
-                                % (server, source, server))
-            if status.lower().startswith('error') or (
-                    time.monotonic() > deadline):
-                raise DemoError('server %s is %s on %s, waiting for ACTIVE '
-                                'on %s' % (server, status, host, dest))
-            time.sleep(1)
-
-    def virsh(node, *args):
-        return subprocess.run(
-            ['virsh', '-c', daemons.libvirt_uri(node.libvirt_dir)] +
-            list(args), capture_output=True, text=True).stdout
-
-    def read_after(server, volume, after):
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            found = [value for uptime, value in heartbeats(
-                cli('console', 'log', 'show', server, parse=False), volume)
-                if uptime > after]
-            if found:
-                return found[-1]
-            if time.monotonic() > deadline:
-                raise DemoError('server %s printed no "%s" line after the '
-                                'migration in %ds' % (server, LIVE, TIMEOUT))
-            time.sleep(2)
-
-    passed = False
-    try:
-        volume = timed('volume create --type spdk-vhost --image (boot '
-                       'volume)', volume_create)
-        timed('  volume available', lambda: cli.wait(
-            'volume', volume, 'status', 'available'))
-        server = timed('server create on %s from the volume' % hosts[0],
-                       lambda: server_create(hosts[0], volume))
-        source = cli('server', 'show', server)['OS-EXT-SRV-ATTR:host']
-        dest = next(host for host in hosts if host != source)
-        written = timed('  guest wrote the pattern: console log checksum',
-                        lambda: cli.console_report(server, 'write', volume))
-        timed('  guest reads it back (heartbeat)', lambda: read_after(
-            server, volume, 0))
-        instance = timed('server migrate --live-migration %s -> %s'
-                         % (source, dest),
-                         lambda: migrate(server, source, dest))
-        # Every heartbeat printed from now on comes from the destination.
-        before = max([uptime for uptime, _value in heartbeats(
-            cli('console', 'log', 'show', server, parse=False), volume)]
-            or [0.0])
-        where = {name: instance in virsh(node, 'list', '--name').split()
-                 for name, node in nodes.items()}
-        print('  libvirt domain %s runs on: %s' % (instance, ', '.join(
-            name for name, there in sorted(where.items()) if there)))
-        attached = [a['host_name'] for a in
-                    cli('volume', 'show', volume)['attachments']]
-        print('  volume attached to: %s' % ', '.join(attached))
-        read = timed('  guest on %s read the volume: checksum' % dest,
-                     lambda: read_after(server, volume, before + 4))
-        print('checksum written on %s %s, read on %s %s'
-              % (source, written, dest, read))
-        passed = (written == read and written != EMPTY_BLOCK_MD5 and
-                  where.get(dest) and not where.get(source) and
-                  attached == [dest])
-    except DemoError as exc:
-        print('demo: %s' % exc)
-    finally:
-        os.unlink(user_data.name)
-        try:
-            timed('delete the server and volume',
-                  lambda: _delete(cli, created))
-        except DemoError as exc:
-            print('demo: clean-up: %s' % exc)
-            passed = False
-    total = sum(took for _name, took in steps)
-    print('demo %s (%.1f s of steps)' % ('PASS' if passed else 'FAIL', total))
-    return passed

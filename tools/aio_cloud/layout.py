@@ -11,7 +11,11 @@ import json
 import os
 import secrets
 
+from tools.aio_cloud import fabric
+
 DEFAULT_STATE_DIR = '/var/lib/spdk-openstack-cloud'
+# The one-host cloud's address; a multi-node cloud's control plane is on
+# its bridge (fabric.CONTROL_ADDRESS), where the nodes' namespaces reach it.
 HOST = '127.0.0.1'
 
 # All >= 13000: the test suites use 4420 and 4520-4540.
@@ -29,6 +33,8 @@ PORTS = {
     'nvmf-tcp': 13420,
 }
 
+# The cloud's RabbitMQ user (its password is in the secrets).
+RABBITMQ_USER = 'aio'
 SERVICE_USERS = ('placement', 'nova', 'neutron', 'glance', 'cinder')
 DATABASES = ('keystone', 'placement', 'nova_api', 'nova', 'nova_cell0',
              'neutron', 'glance', 'cinder')
@@ -85,29 +91,50 @@ class Layout:
         return self.path('adminrc')
 
     # Kept by ``down``: logs for post-mortems, the built guest image; and
-    # kept by ``up`` (``down`` uses and removes it): the hugepage pool's
-    # size before ``up`` raised it.
+    # kept by ``up`` (``down`` uses and removes them): the hugepage pool's
+    # size before ``up`` raised it, and that ``up`` mounted hugetlbfs.
     POOL_RECORD = 'hugepages-raised-from'
-    KEPT = ('log', 'cache', POOL_RECORD)
+    HUGETLBFS_RECORD = 'hugetlbfs-mounted-by-up'
+    KEPT = ('log', 'cache', POOL_RECORD, HUGETLBFS_RECORD)
 
     @property
     def pool_record(self):
         return self.path(self.POOL_RECORD)
 
+    @property
+    def hugetlbfs_record(self):
+        return self.path(self.HUGETLBFS_RECORD)
+
+    @property
+    def multi_node(self):
+        return node_counts(self) != (1, 1)
+
+    @property
+    def host(self):
+        """Where the control plane listens."""
+        return fabric.CONTROL_ADDRESS if self.multi_node else HOST
+
+    @property
+    def database_clients(self):
+        """The MariaDB host pattern of the cloud's services."""
+        if self.multi_node:
+            return str(fabric.SUBNET.network_address).rsplit('.', 1)[0] + '.%'
+        return HOST
+
     def url(self, service, path=''):
-        return 'http://%s:%d%s' % (HOST, PORTS[service], path)
+        return 'http://%s:%d%s' % (self.host, PORTS[service], path)
 
     @property
     def keystone_url(self):
         return self.url('keystone', '/v3')
 
-    @property
-    def transport_url(self):
-        return 'rabbit://guest:guest@%s:%d/' % (HOST, PORTS['rabbitmq'])
+    def transport_url(self, secret):
+        return 'rabbit://%s:%s@%s:%d/' % (
+            RABBITMQ_USER, secret['rabbitmq'], self.host, PORTS['rabbitmq'])
 
     def database_url(self, name, secret):
         return ('mysql+pymysql://aio:%s@%s:%d/%s?charset=utf8'
-                % (secret['database'], HOST, PORTS['mariadb'], name))
+                % (secret['database'], self.host, PORTS['mariadb'], name))
 
 
 def load_or_create_secrets(layout):
@@ -119,7 +146,7 @@ def load_or_create_secrets(layout):
         with open(path) as f:
             return json.load(f)
     values = {name: secrets.token_hex(12)
-              for name in ('database', 'admin') + SERVICE_USERS}
+              for name in ('database', 'rabbitmq', 'admin') + SERVICE_USERS}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, 'w') as f:
         json.dump(values, f)
@@ -127,14 +154,9 @@ def load_or_create_secrets(layout):
 
 
 # Several compute and storage nodes on this one machine (``tools/cloud up
-# --compute-nodes N --storage-nodes M``). Each node has a loopback address
-# of its own: compute node k listens (libvirtd's migration listener, QEMU's
-# incoming migrations) on 127.0.1.k, storage node k (NVMe/TCP) on
-# 127.0.2.k, so that no node's listener meets the control plane's on
-# 127.0.0.1 or another node's. The whole 127/8 is the loopback interface's:
-# nothing is added to the host.
-COMPUTE_ADDRESS = '127.0.1.%d'
-STORAGE_ADDRESS = '127.0.2.%d'
+# --compute-nodes N --storage-nodes M``), each in network, mount and UTS
+# namespaces of its own with an address on a private bridge
+# (:mod:`tools.aio_cloud.fabric`).
 LIBVIRT_TCP_PORT = 16509
 NODES_FILE = 'nodes.json'
 MAX_NODES = 8
@@ -145,10 +167,10 @@ class ComputeNode:
 
     ``index`` 0 is the one-host cloud's node, in the places it always had,
     on the host's own hostname, without a namespace of its own; nodes 1..N
-    of a multi-node cloud each run in a mount and UTS namespace of their
-    own (:class:`tools.aio_cloud.daemons.NodeNamespace`) where the agent's
-    ``socket_dir`` (the same path on every node, as live migration needs)
-    is a bind of the node's own directory.
+    of a multi-node cloud each run in network, mount and UTS namespaces of
+    their own (:class:`tools.aio_cloud.daemons.NodeNamespace`) where the
+    agent's ``socket_dir`` (the same path on every node, as live migration
+    needs) is a bind of the node's own directory.
     """
 
     def __init__(self, layout, index=0):
@@ -156,7 +178,7 @@ class ComputeNode:
         self.index = index
         self.namespaced = index > 0
         self.name = 'compute%d' % index if index else None
-        self.address = COMPUTE_ADDRESS % index if index else HOST
+        self.address = fabric.compute_address(index) if index else HOST
 
     def suffix(self, service):
         """A process's name in the table: ``nova-compute@compute2``."""
@@ -220,14 +242,21 @@ class ComputeNode:
 
 class StorageNode:
     """One SPDK ``nvmf_tgt`` with its ``cinder-volume``; ``index`` 0 is
-    the one-host cloud's, with its files where they always were.
+    the one-host cloud's, with its files where they always were; nodes
+    1..M of a multi-node cloud run in namespaces of their own, as compute
+    nodes do.
     """
 
     def __init__(self, layout, index=0):
         self.layout = layout
         self.index = index
+        self.namespaced = index > 0
         self.name = 'storage%d' % index if index else None
-        self.address = STORAGE_ADDRESS % index if index else HOST
+        self.address = fabric.storage_address(index) if index else HOST
+
+    def path(self, *parts):
+        """This node's own directory (a multi-node cloud's nodes only)."""
+        return self.layout.path('nodes', self.name, *parts)
 
     def suffix(self, service):
         return '%s@%s' % (service, self.name) if self.name else service
@@ -284,17 +313,3 @@ def storage_nodes(layout, count=None):
     if count == 1:
         return [StorageNode(layout)]
     return [StorageNode(layout, k) for k in range(1, count + 1)]
-
-
-def node_ports(compute_count, storage_count):
-    """[(name, address, port)] the nodes of a multi-node cloud listen on,
-    beyond :data:`PORTS` on :data:`HOST`.
-    """
-    found = []
-    if compute_count > 1:
-        found += [('libvirtd@compute%d' % k, COMPUTE_ADDRESS % k,
-                   LIBVIRT_TCP_PORT) for k in range(1, compute_count + 1)]
-    if storage_count > 1:
-        found += [('nvmf-tcp@storage%d' % k, STORAGE_ADDRESS % k,
-                   PORTS['nvmf-tcp']) for k in range(1, storage_count + 1)]
-    return found

@@ -18,6 +18,7 @@ import uuid
 from spdk_common import binaries
 from tools.aio_cloud import configs
 from tools.aio_cloud import daemons
+from tools.aio_cloud import fabric
 from tools.aio_cloud import layout as layout_mod
 from tools.aio_cloud import processes
 from tools.aio_cloud import resources
@@ -53,7 +54,10 @@ class Services:
         self.rabbitmq = daemons.RabbitMQ(
             self.table, layout.path('rabbit'), layout.path('log'),
             'aio@localhost', PORTS['rabbitmq'], PORTS['rabbitmq-dist'],
-            PORTS['epmd'])
+            PORTS['epmd'],
+            extra_address=layout.host if layout.multi_node else None,
+            user=layout_mod.RABBITMQ_USER,
+            password=secret.get('rabbitmq', ''))
         counts = layout_mod.node_counts(layout)
         self.compute_nodes = layout_mod.compute_nodes(layout, counts[0])
         self.storage_nodes = layout_mod.storage_nodes(layout, counts[1])
@@ -81,9 +85,11 @@ class Services:
         """The node's namespaces; the agent's socket_dir path is the
         node's own directory in them.
         """
+        binds = ({node.own_socket_dir: node.socket_dir}
+                 if isinstance(node, layout_mod.ComputeNode) else {})
         return daemons.NodeNamespace(
             self.table, node.suffix('namespaces'), node.path(), node.name,
-            {node.own_socket_dir: node.socket_dir})
+            binds, fabric.netns_path(node.name))
 
     def prefix(self, node):
         """What runs a command in the node's namespaces."""
@@ -151,10 +157,10 @@ class Services:
         daemons.wait_for('mariadb', lambda: subprocess.run(
             ['mariadb-admin', '--no-defaults', '-S', sock, 'ping'],
             capture_output=True).returncode == 0, 60, log, proc)
+        clients = self.layout.database_clients
         statements = ["CREATE USER IF NOT EXISTS 'aio'@'%s' IDENTIFIED BY "
-                      "'%s'" % (layout_mod.HOST, self.secret['database']),
-                      "GRANT ALL PRIVILEGES ON *.* TO 'aio'@'%s'"
-                      % layout_mod.HOST]
+                      "'%s'" % (clients, self.secret['database']),
+                      "GRANT ALL PRIVILEGES ON *.* TO 'aio'@'%s'" % clients]
         statements += ['CREATE DATABASE IF NOT EXISTS %s' % db
                        for db in layout_mod.DATABASES]
         subprocess.run(['mariadb', '--no-defaults', '-S', sock, '-u', 'root'],
@@ -280,7 +286,7 @@ class Services:
         binary = binaries.find('nvmf_tgt')
         sock = node.rpc_socket
         proc = self.table.start(
-            node.suffix('nvmf_tgt'), [
+            node.suffix('nvmf_tgt'), self.prefix(node) + [
                 binary, '-m', '[%d]' % NVMF_CPU, '-s', str(NVMF_MEM_MIB),
                 '-r', sock, '--json', target_config, '--interrupt-mode',
                 # The test suites' SPDK apps claim CPU 0 too (and every
@@ -304,20 +310,27 @@ class Services:
             self.write(configs.cinder_volume(self.layout, self.secret,
                                              self.venv, node),
                        'cinder', os.path.basename(node.cinder_conf))
-        self.start_daemon(node.suffix('cinder-volume'), [
+        self.start_daemon(node.suffix('cinder-volume'), self.prefix(node) + [
             self.bin('cinder-volume'), '--config-file', node.cinder_conf,
             '--log-file', node.log('cinder-volume')], stop_timeout=30)
 
     def start_storage_node(self, node):
+        self.start_namespaces(node)
         self.start_storage_target(node)
         self.start_cinder_volume(node)
 
-    # The compute node: libvirtd, the agent with SPDK vhost, nova-compute
-
     def start_namespaces(self, node):
-        for path in (node.own_socket_dir, node.socket_dir):
-            os.makedirs(path, exist_ok=True)
-        self.namespace(node).start(node.log('namespaces'))
+        """A node's network namespace on the bridge, and the namespaces
+        its daemons run in.
+        """
+        fabric.add_node(node.name, node.address)
+        namespace = self.namespace(node)
+        for source, target in namespace.binds.items():
+            os.makedirs(source, exist_ok=True)
+            os.makedirs(target, exist_ok=True)
+        namespace.start(node.log('namespaces'))
+
+    # The compute node: libvirtd, the agent with SPDK vhost, nova-compute
 
     def start_libvirtd(self, node=None):
         node = node or self.compute_nodes[0]
@@ -340,7 +353,8 @@ class Services:
         agent_conf = node.agent_conf
         os.makedirs(os.path.dirname(agent_conf), exist_ok=True)
         configs.write_ini(agent_conf, configs.vhost_agent(
-            self.layout, binary, host_nqn, reactor_cpu, VHOST_MEM_MIB, node))
+            self.layout, self.secret, binary, host_nqn, reactor_cpu,
+            VHOST_MEM_MIB, node))
         sockets = node.own_socket_dir
         os.makedirs(sockets, exist_ok=True)
         shutil.chown(sockets, group='libvirt-qemu')

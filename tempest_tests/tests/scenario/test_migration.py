@@ -4,14 +4,17 @@ taken for dead rebuilds it elsewhere on the same data, and the volume is
 attached to the new host only.
 """
 
+from oslo_log import log as logging
 from tempest.common import waiters
 from tempest import config
 from tempest.lib.common import api_microversion_fixture
 from tempest.lib import decorators
+from tempest.lib import exceptions as lib_exc
 
 from tempest_tests.tests import base
 
 CONF = config.CONF
+LOG = logging.getLogger(__name__)
 
 # os-services by id with forced_down; evacuate needs no host from 2.29.
 FORCE_DOWN_MICROVERSION = '2.53'
@@ -90,6 +93,11 @@ class SPDKMigrationTest(base.SPDKScenarioTest):
 
     @decorators.idempotent_id('0c9d4b7e-5f3a-4a8e-9e21-7b6d5c4f3e22')
     def test_evacuation_rebuilds_on_the_same_data(self):
+        """Run it last, alone: Nova refuses to force the evacuated host up
+        again until its nova-compute has restarted (and removed the
+        evacuated guest), which a test cannot do; the job does it after
+        (``tools/cloud tempest`` does).
+        """
         if not CONF.spdk_openstack.evacuate_enabled:
             raise self.skipException(
                 'Evacuation not enabled ([spdk_openstack] evacuate_enabled)')
@@ -116,5 +124,14 @@ class SPDKMigrationTest(base.SPDKScenarioTest):
             host=host, binary='nova-compute')['services']
         self.admin_services_client.update_service(service['id'],
                                                   forced_down=True)
-        self.addCleanup(self.admin_services_client.update_service,
-                        service['id'], forced_down=False)
+        self.addCleanup(self.force_up, host, service['id'])
+
+    def force_up(self, host, service_id):
+        try:
+            self.admin_services_client.update_service(service_id,
+                                                      forced_down=False)
+        except lib_exc.BadRequest as exc:
+            # After an evacuation Nova keeps the host down until its
+            # nova-compute restarts: the job's part.
+            LOG.warning('nova-compute on %s stays forced down until it '
+                        'restarts: %s', host, exc)

@@ -95,6 +95,30 @@ class TestHostReads(base.TestCase):
             f.write(text)
         return path
 
+    def test_hugetlbfs_mounted_at_dev_hugepages_only(self):
+        mounts = self._write('mounts', 'hugetlbfs /mnt/huge hugetlbfs rw 0 0\n'
+                             'tmpfs /dev/hugepages tmpfs rw 0 0\n')
+        self.assertFalse(capacity.hugetlbfs_mounted(mounts))
+        mounts = self._write('mounts', 'hugetlbfs /dev/hugepages hugetlbfs '
+                             'rw,pagesize=2M 0 0\n')
+        self.assertTrue(capacity.hugetlbfs_mounted(mounts))
+
+    def test_hugetlbfs_is_unmounted_only_if_up_mounted_it(self):
+        record = os.path.join(self.dir, 'record')
+        run = self.useFixture(fixtures.MockPatch(
+            'tools.aio_cloud.capacity.subprocess.run')).mock
+        self.assertIsNone(capacity.unmount_hugetlbfs(record))
+        run.assert_not_called()
+        self.useFixture(fixtures.MockPatch(
+            'tools.aio_cloud.capacity.hugetlbfs_mounted',
+            return_value=False))
+        self.assertTrue(capacity.mount_hugetlbfs(record))
+        run.return_value.returncode = 0
+        self.assertIsNone(capacity.unmount_hugetlbfs(record))
+        self.assertEqual(['umount', capacity.HUGETLBFS],
+                         run.call_args[0][0])
+        self.assertFalse(os.path.exists(record))
+
     def test_read_pool(self):
         for name, value in (('nr_hugepages', 1024), ('free_hugepages', 300),
                             ('resv_hugepages', 20),

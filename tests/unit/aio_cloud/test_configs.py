@@ -11,7 +11,7 @@ from tools.aio_cloud import configs
 from tools.aio_cloud import layout as layout_mod
 
 SECRET = {name: name + '-pw' for name in
-          ('database', 'admin') + layout_mod.SERVICE_USERS}
+          ('database', 'rabbitmq', 'admin') + layout_mod.SERVICE_USERS}
 
 
 class TestConfigs(base.TestCase):
@@ -73,8 +73,8 @@ class TestConfigs(base.TestCase):
         self.assertEqual(1, ini['processes'])
 
     def test_agent_conf(self):
-        conf = configs.vhost_agent(self.layout, '/spdk/vhost', 'nqn.x', 1,
-                                   256)['spdk_vhost_target']
+        conf = configs.vhost_agent(self.layout, SECRET, '/spdk/vhost',
+                                   'nqn.x', 1, 256)['spdk_vhost_target']
         self.assertEqual('/srv/cloud/etc/nova/nova-compute.conf',
                          conf['nova_conf'])
         self.assertEqual('libvirt-qemu', conf['socket_group'])

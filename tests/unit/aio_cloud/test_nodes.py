@@ -3,6 +3,7 @@
 one-host cloud's files where they were.
 """
 
+import ipaddress
 import os
 
 import fixtures
@@ -11,13 +12,14 @@ from tests import base
 from tools.aio_cloud import capacity
 from tools.aio_cloud import cloud
 from tools.aio_cloud import configs
-from tools.aio_cloud import demo
+from tools.aio_cloud import fabric
 from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import node_demos
 from tools.aio_cloud import processes
 from tools.aio_cloud import services
 
 SECRET = {name: name + '-pw' for name in
-          ('database', 'admin') + layout_mod.SERVICE_USERS}
+          ('database', 'rabbitmq', 'admin') + layout_mod.SERVICE_USERS}
 
 
 class TestNodeLayout(base.TestCase):
@@ -39,12 +41,12 @@ class TestNodeLayout(base.TestCase):
         [storage] = layout_mod.storage_nodes(self.layout, 1)
         self.assertEqual('/srv/cloud/spdk/nvmf.sock', storage.rpc_socket)
         self.assertEqual('nvmf_tgt', storage.suffix('nvmf_tgt'))
-        self.assertEqual([], layout_mod.node_ports(1, 1))
+        self.assertFalse(storage.namespaced)
 
     def test_nodes_have_their_own_names_addresses_and_state(self):
         nodes = layout_mod.compute_nodes(self.layout, 2)
         self.assertEqual(['compute1', 'compute2'], [n.name for n in nodes])
-        self.assertEqual(['127.0.1.1', '127.0.1.2'],
+        self.assertEqual(['10.213.47.11', '10.213.47.12'],
                          [n.address for n in nodes])
         self.assertEqual('libvirtd@compute2', nodes[1].suffix('libvirtd'))
         # One socket_dir path for all; each node sees its own there.
@@ -55,25 +57,33 @@ class TestNodeLayout(base.TestCase):
                          [n.own_socket_dir for n in nodes])
         self.assertEqual(2, len({n.agent_rpc_socket for n in nodes}))
         storage = layout_mod.storage_nodes(self.layout, 2)
-        self.assertEqual(['127.0.2.1', '127.0.2.2'],
+        self.assertEqual(['10.213.47.21', '10.213.47.22'],
                          [n.address for n in storage])
+        self.assertTrue(storage[1].namespaced)
         self.assertEqual('/srv/cloud/nodes/storage2/spdk/nvmf.sock',
                          storage[1].rpc_socket)
-        self.assertEqual(
-            [('libvirtd@compute1', '127.0.1.1', 16509),
-             ('libvirtd@compute2', '127.0.1.2', 16509),
-             ('nvmf-tcp@storage1', '127.0.2.1', 13420),
-             ('nvmf-tcp@storage2', '127.0.2.2', 13420)],
-            layout_mod.node_ports(2, 2))
+        # Every node in the bridge's subnet, none on the control plane's.
+        self.assertEqual(4, len({n.address for n in nodes + storage} - {
+            fabric.CONTROL_ADDRESS}))
+        self.assertTrue(all(ipaddress.ip_address(n.address) in fabric.SUBNET
+                            for n in nodes + storage))
 
     def test_counts_saved_by_up(self):
         root = self.useFixture(fixtures.TempDir()).path
         layout = layout_mod.Layout(root)
         os.makedirs(layout.run())
         self.assertEqual((1, 1), layout_mod.node_counts(layout))
+        self.assertEqual('127.0.0.1', layout.host)
+        self.assertIn('@127.0.0.1:', layout.transport_url(SECRET))
         layout_mod.save_nodes(layout, 3, 2)
         self.assertEqual((3, 2), layout_mod.node_counts(layout))
         self.assertEqual(3, len(layout_mod.compute_nodes(layout)))
+        # The control plane moves to the bridge, where the nodes reach it,
+        # with a RabbitMQ user of its own (guest is for loopback only).
+        self.assertEqual(fabric.CONTROL_ADDRESS, layout.host)
+        self.assertEqual('rabbit://aio:rabbitmq-pw@10.213.47.1:13672/',
+                         layout.transport_url(SECRET))
+        self.assertEqual('10.213.47.%', layout.database_clients)
 
 
 class TestNodeConfigs(base.TestCase):
@@ -91,14 +101,15 @@ class TestNodeConfigs(base.TestCase):
         conf = configs.nova_compute(self.layout, SECRET, '/venv')
         self.assertNotIn('host', conf['DEFAULT'])
         self.assertNotIn('live_migration_scheme', conf['libvirt'])
-        agent = configs.vhost_agent(self.layout, '/v', 'nqn.x', 1, 256)
+        agent = configs.vhost_agent(self.layout, SECRET, '/v', 'nqn.x', 1,
+                                    256)
         self.assertNotIn('host', agent['DEFAULT'])
         self.assertNotIn('share_reactor_cpus', agent['spdk_vhost_target'])
 
     def test_nova_compute_of_a_node(self):
         conf = configs.nova_compute(self.layout, SECRET, '/venv', self.node)
         self.assertEqual('compute2', conf['DEFAULT']['host'])
-        self.assertEqual('127.0.1.2', conf['DEFAULT']['my_ip'])
+        self.assertEqual('10.213.47.12', conf['DEFAULT']['my_ip'])
         self.assertEqual('/srv/cloud/nodes/compute2/lib/nova',
                          conf['DEFAULT']['state_path'])
         # Shared by the nodes, as an NFS instances directory is.
@@ -110,11 +121,12 @@ class TestNodeConfigs(base.TestCase):
         self.assertIn('socket=/srv/cloud/nodes/compute2/libvirt/sock/',
                       libvirt['connection_uri'])
         self.assertEqual('tcp', libvirt['live_migration_scheme'])
-        self.assertEqual('127.0.1.2', libvirt['live_migration_inbound_addr'])
+        self.assertEqual('10.213.47.12',
+                         libvirt['live_migration_inbound_addr'])
 
     def test_agent_of_a_node(self):
-        conf = configs.vhost_agent(self.layout, '/v', 'nqn.x', 1, 256,
-                                   self.node)
+        conf = configs.vhost_agent(self.layout, SECRET, '/v', 'nqn.x', 1,
+                                   256, self.node)
         self.assertEqual('compute2', conf['DEFAULT']['host'])
         group = conf['spdk_vhost_target']
         self.assertTrue(group['share_reactor_cpus'])
@@ -132,7 +144,7 @@ class TestNodeConfigs(base.TestCase):
         # The same back-end name on every node: the volume types match all.
         self.assertEqual(configs.SPDK_BACKEND,
                          backend['volume_backend_name'])
-        self.assertEqual('127.0.2.2', backend['spdk_target_addresses'])
+        self.assertEqual('10.213.47.22', backend['spdk_target_addresses'])
         self.assertEqual('/srv/cloud/nodes/storage2/spdk/nvmf.sock',
                          backend['spdk_rpc_socket'])
         self.assertEqual('/srv/cloud/lib/cinder/storage2/spdk',
@@ -173,13 +185,20 @@ class TestNodeCapacity(base.TestCase):
                          2 * capacity.STORAGE_NODE_MIB,
                          capacity.services_mib(2, 3))
 
-    def test_node_ports_are_checked(self):
-        with fixtures.MockPatch('tools.aio_cloud.capacity.busy_ports',
-                                return_value=['x']) as busy:
-            self.assertRaises(capacity.ShortError, capacity.check_up,
-                              compute_nodes=2)
-        busy.mock.assert_called_once_with(
-            elsewhere=layout_mod.node_ports(2, 1))
+    def test_the_network_of_a_multi_node_cloud_is_checked(self):
+        self.useFixture(fixtures.MockPatch(
+            'tools.aio_cloud.capacity.busy_ports', return_value=[]))
+        in_the_way = self.useFixture(fixtures.MockPatch(
+            'tools.aio_cloud.fabric.in_the_way',
+            return_value=['bridge spdkos-br0'])).mock
+        error = self.assertRaises(capacity.ShortError, capacity.check_up,
+                                  compute_nodes=2)
+        self.assertIn('10.213.47.0/24', str(error))
+        self.assertIn('bridge spdkos-br0', str(error))
+        in_the_way.reset_mock()
+        self.assertRaises(capacity.ShortError, capacity.check_up,
+                          grow=False, needs=[('x', 10 ** 9)])
+        in_the_way.assert_not_called()
 
     def test_node_counts_are_bounded(self):
         self.useFixture(fixtures.MonkeyPatch('sys.stderr', self.useFixture(
@@ -227,4 +246,12 @@ class TestHeartbeats(base.TestCase):
                    'SPDK-LIVE 14.51 ffffffffffffffffffff bbb\n'
                    'SPDK-LIVE 14.52 0123456789abcdef0123 ccc\r\n')
         self.assertEqual([(12.5, 'aaa'), (14.52, 'ccc')],
-                         demo.heartbeats(console, volume))
+                         node_demos.heartbeats(console, volume))
+
+    def test_fence_marks_of_one_volume(self):
+        volume = '0123456789abcdef0123456789'
+        console = ('SPDK-FENCE 3.10 0123456789abcdef0123 1 ok\n'
+                   'SPDK-FENCE 3.11 ffffffffffffffffffff 1 ok\n'
+                   'SPDK-FENCE 5.20 0123456789abcdef0123 2 foreign:b00t\r\n')
+        self.assertEqual([(3.1, 1, 'ok'), (5.2, 2, 'foreign:b00t')],
+                         node_demos.fence_marks(console, volume))

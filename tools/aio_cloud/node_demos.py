@@ -1,0 +1,419 @@
+"""The demos of a multi-node cloud (``tools/cloud demo --live-migrate``,
+``--evacuate``): a server booted from an SPDK vhost volume leaves its
+compute node with Nova's own flows, and must read on the other node what
+it wrote before.
+
+Both boot from a volume made from the guest image, with no disk in the
+instances directory but the read-only config drive: libvirt refuses to
+live-migrate a writable file disk that is not on a shared file system it
+knows (NFS, CephFS, ...), and the nodes' common instances directory is a
+local one.
+"""
+
+import configparser
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+from spdk_common import naming
+from spdk_common import rpc
+from tempest_tests.tests import guest as guest_checks
+from tools.aio_cloud import capacity
+from tools.aio_cloud import cloud
+from tools.aio_cloud import configs
+from tools.aio_cloud import daemons
+from tools.aio_cloud import demo
+from tools.aio_cloud import fabric
+from tools.aio_cloud import layout as layout_mod
+from tools.aio_cloud import processes
+from tools.aio_cloud import resources
+
+PREFIX = demo.PREFIX
+TIMEOUT = demo.TIMEOUT
+
+# The guest also prints, every 2 s, the first block of each SPDK disk as
+# it reads it then (page cache dropped: from the disk, through whichever
+# host serves it now), after its uptime, which orders the lines across the
+# migration.
+LIVE = 'SPDK-LIVE'
+HEARTBEAT = r"""(while true; do
+    echo 1 > /proc/sys/vm/drop_caches
+    for link in /dev/disk/by-id/virtio-*; do
+        dev=$(readlink -f "$link")
+        [ -b "$dev" ] || continue
+        echo "%s $(cut -d' ' -f1 /proc/uptime) ${link##*/virtio-}" \
+            "$(head -c 4096 "$dev" | md5sum | cut -d' ' -f1)" > /dev/console
+    done
+    sleep 2
+done) &
+""" % LIVE
+
+# The evacuation demo's guest writes its boot id and a count into the
+# second block of each SPDK disk every 2 s, reading the block first: once
+# it has written, another boot id there is a write of another guest (the
+# one left on the dead node) that reached the volume, reported as
+# "foreign".
+FENCE = 'SPDK-FENCE'
+FENCE_WRITER = r"""(boot=$(cat /proc/sys/kernel/random/boot_id); n=0
+while true; do
+    for link in /dev/disk/by-id/virtio-*; do
+        dev=$(readlink -f "$link")
+        [ -b "$dev" ] || continue
+        echo 1 > /proc/sys/vm/drop_caches
+        seen=$(dd if="$dev" bs=4096 skip=1 count=1 2>/dev/null \
+               | head -c 80 | tr -d '\000' | cut -d' ' -f2)
+        verdict=ok
+        [ "$n" -gt 0 ] && [ "$seen" != "$boot" ] && verdict="foreign:$seen"
+        n=$((n + 1))
+        echo "%s $boot $n" | dd of="$dev" bs=4096 seek=1 count=1 \
+            conv=fsync 2>/dev/null
+        echo "%s $(cut -d' ' -f1 /proc/uptime) ${link##*/virtio-} $n" \
+            "$verdict" > /dev/console
+    done
+    sleep 2
+done) &
+""" % (FENCE, FENCE)
+
+
+def heartbeats(console, volume_id):
+    """[(uptime, checksum)] of the heartbeat lines about a volume."""
+    pattern = re.compile(r'^%s (\d+\.\d+) %s (\S+)\s*$' % (
+        LIVE, re.escape(guest_checks.serial(volume_id))), re.MULTILINE)
+    return [(float(uptime), value)
+            for uptime, value in pattern.findall(console)]
+
+
+def fence_marks(console, volume_id):
+    """[(uptime, count, verdict)] of the evacuation guest's lines about a
+    volume.
+    """
+    pattern = re.compile(r'^%s (\d+\.\d+) %s (\d+) (\S+)\s*$' % (
+        FENCE, re.escape(guest_checks.serial(volume_id))), re.MULTILINE)
+    return [(float(uptime), int(count), verdict)
+            for uptime, count, verdict in pattern.findall(console)]
+
+
+class NodeDemo:
+    """What both demos do: a boot-from-volume server on one compute node
+    whose guest runs the console agent and ``guest_script``, then moves.
+    """
+
+    def __init__(self, layout, venv, guest_script):
+        self.layout = layout
+        self.venv = venv
+        self.cli = demo.Client(layout, venv)
+        self.nodes = {node.name: node
+                      for node in layout_mod.compute_nodes(layout)}
+        self.guest_script = guest_script
+        self.created = {'server': [], 'volume': [], 'image': []}
+        self.timed = demo.Steps()
+
+    def hosts(self, what):
+        """The compute hosts up and enabled; None (after saying so) when
+        fewer than two.
+        """
+        hosts = sorted(s['Host'] for s in self.cli(
+            'compute', 'service', 'list', '--service', 'nova-compute')
+            if s['State'] == 'up' and s['Status'] == 'enabled')
+        if len(hosts) < 2:
+            print('demo: %s needs two compute nodes up, this cloud has %s: '
+                  'tools/cloud down, then tools/cloud up --compute-nodes 2'
+                  % (what, ', '.join(hosts) or 'none'))
+            return None
+        return hosts
+
+    def boot(self, host, name):
+        """(server, volume): the volume made from the guest image, the
+        server booted from it on ``host``, the pattern written.
+        """
+        volume = self.timed(
+            'volume create --type spdk-vhost --image (boot volume)',
+            lambda: self.cli('volume', 'create', '--type', 'spdk-vhost',
+                             '--size', '1', '--image', resources.GUEST_IMAGE,
+                             '%s-%s-volume' % (PREFIX, name))['id'])
+        self.created['volume'].append(volume)
+        self.timed('  volume available', lambda: self.cli.wait(
+            'volume', volume, 'status', 'available'))
+        user_data = tempfile.NamedTemporaryFile('w', suffix='.sh',
+                                                delete=False)
+        with user_data:
+            user_data.write(guest_checks.CONSOLE_AGENT.replace(
+                '#!/bin/sh\n', '#!/bin/sh\n' + self.guest_script, 1))
+        try:
+            server = self.timed(
+                'server create on %s from the volume' % host,
+                lambda: self.cli(
+                    'server', 'create', '--flavor', resources.FLAVOR,
+                    '--volume', volume, '--nic', 'none',
+                    '--availability-zone', 'nova:' + host,
+                    '--user-data', user_data.name,
+                    '%s-%s' % (PREFIX, name))['id'])
+        finally:
+            os.unlink(user_data.name)
+        self.created['server'].append(server)
+        self.timed('  server ACTIVE', lambda: self.cli.wait(
+            'server', server, 'status', 'ACTIVE'))
+        return server, volume
+
+    def wait_on(self, server, source, dest, failed):
+        """The server's libvirt name once it is ACTIVE on ``dest``;
+        ``failed`` says why it is ACTIVE on ``source`` again.
+        """
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            shown = self.cli('server', 'show', server)
+            status = shown['status']
+            host = shown['OS-EXT-SRV-ATTR:host']
+            if status == 'ACTIVE' and host == dest:
+                return shown['OS-EXT-SRV-ATTR:instance_name']
+            if status == 'ACTIVE' and host == source:
+                raise demo.DemoError(
+                    'server %s is ACTIVE on %s again: %s (openstack server '
+                    'event list %s; log/nova-compute@*.log)'
+                    % (server, source, failed, server))
+            if status.lower().startswith('error') or (
+                    time.monotonic() > deadline):
+                raise demo.DemoError('server %s is %s on %s, waiting for '
+                                     'ACTIVE on %s'
+                                     % (server, status, host, dest))
+            time.sleep(1)
+
+    def runs_on(self, instance):
+        """The nodes whose libvirtd runs domain ``instance``."""
+        return sorted(
+            name for name, node in self.nodes.items()
+            if instance in subprocess.run(
+                ['virsh', '-c', daemons.libvirt_uri(node.libvirt_dir),
+                 'list', '--name'], capture_output=True,
+                text=True).stdout.split())
+
+    def attached_to(self, volume):
+        return [a['host_name'] for a in
+                self.cli('volume', 'show', volume)['attachments']]
+
+    def console(self, server):
+        return self.cli('console', 'log', 'show', server, parse=False)
+
+    def finish(self, passed):
+        try:
+            self.timed('delete the server and volume',
+                       lambda: demo.delete(self.cli, self.created))
+        except demo.DemoError as exc:
+            print('demo: clean-up: %s' % exc)
+            passed = False
+        return self.timed.verdict(passed)
+
+
+def live_migrate(layout, venv):
+    """A server live-migrated by Nova to another compute node
+    (``openstack server migrate --live-migration --host``): it must end
+    ACTIVE there, served by that node's libvirtd and agent, and read there
+    what it wrote before.
+    """
+    run = NodeDemo(layout, venv, HEARTBEAT)
+    hosts = run.hosts('live migration')
+    if not hosts:
+        return run.timed.verdict(False)
+    # Source and destination QEMU hold the guest's RAM during the copy.
+    capacity.check_guests(2, demo.guest_ram_mib(run.cli),
+                          'a live migration (the server on two nodes at '
+                          'once, flavor %s)' % resources.FLAVOR)
+
+    def migrate(server, source, dest):
+        # 2.30: a target host without forcing it past the scheduler.
+        run.cli('--os-compute-api-version', '2.30', 'server', 'migrate',
+                '--live-migration', '--host', dest, server, parse=False)
+        return run.wait_on(server, source, dest, 'the migration failed')
+
+    def read_after(server, volume, after):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            found = [value for uptime, value in heartbeats(
+                run.console(server), volume) if uptime > after]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise demo.DemoError(
+                    'server %s printed no "%s" line after the migration in '
+                    '%ds' % (server, LIVE, TIMEOUT))
+            time.sleep(2)
+
+    passed = False
+    try:
+        server, volume = run.boot(hosts[0], 'live')
+        source = hosts[0]
+        dest = next(host for host in hosts if host != source)
+        written = run.timed(
+            '  guest wrote the pattern: console log checksum',
+            lambda: run.cli.console_report(server, 'write', volume))
+        run.timed('  guest reads it back (heartbeat)',
+                  lambda: read_after(server, volume, 0))
+        instance = run.timed('server migrate --live-migration %s -> %s'
+                             % (source, dest),
+                             lambda: migrate(server, source, dest))
+        # Every heartbeat printed from now on comes from the destination.
+        before = max([uptime for uptime, _value in heartbeats(
+            run.console(server), volume)] or [0.0])
+        where = run.runs_on(instance)
+        print('  libvirt domain %s runs on: %s' % (instance,
+                                                   ', '.join(where)))
+        attached = run.attached_to(volume)
+        print('  volume attached to: %s' % ', '.join(attached))
+        read = run.timed('  guest on %s read the volume: checksum' % dest,
+                         lambda: read_after(server, volume, before + 4))
+        print('checksum written on %s %s, read on %s %s'
+              % (source, written, dest, read))
+        passed = (written == read and written != demo.EMPTY_BLOCK_MD5 and
+                  where == [dest] and attached == [dest])
+    except demo.DemoError as exc:
+        print('demo: %s' % exc)
+    return run.finish(passed)
+
+
+# How long the dead node's link stays back up while the evacuated guest
+# watches its volume for the old guest's writes.
+FENCE_WATCH_S = 20
+# The services of a node that "dies": SIGKILL, as a crash. Its SPDK vhost
+# and the guest's QEMU stay, cut off with the node's link.
+KILLED = ('nova-compute', 'spdk-vhost-target')
+
+
+def _host_nqn(node):
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read(node.agent_conf)
+    return conf['spdk_vhost_target']['host_nqn']
+
+
+def evacuate(layout, venv):
+    """A compute node dies under a server (its nova-compute and agent
+    killed, its link to the others down; its SPDK vhost and the guest's
+    QEMU left running, as on a node cut off): the operator marks its
+    service down and evacuates (``openstack server evacuate``). The
+    server must rebuild on the other node and read there what it wrote,
+    and the dead node must have lost the volume: its host NQN gone from
+    the volume's subsystem on the storage node (SPDK's own listing), and,
+    once its link is back, no write of its guest reaching the volume
+    (the new guest watches for them).
+    """
+    run = NodeDemo(layout, venv, FENCE_WRITER)
+    hosts = run.hosts('evacuation')
+    if not hosts:
+        return run.timed.verdict(False)
+    capacity.check_guests(2, demo.guest_ram_mib(run.cli),
+                          'an evacuation (the dead node\'s guest stays, '
+                          'flavor %s)' % resources.FLAVOR)
+    table = processes.ProcessTable(layout.process_table)
+    source, dest = hosts[0], hosts[1]
+    dead = run.nodes[source]
+    killed = []
+
+    def kill_node():
+        for service in KILLED:
+            entry = table.get(dead.suffix(service))
+            os.killpg(entry.pgid, signal.SIGKILL)
+            killed.append(entry.name)
+        fabric.set_link(dead.name, up=False)
+
+    def evacuate_server(server):
+        # 2.11: force the service down; 2.29: evacuate without a host
+        # (the scheduler picks).
+        run.cli('--os-compute-api-version', '2.11', 'compute', 'service',
+                'set', '--down', source, 'nova-compute', parse=False)
+        run.cli('--os-compute-api-version', '2.29', 'server', 'evacuate',
+                server, parse=False)
+        return run.wait_on(server, source, dest, 'the evacuation failed')
+
+    def subsystem_hosts(volume):
+        shown = run.cli('volume', 'show', volume)
+        node_name = shown['os-vol-host-attr:host'].split('@')[0]
+        storage = next(n for n in layout_mod.storage_nodes(layout)
+                       if n.name == node_name)
+        client = rpc.SPDKClient(storage.rpc_socket)
+        try:
+            subsystem = next(
+                s for s in client.call('nvmf_get_subsystems')
+                if s['nqn'] == naming.volume_nqn(configs.NQN_PREFIX, volume))
+        finally:
+            client.close()
+        return [host['nqn'] for host in subsystem['hosts']]
+
+    def marks_after(server, volume, count):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            marks = fence_marks(run.console(server), volume)
+            if len(marks) >= count:
+                return marks
+            if time.monotonic() > deadline:
+                raise demo.DemoError('server %s printed %d "%s" lines in '
+                                     '%ds' % (server, len(marks), FENCE,
+                                              TIMEOUT))
+            time.sleep(2)
+
+    def revive():
+        """The dead node back: its link, agent (which restarts its SPDK
+        vhost), nova-compute (which destroys the evacuated guest), and
+        its service no longer forced down.
+        """
+        fabric.set_link(dead.name, up=True)
+        # The agent first: nova-compute detaches the evacuated guest's
+        # volumes through it when it starts.
+        for name in reversed(killed):
+            cloud.restart(layout, venv, name)
+        run.cli('--os-compute-api-version', '2.11', 'compute', 'service',
+                'set', '--up', source, 'nova-compute', parse=False)
+
+    passed = False
+    try:
+        server, volume = run.boot(source, 'evacuate')
+        written = run.timed(
+            '  guest wrote the pattern: console log checksum',
+            lambda: run.cli.console_report(server, 'write', volume))
+        run.timed('  guest writes its marks (block 1)',
+                  lambda: marks_after(server, volume, 2))
+        old_nqn, new_nqn = _host_nqn(dead), _host_nqn(run.nodes[dest])
+        print('  host NQNs allowed on the volume before: %s'
+              % ', '.join(subsystem_hosts(volume)))
+        run.timed('%s dies: %s killed, link down'
+                  % (source, ' and '.join(KILLED)), kill_node)
+        instance = run.timed('server evacuate %s -> %s' % (source, dest),
+                             lambda: evacuate_server(server))
+        where = run.runs_on(instance)
+        print('  libvirt domain %s runs on: %s (the dead node\'s guest '
+              'counts)' % (instance, ', '.join(where)))
+        attached = run.attached_to(volume)
+        print('  volume attached to: %s' % ', '.join(attached))
+        allowed = subsystem_hosts(volume)
+        print('  host NQNs allowed on the volume now: %s'
+              % ', '.join(allowed))
+        read = run.timed(
+            '  guest on %s read the volume: checksum' % dest,
+            lambda: run.cli.console_report(server, 'read', volume))
+        fabric.set_link(dead.name, up=True)
+        seen = len(marks_after(server, volume, 1))
+        run.timed('%s link back up, the new guest watches %d s'
+                  % (source, FENCE_WATCH_S),
+                  lambda: time.sleep(FENCE_WATCH_S))
+        marks = marks_after(server, volume, seen + 2)
+        foreign = [verdict for _u, _n, verdict in marks if verdict != 'ok']
+        print('  new guest wrote %d marks, found %s'
+              % (marks[-1][1], ', '.join(foreign) or
+                 'no write of the old guest'))
+        print('checksum written on %s %s, read on %s %s'
+              % (source, written, dest, read))
+        passed = (written == read and written != demo.EMPTY_BLOCK_MD5 and
+                  attached == [dest] and old_nqn not in allowed and
+                  new_nqn in allowed and not foreign and
+                  marks[-1][1] > seen)
+    except demo.DemoError as exc:
+        print('demo: %s' % exc)
+    finally:
+        try:
+            run.timed('%s back: link, %s restarted, service up'
+                      % (source, ' and '.join(killed) or 'nothing'), revive)
+        except Exception as exc:
+            print('demo: reviving %s: %s' % (source, exc))
+            passed = False
+    return run.finish(passed)
