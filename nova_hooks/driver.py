@@ -145,6 +145,41 @@ class SPDKLibvirtDriver(libvirt_driver.LibvirtDriver):
                            'socket_dir must be the same on every compute '
                            'node' % (volume_id, source, here))
 
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        """Stock destroy; then the domain's vhost-user disks that
+        ``block_device_info`` does not name are detached from this host's
+        agent too. Nova names none when it destroys a guest left behind by
+        an evacuation whose instance is deleted already
+        (``ComputeManager._destroy_evacuated_instances``): the agent would
+        otherwise serve the volume, and reconnect to its target, for ever.
+        """
+        orphans = self._vhost_disks_not_named(instance, block_device_info)
+        super().destroy(context, instance, network_info, block_device_info,
+                        destroy_disks, destroy_secrets)
+        for volume_id in orphans:
+            LOG.info('Detaching volume %s, which the destroyed domain used '
+                     'and Nova did not name', volume_id, instance=instance)
+            try:
+                spdk_volume.detach(volume_id, instance)
+            except Exception as exc:
+                # The domain is gone; the agent's attachment stays for the
+                # operator (spdk-vhost-target status shows it).
+                LOG.warning('Could not detach volume %(volume)s from '
+                            'spdk-vhost-target: %(error)s',
+                            {'volume': volume_id, 'error': exc},
+                            instance=instance)
+
+    def _vhost_disks_not_named(self, instance, block_device_info):
+        try:
+            guest = self._host.get_guest(instance)
+        except nova_exception.InstanceNotFound:
+            return []
+        named = {spdk_volume.volume_id(bdm['connection_info'])
+                 for bdm in _spdk_vhost_volumes(block_device_info)}
+        return sorted(set(vhost_disk_xml.vhost_user_disks(
+            guest.get_xml_desc())) - named)
+
     def live_migration(self, context, instance, dest, post_method,
                        recover_method, block_migration=False,
                        migrate_data=None):

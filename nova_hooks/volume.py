@@ -36,6 +36,23 @@ def volume_id(connection_info):
             or connection_info['data'].get('vol_uuid'))
 
 
+def detach(volume, instance):
+    """Detach ``volume`` from this host's agent, waiting out a guest that
+    still holds it (SPDK refuses while QEMU is connected) for
+    :data:`BUSY_WAIT` seconds.
+    """
+    deadline = time.monotonic() + BUSY_WAIT
+    while True:
+        try:
+            agent_client.get().detach_volume(volume)
+            return
+        except spdk_exc.VolumeBusy as exc:
+            if time.monotonic() >= deadline:
+                LOG.error('%s', exc, instance=instance)
+                raise
+            time.sleep(BUSY_POLL)
+
+
 def host_numa_nodes(instance):
     """Host NUMA nodes the instance's memory lives on here (empty: none).
 
@@ -79,16 +96,7 @@ class LibvirtSPDKVhostVolumeDriver(libvirt_volume.LibvirtBaseVolumeDriver):
                   'path': data[connection.VHOST_SOCKET]}, instance=instance)
 
     def disconnect_volume(self, connection_info, instance, force=False):
-        deadline = time.monotonic() + BUSY_WAIT
-        while True:
-            try:
-                agent_client.get().detach_volume(volume_id(connection_info))
-                return
-            except spdk_exc.VolumeBusy as exc:
-                if time.monotonic() >= deadline:
-                    LOG.error('%s', exc, instance=instance)
-                    raise
-                time.sleep(BUSY_POLL)
+        detach(volume_id(connection_info), instance)
 
     def extend_volume(self, connection_info, instance, requested_size):
         size = agent_client.get().extend_volume(volume_id(connection_info))

@@ -1,6 +1,7 @@
 """SPDK tier: a guest with a vhost-user volume moves between two compute
-hosts on this machine: live migration, its abort, and evacuation from a
-host taken for dead.
+hosts on this machine: live migration; a migration aborted, and one whose
+destination dies, rolling back to the source; evacuation from a host
+taken for dead.
 
 Each host has its own agent and SPDK vhost, and its own libvirtd (host
 UUID, TCP listener on loopback, mount namespace) in which its socket
@@ -25,6 +26,7 @@ everything acknowledged before reads back on the new host.
 import os
 import pwd
 import re
+import signal
 import time
 import uuid
 
@@ -202,13 +204,13 @@ class TestLiveMigration(MigrationTestBase):
         self.assertEqual('0', bad)
         self.assertGreater(int(written), 10)
 
-    def test_aborted_migration_leaves_the_source_running(self):
-        source, dest = self.hosts
-        console = self.boot(source)
-        self.guest_run(console, guest_fixtures.VERIFY_LOOP)
+    def slow_migration(self, source, dest):
+        """A migration started at 1 MiB/s (the copy of 256 MiB is still
+        running when the test breaks it), once libvirt's job runs; the
+        virsh process.
+        """
         self.attach(dest)
         hugepages.reserve(GUEST_MIB, 'the migrated guest')
-        # 1 MiB/s: the copy of 256 MiB is still running when aborted.
         proc = source.libvirtd.virsh_background(
             'migrate', '--live', '--p2p', '--persistent', '--undefinesource',
             '--bandwidth', '1', self.domain, dest.uri, '--migrateuri',
@@ -218,12 +220,15 @@ class TestLiveMigration(MigrationTestBase):
                 'domjobinfo', self.domain, check=False).stdout:
             self.assertLess(time.monotonic(), deadline, 'no migration job')
             time.sleep(0.2)
-        source.libvirtd.virsh('domjobabort', self.domain)
-        self.assertNotEqual(0, proc.wait(60))
+        return proc
+
+    def assertRolledBack(self, source, dest, console):
+        """Nova's rollback after a migration that did not complete: the
+        destination's agent detaches and its attachment goes; the source
+        keeps its own, and its guest writes on without an error.
+        """
         self.assertTrue(self.running(source))
         self.assertFalse(self.running(dest))
-        # Nova's rollback: the destination's agent detaches and its
-        # attachment goes; the source keeps its own.
         self.detach(dest)
         self.assertEqual([HOST_NQNS[0]], self.acl())
         self.assertEqual([], dest.compute.agent.get_status()['attachments'])
@@ -232,6 +237,26 @@ class TestLiveMigration(MigrationTestBase):
             console, guest_fixtures.VERIFY_REPORT, timeout=300).split()
         self.assertEqual(('0', '0'), (errors, bad))
         self.assertGreater(int(written), 10)
+
+    def test_aborted_migration_leaves_the_source_running(self):
+        source, dest = self.hosts
+        console = self.boot(source)
+        self.guest_run(console, guest_fixtures.VERIFY_LOOP)
+        proc = self.slow_migration(source, dest)
+        source.libvirtd.virsh('domjobabort', self.domain)
+        self.assertNotEqual(0, proc.wait(60))
+        self.assertRolledBack(source, dest, console)
+
+    def test_failed_migration_rolls_back_to_the_source(self):
+        # The destination dies in the middle of the copy (its QEMU
+        # killed): libvirt fails the migration, Nova rolls back.
+        source, dest = self.hosts
+        console = self.boot(source)
+        self.guest_run(console, guest_fixtures.VERIFY_LOOP)
+        proc = self.slow_migration(source, dest)
+        os.kill(dest.libvirtd.qemu_pid(self.domain), signal.SIGKILL)
+        self.assertNotEqual(0, proc.wait(60))
+        self.assertRolledBack(source, dest, console)
 
 
 # Records found on the disk: blocks whose record is theirs, and the

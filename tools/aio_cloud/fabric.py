@@ -126,6 +126,17 @@ def add_node(node_name, address):
     _ip('-n', name, 'rule', 'add', 'pref', str(LOCAL_PREF), 'lookup',
         'local')
     _ip('-n', name, 'rule', 'del', 'pref', '0')
+    # The rules see ports, not connections: the host's replies to a
+    # node's own connection (to RabbitMQ, the APIs) would be refused if
+    # the node's end had one of those ports, which are in Linux's
+    # ephemeral range (49152-49215): they are kept out of it.
+    result = subprocess.run(
+        ['ip', 'netns', 'exec', name, 'sysctl', '-q', '-w',
+         'net.ipv4.ip_local_reserved_ports=%s' % ','.join(NODE_ONLY_PORTS)],
+        capture_output=True, text=True)
+    if result.returncode:
+        raise FabricError('reserving ports in %s: %s'
+                          % (name, result.stderr.strip()))
 
 
 def set_link(node_name, up):

@@ -60,7 +60,7 @@ class TestFabric(base.TestCase):
             self.useFixture(fixtures.MonkeyPatch(
                 'tools.aio_cloud.fabric.' + name, value))
         self.assertEqual([], fabric.in_the_way())
-        self.addCleanup(self.assertEqual, [], fabric.present())
+        self.addCleanup(lambda: self.assertEqual([], fabric.present()))
         self.addCleanup(fabric.remove)
         fabric.create_bridge()
         fabric.add_node('compute1', fabric.compute_address(1))
@@ -86,6 +86,16 @@ class TestFabric(base.TestCase):
         self.assertTrue(_connects(target, 13420))
         self.assertFalse(_connects(target, 16509))
         self.assertFalse(_connects(target, 49152))
+
+    def test_the_host_answers_a_node_on_any_port_it_connects_from(self):
+        # The refused ports are the node's listeners only: never the
+        # source port of the node's own connections (to RabbitMQ, the
+        # APIs), whose replies come from the host's address.
+        reserved = subprocess.run(
+            ['ip', 'netns', 'exec', fabric.netns('compute1'), 'sysctl',
+             '-n', 'net.ipv4.ip_local_reserved_ports'],
+            capture_output=True, text=True, check=True).stdout.strip()
+        self.assertEqual('16509,49152-49215', reserved)
 
     def test_a_node_whose_link_is_down_is_cut_off(self):
         self.listen('compute2', (13420,))

@@ -256,7 +256,8 @@ class TestHooks(base.TestCase):
             '/var/lib/spdk-vhost-target/sockets/vhost-' + VOLUME)
         self.assertIn('does not answer', str(exc))
 
-    def migrate(self, answers):
+    def driver_with_domain(self):
+        """A driver whose host has a domain using VOLUME over vhost-user."""
         drv = self.bare_driver()
         disk = spdk_volume.LibvirtSPDKVhostVolumeDriver(None).get_config(
             connection_info(vhost_socket='/sockets/vhost-' + VOLUME),
@@ -265,6 +266,38 @@ class TestHooks(base.TestCase):
                   % disk.to_xml())
         drv._host = mock.Mock()
         drv._host.get_guest.return_value.get_xml_desc.return_value = domain
+        return drv
+
+    def destroy(self, drv, block_device_info):
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               'destroy') as stock:
+            drv.destroy('ctxt', instance(), [], block_device_info)
+        stock.assert_called_once()
+
+    def test_destroy_detaches_vhost_disks_nova_did_not_name(self):
+        # An evacuated guest whose instance was deleted: Nova passes no
+        # block devices.
+        drv = self.driver_with_domain()
+        self.agent.busy = 1
+        self.destroy(drv, {})
+        self.assertEqual([('detach', VOLUME)] * 2, self.agent.calls)
+
+    def test_destroy_leaves_named_disks_to_nova(self):
+        drv = self.driver_with_domain()
+        self.destroy(drv, {'block_device_mapping': [
+            {'connection_info': connection_info()}]})
+        self.assertEqual([], self.agent.calls)
+
+    def test_destroy_without_a_domain_detaches_nothing(self):
+        drv = self.bare_driver()
+        drv._host = mock.Mock()
+        drv._host.get_guest.side_effect = nova_exception.InstanceNotFound(
+            instance_id='x')
+        self.destroy(drv, {})
+        self.assertEqual([], self.agent.calls)
+
+    def migrate(self, answers):
+        drv = self.driver_with_domain()
         data = objects.LibvirtLiveMigrateData(bdms=[
             objects.LibvirtLiveMigrateBDMInfo(
                 serial=VOLUME, connection_info=info) for info in answers])
