@@ -111,9 +111,10 @@ class NodeDemo:
         self.created = {'server': [], 'volume': [], 'image': []}
         self.timed = demo.Steps()
 
-    def hosts(self, what):
+    def hosts(self, what, why):
         """The compute hosts up and enabled; None (after saying so) when
-        fewer than two.
+        fewer than two. Refuses (capacity.ShortError) without hugepages
+        for two guests at once (``why``).
         """
         hosts = sorted(s['Host'] for s in self.cli(
             'compute', 'service', 'list', '--service', 'nova-compute')
@@ -123,6 +124,9 @@ class NodeDemo:
                   'tools/cloud down, then tools/cloud up --compute-nodes 2'
                   % (what, ', '.join(hosts) or 'none'))
             return None
+        capacity.check_guests(2, demo.guest_ram_mib(self.cli),
+                              '%s (%s, flavor %s)'
+                              % (what, why, resources.FLAVOR))
         return hosts
 
     def boot(self, host, name):
@@ -214,13 +218,10 @@ def live_migrate(layout, venv):
     what it wrote before.
     """
     run = NodeDemo(layout, venv, HEARTBEAT)
-    hosts = run.hosts('live migration')
+    # Source and destination QEMU hold the guest's RAM during the copy.
+    hosts = run.hosts('live migration', 'the server on two nodes at once')
     if not hosts:
         return run.timed.verdict(False)
-    # Source and destination QEMU hold the guest's RAM during the copy.
-    capacity.check_guests(2, demo.guest_ram_mib(run.cli),
-                          'a live migration (the server on two nodes at '
-                          'once, flavor %s)' % resources.FLAVOR)
 
     def migrate(server, source, dest):
         # 2.30: a target host without forcing it past the scheduler.
@@ -299,12 +300,9 @@ def evacuate(layout, venv):
     (the new guest watches for them).
     """
     run = NodeDemo(layout, venv, FENCE_WRITER)
-    hosts = run.hosts('evacuation')
+    hosts = run.hosts('evacuation', 'the dead node\'s guest stays')
     if not hosts:
         return run.timed.verdict(False)
-    capacity.check_guests(2, demo.guest_ram_mib(run.cli),
-                          'an evacuation (the dead node\'s guest stays, '
-                          'flavor %s)' % resources.FLAVOR)
     table = processes.ProcessTable(layout.process_table)
     source, dest = hosts[0], hosts[1]
     dead = run.nodes[source]

@@ -117,10 +117,12 @@ def run(layout, venv, extra_args):
     secret = layout_mod.load_or_create_secrets(layout)
     args = ['--regex', 'tempest_tests'] + list(extra_args)
     nodes = layout_mod.compute_nodes(layout)
+    status = _tempest(layout, venv, secret, args).returncode
+    # Listed after that run, which made the stestr repository listing
+    # needs.
     evacuate = len(nodes) > 1 and EVACUATION_TEST in _tempest(
         layout, venv, secret, args + ['--list-tests'],
         capture=True).stdout
-    status = _tempest(layout, venv, secret, args).returncode
     if evacuate:
         print('the evacuation test, alone (it leaves its host forced down '
               'until that host\'s nova-compute restarts)', flush=True)
