@@ -65,8 +65,6 @@ class LiveMigrationBenchmark(test_two_hosts.MigrationTestBase):
 
     def test_benchmark(self):
         source, dest = self.hosts
-        # The destination's copy of the guest while both run.
-        hugepages.reserve(test_two_hosts.GUEST_MIB, 'the migrated guest')
         # Baseline: the guest alone, no volume.
         self.domain = 'spdk-baseline-%d' % id(self)
         source.libvirtd.start_domain(
@@ -74,6 +72,9 @@ class LiveMigrationBenchmark(test_two_hosts.MigrationTestBase):
                 self.domain, self.image.kernel, self.image.initrd,
                 '%s/ttyS0' % self.serial,
                 memory_mib=test_two_hosts.GUEST_MIB))
+        # The destination's copy of the guest while both run: reserved
+        # once the source's guest has its pages (it would take these).
+        hugepages.reserve(test_two_hosts.GUEST_MIB, 'the migrated guest')
         self.console(source, wait_ready=True).close()
         baseline = self.round_trip_figures(with_volume=False)
         source.libvirtd.virsh('destroy', self.domain)
