@@ -274,7 +274,7 @@ class VhostAgent:
                      'state': record['state']})
         payload = self._health_payload(attachment, record)
         payload.update(reason=how, previous_state=record['state'],
-                       nvme_state='enabled')
+                       nvme_state=vhost_mod.NVME_CONNECTED)
         self._notify('attachment.recovered', payload)
 
     def check_health(self):
@@ -297,7 +297,7 @@ class VhostAgent:
             volume_id = attachment.volume_id
             nvme_state = states.get(volume_id)
             record = self._health.get(volume_id)
-            if nvme_state == 'enabled':
+            if nvme_state == vhost_mod.NVME_CONNECTED:
                 if record is not None and record['state'] != 'lost':
                     self._recovered(attachment, 'reconnected')
                 continue

@@ -48,6 +48,8 @@ _CONNECT_FAILED = (-errno.EIO, -errno.ENODEV)
 PROBE_TIMEOUT = 2.0
 # How long SPDK may take to stop the sessions whose socket was shut down.
 SESSION_END_TIMEOUT = 5.0
+# bdev_nvme_get_controllers' state of a connected controller.
+NVME_CONNECTED = 'enabled'
 
 
 def _served_bdev(controller):
@@ -345,7 +347,8 @@ class VhostTarget:
         found = self._vhost_controller(ctrlr)
         if found is not None:
             try:
-                self.check_not_busy(volume_id, found)
+                self.check_not_busy(volume_id,
+                                    self._fail_stuck_io(volume_id, found))
             except spdk_exc.VolumeBusy:
                 if closed:
                     self._set_socket_mode(volume_id,
@@ -389,6 +392,32 @@ class VhostTarget:
                     '%(path)s, whose bdev is gone, so that the guest '
                     'reconnects to the rebuilt chain',
                     {'id': volume_id, 'n': closed, 'path': path})
+        return self._wait_sessions_end(volume_id, controller)
+
+    def _fail_stuck_io(self, volume_id, controller):
+        """Let the sessions of a volume whose storage target does not
+        answer end; return the controller as SPDK then lists it.
+
+        SPDK ends a session only once its I/O has completed, and
+        bdev_nvme retries I/O to a target that does not answer (lost, or
+        one that fenced this host after an evacuation) for ever: a guest
+        gone from such a volume leaves its session behind. The volume's
+        NVMe controller is detached first, which fails that I/O (a guest
+        still there sees it fail: its volume is being detached).
+        """
+        if not controller.get('sessions'):
+            return controller
+        state = self.nvme_states().get(volume_id)
+        if state in (None, NVME_CONNECTED):
+            return controller
+        LOG.warning('Volume %(id)s: its storage target does not answer '
+                    '(NVMe controller %(state)s); detaching the controller '
+                    'so that the I/O its vhost-user session waits for '
+                    'fails', {'id': volume_id, 'state': state})
+        self._disconnect(naming.nvme_controller_name(volume_id))
+        return self._wait_sessions_end(volume_id, controller)
+
+    def _wait_sessions_end(self, volume_id, controller):
         ctrlr = naming.vhost_controller_name(volume_id)
         deadline = time.monotonic() + SESSION_END_TIMEOUT
         while True:

@@ -272,6 +272,7 @@ class TestEvacuate(MigrationTestBase):
     def test_the_dead_host_is_fenced_and_acknowledged_writes_survive(self):
         dead, new = self.hosts
         console = self.boot(dead)
+        dead_domain = self.domain
         self.guest_run(console, guest_fixtures.VERIFY_LOOP)
         time.sleep(IO_SECONDS)
         # Nova's rebuild on the new host: the old attachment goes first
@@ -301,3 +302,11 @@ class TestEvacuate(MigrationTestBase):
             new_console, scan).split())))
         print('MEASURED evacuation: %d writes acknowledged by the dead host '
               'before fencing, all on disk; none after' % acknowledged)
+        # The dead host comes back and destroys its guest, whose I/O
+        # still waits for the fenced target: its agent's detach fails that
+        # I/O so that SPDK can end the session, and leaves nothing.
+        dead.libvirtd.virsh('destroy', dead_domain)
+        dead.compute.agent.detach_volume(self.volume.id)
+        self.assertEqual([], dead.compute.agent.get_status()['attachments'])
+        self.assertEqual({'vhost': [], 'nvme': []},
+                         dead.compute.vhost.controllers())

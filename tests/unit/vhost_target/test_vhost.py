@@ -233,10 +233,35 @@ class TestVhostTarget(base.TestCase):
                          'open (1 vhost-user connection(s) on %s); detach '
                          'the disk from the guest, then detach the volume '
                          'again.' % (V, path), str(exc))
-        # Never asked to delete: SPDK would retry that in a loop.
-        self.assertEqual({'vhost_get_controllers': 1}, dict(self.spdk.calls))
+        # Never asked to delete: SPDK would retry that in a loop; the
+        # connected NVMe controller is left alone.
+        self.assertEqual({'vhost_get_controllers': 1,
+                          'bdev_nvme_get_controllers': 1},
+                         dict(self.spdk.calls))
         self.assertEqual([ctrlr], list(self.vhost_bdevs()))
         self.assertEqual([V], self.nvme())
+        self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
+        guest.close()
+        self.target.detach(V)
+        self.assert_nothing_left()
+
+    def test_detach_fails_the_io_of_a_target_that_does_not_answer(self):
+        # SPDK ends a session only when its I/O completes, which I/O to a
+        # target that refuses this host (fenced after an evacuation) never
+        # does: the NVMe controller goes first, failing it. A guest still
+        # connected keeps the vhost controller busy.
+        path = self.target.attach(self.attachment())
+        guest = self.guest_connects(path)
+        self.storage.client.call('nvmf_subsystem_remove_host',
+                                 {'nqn': TARGET, 'host': HOST})
+        self.assertEqual({V: 'reconnect_is_delayed'},
+                         self.target.nvme_states())
+        self.spdk.calls.clear()
+        self.assertRaises(spdk_exc.VolumeBusy, self.target.detach, V)
+        self.assertEqual([], self.nvme())
+        self.assertEqual([naming.vhost_controller_name(V)],
+                         list(self.vhost_bdevs()))
+        self.assertNotIn('vhost_delete_controller', self.spdk.calls)
         self.assertEqual(0o660, stat.S_IMODE(os.stat(path).st_mode))
         guest.close()
         self.target.detach(V)
