@@ -115,10 +115,11 @@ class TestNVMeoFDataPath(RemoteHostMixin, scenarios.DriverTestBase,
         self.assertEqual(hashlib.sha256(original).hexdigest(),
                          hashlib.sha256(self.dd(clone, scenarios.HOST_NQN))
                          .hexdigest())
-        # SPDK restarts: the driver's stats task restores the export and the
-        # data is still there.
+        # SPDK restarts: the driver's restart watcher restores the export
+        # (its check, called here rather than raced) and the data is still
+        # there.
         self.target.restart()
-        self.driver.get_volume_stats(refresh=True)
+        self.driver._recovery.check()
         self.assertEqual(hashlib.sha256(original).hexdigest(),
                          hashlib.sha256(self.dd(clone, scenarios.HOST_NQN))
                          .hexdigest())
