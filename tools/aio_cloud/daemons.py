@@ -122,8 +122,8 @@ class RabbitMQ(_Daemon):
     @property
     def url(self):
         """The oslo.messaging transport URL (on loopback)."""
-        return 'rabbit://%s:%s@%s:%d/' % (self.user, self.password,
-                                          layout_mod.HOST, self.port)
+        return layout_mod.rabbit_url(self.user, self.password,
+                                     layout_mod.HOST, self.port)
 
     def _path(self, name):
         return os.path.join(self.directory, name)

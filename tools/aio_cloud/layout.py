@@ -129,12 +129,17 @@ class Layout:
         return self.url('keystone', '/v3')
 
     def transport_url(self, secret):
-        return 'rabbit://%s:%s@%s:%d/' % (
-            RABBITMQ_USER, secret['rabbitmq'], self.host, PORTS['rabbitmq'])
+        return rabbit_url(RABBITMQ_USER, secret['rabbitmq'], self.host,
+                          PORTS['rabbitmq'])
 
     def database_url(self, name, secret):
         return ('mysql+pymysql://aio:%s@%s:%d/%s?charset=utf8'
                 % (secret['database'], self.host, PORTS['mariadb'], name))
+
+
+def rabbit_url(user, password, host, port):
+    """An oslo.messaging transport URL."""
+    return 'rabbit://%s:%s@%s:%d/' % (user, password, host, port)
 
 
 def load_or_create_secrets(layout):
