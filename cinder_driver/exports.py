@@ -57,8 +57,14 @@ class _Export:
 
 
 class NVMeoFExports:
-    def __init__(self, client, nqn_prefix, addresses, port, keys=None):
+    def __init__(self, client, nqn_prefix, addresses, port, keys=None,
+                 node=None):
+        """``node``: the storage node's name when its exports are copies
+        of replicated volumes (each copy its own subsystem NQN and
+        namespace UUID, see :func:`naming.replica_nqn`).
+        """
         self._client = client
+        self._node = node
         self._nqn_prefix = nqn_prefix
         self._addresses = list(addresses)
         self._port = str(port)
@@ -69,7 +75,15 @@ class NVMeoFExports:
     # -- naming and connection data -------------------------------------
 
     def nqn(self, volume_id):
+        if self._node is not None:
+            return naming.replica_nqn(self._nqn_prefix, volume_id,
+                                      self._node)
         return naming.volume_nqn(self._nqn_prefix, volume_id)
+
+    def namespace_uuid(self, volume_id):
+        if self._node is not None:
+            return naming.replica_namespace_uuid(volume_id, self._node)
+        return volume_id
 
     def portals(self):
         return [(address, self._port, 'tcp') for address in self._addresses]
@@ -104,7 +118,8 @@ class NVMeoFExports:
         with lockutils.lock('spdk-export-%s' % volume_id):
             export = self._desired.get(volume_id)
             if export is None:
-                export = _Export(self.nqn(volume_id), bdev, volume_id)
+                export = _Export(self.nqn(volume_id), bdev,
+                                 self.namespace_uuid(volume_id))
             export.bdev = bdev
             export.qos = qos_limits
             self._create_subsystem(export)
@@ -316,7 +331,8 @@ class NVMeoFExports:
 
     def remember(self, volume_id, bdev, hosts, qos_limits=None):
         """Record an export Cinder's database says exists (at start-up)."""
-        export = _Export(self.nqn(volume_id), bdev, volume_id, qos_limits)
+        export = _Export(self.nqn(volume_id), bdev,
+                         self.namespace_uuid(volume_id), qos_limits)
         for host_nqn in hosts:
             key = naming.host_key_name(export.nqn, host_nqn)
             export.hosts[host_nqn] = (

@@ -10,11 +10,20 @@ Two formats cross from one service to another, as os-brick's
   ``driver_volume_type = 'spdk_vhost'`` and this data, which Nova passes to
   the compute node's agent.
 
-Both carry ``version``. A reader takes every 1.x (minor versions only add
-fields) and refuses another major version with a clear error; data
-written before versions were sent reads as 1.0. The stock ``nvmeof``
-answer is os-brick's NVMe-oF v2 connection properties, built here too
-(``tests`` parse it with os-brick's own ``NVMeOFConnProps``).
+Both carry ``version``. A reader takes every minor version of a major
+version it speaks (minor versions only add fields) and refuses another
+major version with a clear error; data written before versions were sent
+reads as 1.0. The stock ``nvmeof`` answer is os-brick's NVMe-oF v2
+connection properties, built here too (``tests`` parse it with os-brick's
+own ``NVMeOFConnProps``).
+
+A replicated volume (one copy per storage node) is answered in os-brick's
+replicated form: ``volume_replicas`` (one target each: NQN, portals),
+``replica_count`` and ``alias``, in both modes. Its ``spdk_vhost`` data is
+version 2.0, not 1.x: an agent that only knows 1.x would connect to one
+copy and serve it alone, leaving the others behind without a trace, so it
+must refuse the data instead. The capability (1.1) tells Cinder how many
+copies the host's agent mirrors.
 """
 
 import base64
@@ -28,13 +37,18 @@ from spdk_common import naming
 SPDK_VHOST = 'spdk_vhost'
 NVMEOF = 'nvmeof'
 
-VERSION = '1.0'
-_MAJOR = VERSION.split('.')[0]
+VERSION = '1.1'
+# The spdk_vhost data of a replicated volume (see above).
+REPLICATED_VERSION = '2.0'
+_DATA_MAJORS = ('1', '2')
+_CAPABILITY_MAJORS = ('1',)
 
 # Connector capability keys (connector[SPDK_VHOST][...]).
 CAP_VERSION = 'version'
 CAP_HOST_NQN = 'host_nqn'
 CAP_NUMA_NODES = 'numa_nodes'
+# 1.1: the most copies of a volume the host's agent mirrors (absent: 1).
+CAP_MAX_REPLICAS = 'max_replicas'
 
 # Connection data keys (connection_info['data'][...]); the first five are
 # os-brick's NVMe-oF v2 keys, which the nvmeof answer shares.
@@ -45,6 +59,11 @@ HOST_NQN = 'host_nqn'
 DISCARD = 'discard'
 DATA_VERSION = 'version'
 DHCHAP_SECRET = 'dhchap_secret'
+# os-brick's keys of a replicated volume (initiator/connectors/nvmeof.py);
+# each entry of VOLUME_REPLICAS has TARGET_NQN, PORTALS and VOL_UUID.
+VOLUME_REPLICAS = 'volume_replicas'
+REPLICA_COUNT = 'replica_count'
+ALIAS = 'alias'
 # What the Nova hooks add on the compute node for the guest's XML.
 VHOST_SOCKET = 'vhost_socket'
 VHOST_QUEUES = 'vhost_queues'
@@ -58,6 +77,8 @@ _DHCHAP_KEY_BYTES = (32, 48, 64)
 _PORT = re.compile(r'[0-9]{1,5}')
 # Bounds that keep a request small; real ones are far below them.
 MAX_PORTALS = 16
+# Copies of one volume: one per storage node, raid1 on the compute side.
+MAX_REPLICAS = 3
 
 Invalid = exception.InvalidField
 
@@ -161,27 +182,39 @@ def dhchap_secret(value, field='connection_info.data.dhchap_secret'):
     return value
 
 
-def _version(value, field):
-    """A 1.x version; missing reads as 1.0 (written before versions)."""
+def _version(value, field, majors):
+    """A version of one of ``majors``; missing reads as 1.0 (written
+    before versions were sent).
+    """
     if value is None:
-        return VERSION
+        return '1.0'
     if (not isinstance(value, str)
             or not re.fullmatch(r'[0-9]+\.[0-9]+', value)):
         raise Invalid(field, value, 'is not a version (major.minor)')
-    if value.split('.')[0] != _MAJOR:
+    if value.split('.')[0] not in majors:
         raise Invalid(field, value, 'is not a version this side speaks '
-                      '(%s.x): upgrade the older of Cinder\'s SPDK driver '
+                      '(%s): upgrade the older of Cinder\'s SPDK driver '
                       'and the compute node\'s SPDK hooks and agent'
-                      % _MAJOR)
+                      % ', '.join('%s.x' % m for m in majors))
     return value
 
 
 # -- the connector capability -----------------------------------------------
 
-def capability(host_nqn, numa_nodes):
+def capability(host_nqn, numa_nodes, max_replicas=MAX_REPLICAS):
     """What nova-compute offers under ``connector[SPDK_VHOST]``."""
     return {CAP_VERSION: VERSION, CAP_HOST_NQN: host_nqn,
-            CAP_NUMA_NODES: list(numa_nodes)}
+            CAP_NUMA_NODES: list(numa_nodes),
+            CAP_MAX_REPLICAS: max_replicas}
+
+
+def max_replicas(capability):
+    """How many copies the offering host mirrors (1 before 1.1)."""
+    value = capability.get(CAP_MAX_REPLICAS, 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid('%s.%s' % (SPDK_VHOST, CAP_MAX_REPLICAS), value,
+                      'is not a whole number of copies (1 or more)')
+    return value
 
 
 def offered(connector):
@@ -195,9 +228,11 @@ def offered(connector):
     if not value:
         return None
     checked_dict(value, SPDK_VHOST)
-    _version(value.get(CAP_VERSION), '%s.%s' % (SPDK_VHOST, CAP_VERSION))
+    _version(value.get(CAP_VERSION), '%s.%s' % (SPDK_VHOST, CAP_VERSION),
+             _CAPABILITY_MAJORS)
     if value.get(CAP_HOST_NQN) is not None:
         nqn(value[CAP_HOST_NQN], '%s.%s' % (SPDK_VHOST, CAP_HOST_NQN))
+    max_replicas(value)
     return value
 
 
@@ -211,20 +246,89 @@ def nvmeof_info(target_nqn, target_portals, volume_id, host_nqn):
                      DISCARD: True}}
 
 
+def replica_alias(volume_id):
+    """The name of a replicated volume's RAID1 on the compute host.
+
+    os-brick assembles it as /dev/md/<alias>; md keeps 32 bytes of name.
+    """
+    return volume_id.replace('-', '')
+
+
+def nvmeof_replicated_info(replicas, volume_id, host_nqn):
+    """os-brick's replicated NVMe-oF connection_info: the kernel path
+    connects every copy and assembles MD RAID1 over them.
+
+    ``replicas``: (target NQN, portals, namespace UUID) per copy.
+    """
+    return {'driver_volume_type': NVMEOF,
+            'data': {VOL_UUID: volume_id, HOST_NQN: host_nqn,
+                     DISCARD: True, ALIAS: replica_alias(volume_id),
+                     REPLICA_COUNT: len(replicas),
+                     VOLUME_REPLICAS: [
+                         {TARGET_NQN: target_nqn,
+                          PORTALS: list(target_portals),
+                          VOL_UUID: ns_uuid}
+                         for target_nqn, target_portals, ns_uuid
+                         in replicas]}}
+
+
 def spdk_vhost_info(target_nqn, target_portals, volume_id, host_nqn,
                     secret=None):
     """The connection_info of a vhost-user attach through the agent."""
     info = nvmeof_info(target_nqn, target_portals, volume_id, host_nqn)
+    return _vhost(info, VERSION, secret)
+
+
+def spdk_vhost_replicated_info(replicas, volume_id, host_nqn, secret=None):
+    """The connection_info of a replicated volume's vhost-user attach:
+    the agent mirrors the copies (SPDK raid1) and serves the mirror.
+    """
+    info = nvmeof_replicated_info(replicas, volume_id, host_nqn)
+    return _vhost(info, REPLICATED_VERSION, secret)
+
+
+def _vhost(info, version, secret):
     info['driver_volume_type'] = SPDK_VHOST
-    info['data'][DATA_VERSION] = VERSION
+    info['data'][DATA_VERSION] = version
     if secret:
         info['data'][DHCHAP_SECRET] = secret
     return info
 
 
+def _replicas(data, prefix):
+    """The copies of a 2.x connection: [(target NQN, portals)]."""
+    field = prefix + VOLUME_REPLICAS
+    value = checked_list(data.get(VOLUME_REPLICAS), field, MAX_REPLICAS)
+    if len(value) < 2:
+        raise Invalid(field, value, 'has fewer than 2 copies; a volume of '
+                      'one copy is sent as version 1.x')
+    count = data.get(REPLICA_COUNT, len(value))
+    if count != len(value):
+        raise Invalid(prefix + REPLICA_COUNT, count,
+                      'is not the %d entries of %s'
+                      % (len(value), VOLUME_REPLICAS))
+    replicas = []
+    for i, replica in enumerate(value):
+        where = '%s[%d]' % (field, i)
+        checked_dict(replica, where)
+        replicas.append((nqn(replica.get(TARGET_NQN),
+                             '%s.%s' % (where, TARGET_NQN)),
+                         portals(replica.get(PORTALS),
+                                 '%s.%s' % (where, PORTALS))))
+    for i, replica in enumerate(replicas):
+        # Two entries for one copy would mirror it onto itself.
+        if replica in replicas[:i]:
+            raise Invalid('%s[%d]' % (field, i), value[i],
+                          'names the same copy as an earlier entry')
+    return replicas
+
+
 class SPDKVhostConnProps:
     """The parts of an ``spdk_vhost`` connection_info the agent uses,
     checked; :class:`InvalidField` names the first field that is wrong.
+
+    ``replicas`` is None for a volume of one copy (``target_nqn`` and
+    ``portals``), else its copies as (target NQN, portals) pairs.
 
     Keys other than those checked here pass: Cinder and Nova add their own
     (``serial``, ``qos_specs``, ``access_mode``, ``vhost_socket``...).
@@ -239,14 +343,24 @@ class SPDKVhostConnProps:
         data = checked_dict(value.get('data'), field + '.data')
         prefix = field + '.data.'
         self.version = _version(data.get(DATA_VERSION),
-                                prefix + DATA_VERSION)
+                                prefix + DATA_VERSION, _DATA_MAJORS)
         # The volume id names everything the attach creates: connection
         # data of another volume would serve it under this one's name.
         if VOL_UUID in data and data[VOL_UUID] != volume_id:
             raise Invalid(prefix + VOL_UUID, data[VOL_UUID],
                           'is not the volume_id %r' % volume_id)
-        self.target_nqn = nqn(data.get(TARGET_NQN), prefix + TARGET_NQN)
-        self.portals = portals(data.get(PORTALS), prefix + PORTALS)
+        if self.version.split('.')[0] == '1':
+            if VOLUME_REPLICAS in data:
+                raise Invalid(prefix + VOLUME_REPLICAS, '(%d copies)' % len(
+                    data[VOLUME_REPLICAS] or ()), 'needs version %s, not %s'
+                    % (REPLICATED_VERSION, self.version))
+            self.target_nqn = nqn(data.get(TARGET_NQN),
+                                  prefix + TARGET_NQN)
+            self.portals = portals(data.get(PORTALS), prefix + PORTALS)
+            self.replicas = None
+        else:
+            self.replicas = _replicas(data, prefix)
+            self.target_nqn, self.portals = None, None
         self.host_nqn = nqn(data.get(HOST_NQN), prefix + HOST_NQN)
         self.dhchap_secret = dhchap_secret(data.get(DHCHAP_SECRET),
                                            prefix + DHCHAP_SECRET)

@@ -103,8 +103,11 @@ def buffer_pools(memory_mib, reactors):
         bdev_io_cache=min(256, bdev_ios // (2 * (reactors + 1))))
 
 
-def startup_config(pools):
-    return {'subsystems': [
+def startup_config(pools, bdev_nvme_options=None):
+    """SPDK's start-up JSON config: the buffer pools, and bdev_nvme's
+    options (which SPDK takes only before its first NVMe controller).
+    """
+    config = {'subsystems': [
         {'subsystem': 'iobuf', 'config': [{
             'method': 'iobuf_set_options',
             'params': {'small_pool_count': pools.small,
@@ -114,3 +117,7 @@ def startup_config(pools):
             'params': {'bdev_io_pool_size': pools.bdev_ios,
                        'bdev_io_cache_size': pools.bdev_io_cache}}]},
     ]}
+    if bdev_nvme_options:
+        config['subsystems'][1]['config'].append({
+            'method': 'bdev_nvme_set_options', 'params': bdev_nvme_options})
+    return config

@@ -80,6 +80,22 @@ def volume_nqn(prefix, volume_id):
     return validate_nqn('%s:volume-%s' % (prefix, volume_id))
 
 
+def replica_nqn(prefix, volume_id, node):
+    """The subsystem NQN of one copy of a replicated volume, on storage
+    node ``node``: each copy's subsystem has its own NQN, so that a kernel
+    host sees copies (for MD RAID1), not paths to one namespace.
+    """
+    return validate_nqn('%s:volume-%s:%s' % (prefix, volume_id, node))
+
+
+def replica_namespace_uuid(volume_id, node):
+    """The namespace UUID of one copy of a replicated volume: the copies
+    must differ, since a host's SPDK refuses a second bdev of the same UUID
+    and its mirror tells the copies apart by it.
+    """
+    return str(uuid.uuid5(uuid.UUID(volume_id), node))
+
+
 def volume_lvol_name(volume_id):
     return 'volume-%s' % volume_id
 
@@ -117,6 +133,8 @@ UUID_PATTERN = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
 # matches them is the agent's to remove.
 VHOST_CONTROLLER = re.compile(r'vhost-(%s)' % UUID_PATTERN)
 NVME_CONTROLLER = re.compile(r'(%s)' % UUID_PATTERN)
+# A copy of a replicated volume: the NVMe controller of its k-th copy.
+REPLICA_CONTROLLER = re.compile(r'(%s)-r([0-9])' % UUID_PATTERN)
 AGENT_KEY = re.compile(r'dhchap-(%s)(\.tmp)?' % UUID_PATTERN)
 
 
@@ -151,6 +169,22 @@ def nvme_controller_name(volume_id):
     with the bdev's name ('<id>n1'), so the guest sees the first 20
     characters of the volume id as the disk's serial, as Nova's stock
     virtio-blk disks show it (/dev/disk/by-id/virtio-<id[:20]>).
+    """
+    return volume_id
+
+
+def replica_controller_name(volume_id, index):
+    """The bdev_nvme controller of a replicated volume's copy ``index``
+    (its place in the connection's volume_replicas).
+    """
+    return '%s-r%d' % (volume_id, index)
+
+
+def raid_bdev_name(volume_id):
+    """The raid1 bdev that mirrors a replicated volume's copies on the
+    compute node, named as the single-copy volume's namespace bdev is
+    named after the volume: SPDK vhost answers the guest's GET_ID with
+    the bdev name, the disk's serial (the id's first 20 characters).
     """
     return volume_id
 

@@ -14,6 +14,8 @@ from oslo_log import log as logging
 
 from spdk_common import connection
 from spdk_common import exception as spdk_exc
+from spdk_common import naming
+from vhost_target import mirror
 from vhost_target import planner
 from vhost_target import state as agent_state
 from vhost_target import validation
@@ -61,15 +63,32 @@ def refuse_unknown_arguments(method, arguments):
 # the NVMe connection already serving the guest.
 _CONNECTION_FIELDS = (('target_nqn', 'connection_info.data.target_nqn'),
                       ('portals', 'connection_info.data.portals'),
+                      ('replicas', 'connection_info.data.volume_replicas'),
                       ('host_nqn', 'connection_info.data.host_nqn'),
                       ('dhchap_secret', 'connection_info.data.dhchap_secret'))
 
 
 def _normalized_portals(portals):
+    if portals is None:
+        return None
     try:
         return connection.portals(portals)
     except validation.Invalid:
         return list(portals)
+
+
+def _normalized(attr, value):
+    """A recorded connection field as the validation hands it over."""
+    if attr == 'portals':
+        return _normalized_portals(value)
+    if attr == 'replicas' and value is not None:
+        return [(nqn, _normalized_portals(portals))
+                for nqn, portals in value]
+    return value
+
+
+def _copies(attachment):
+    return len(attachment.replicas or ())
 
 
 class VhostAgent:
@@ -141,12 +160,13 @@ class VhostAgent:
                 volume_id=volume_id, target_nqn=request.target_nqn,
                 portals=request.portals, host_nqn=request.host_nqn, cpu=cpu,
                 numa_nodes=numa_nodes, dhchap_secret=request.dhchap_secret,
-                qos=request.qos)
+                qos=request.qos, replicas=request.replicas)
             try:
                 path = self._vhost.attach(attachment)
                 if existing is not None and existing.qos and not request.qos:
                     # attach() sets only limits it is given; lift the old.
-                    self._vhost.set_qos(volume_id, {})
+                    self._vhost.set_qos(volume_id, {},
+                                        attachment.replicas is not None)
             except spdk_exc.SPDKException as exc:
                 self._notify('attach.error', {'volume_id': volume_id,
                                               'reason': str(exc)},
@@ -185,9 +205,8 @@ class VhostAgent:
         parameters would record a connection that does not exist.
         """
         for attr, field in _CONNECTION_FIELDS:
-            old, new = getattr(existing, attr), getattr(request, attr)
-            if attr == 'portals':
-                old = _normalized_portals(old)
+            old = _normalized(attr, getattr(existing, attr))
+            new = getattr(request, attr)
             if old != new:
                 secret = attr == 'dhchap_secret'
                 raise spdk_exc.InvalidRequest(
@@ -207,7 +226,9 @@ class VhostAgent:
             # The state changes only after SPDK did: a detach refused
             # (VolumeBusy) or cut short by a crash leaves the attachment
             # recorded, and the next start re-creates what is missing.
-            self._vhost.detach(volume_id)
+            existing = self._desired.get(volume_id)
+            self._vhost.detach(volume_id,
+                               _copies(existing) if existing else 0)
             vhost_mod.crash_point('detach:before-state-write')
             self._desired.remove(volume_id)
         LOG.info('Volume %s detached', volume_id)
@@ -222,15 +243,17 @@ class VhostAgent:
         """
         volume_id = checked('extend_volume', validation.volume_id,
                             volume_id)
-        self._require(volume_id)
-        return self._vhost.size_bytes(volume_id)
+        attachment = self._require(volume_id)
+        return self._vhost.size_bytes(volume_id,
+                                      attachment.replicas is not None)
 
     def set_qos(self, volume_id, qos):
         volume_id = checked('set_qos', validation.volume_id, volume_id)
         qos = checked('set_qos', validation.qos, qos)
         with _lock(volume_id):
             attachment = self._require(volume_id)
-            self._vhost.set_qos(volume_id, qos or {})
+            self._vhost.set_qos(volume_id, qos or {},
+                                attachment.replicas is not None)
             attachment.qos = qos
             self._desired.put(attachment)
 
@@ -250,17 +273,23 @@ class VhostAgent:
 
     # -- controller loss and stalls -------------------------------------
 
-    def _target(self, attachment):
-        return '%s at %s' % (attachment.target_nqn, ', '.join(
-            '%s:%s' % (p[0], p[1]) for p in attachment.portals))
+    @staticmethod
+    def _target(attachment):
+        return '; '.join('%s at %s' % (nqn, ', '.join(
+            '%s:%s' % (p[0], p[1]) for p in portals))
+            for _name, nqn, portals in attachment.targets())
 
     def _health_payload(self, attachment, record):
-        return {'volume_id': attachment.volume_id,
-                'target_nqn': attachment.target_nqn,
-                'portals': [list(p) for p in attachment.portals],
-                'nvme_state': record['nvme_state'],
-                'seconds': round(self._clock() - record['since'], 1),
-                'reason': record['reason']}
+        payload = {'volume_id': attachment.volume_id,
+                   'target_nqn': attachment.target_nqn,
+                   'portals': [list(p) for p in attachment.portals or ()],
+                   'nvme_state': record.get('nvme_state'),
+                   'seconds': round(self._clock() - record['since'], 1),
+                   'reason': record['reason']}
+        if attachment.replicas is not None:
+            payload['copies'] = record.get('copies') or []
+            payload['rebuild_percent'] = record.get('rebuild_percent')
+        return payload
 
     def _recovered(self, attachment, how):
         record = self._health.pop(attachment.volume_id, None)
@@ -292,10 +321,17 @@ class VhostAgent:
         recovery.
         """
         states = self._vhost.nvme_states()
+        attachments = self._desired.all()
+        raids = (self._vhost.mirror.listing()
+                 if any(a.replicas for a in attachments) else {})
         now = self._clock()
-        for attachment in self._desired.all():
+        for attachment in attachments:
             volume_id = attachment.volume_id
-            nvme_state = states.get(volume_id)
+            if attachment.replicas is not None:
+                self._check_mirror(attachment, raids.get(
+                    naming.raid_bdev_name(volume_id)), states, now)
+                continue
+            nvme_state = states.get(naming.nvme_controller_name(volume_id))
             record = self._health.get(volume_id)
             if nvme_state == vhost_mod.NVME_CONNECTED:
                 if record is not None and record['state'] != 'lost':
@@ -325,6 +361,124 @@ class VhostAgent:
                 self._notify('attachment.stalled',
                              self._health_payload(attachment, record),
                              error=True)
+
+    # -- replicated volumes: copies out of the mirror -----------------------
+
+    def _check_mirror(self, attachment, raid, states, now):
+        """A replicated volume's mirror: copies it took out are reported
+        (degraded), put back as soon as their storage node answers, and
+        their rebuild followed until every copy is in sync again.
+
+        With no online mirror no I/O is served: as a single copy's lost
+        controller, the chain is rebuilt until the copies answer.
+        """
+        volume_id = attachment.volume_id
+        record = self._health.get(volume_id)
+        if raid is None or raid['state'] != mirror.ONLINE:
+            self._lost(attachment, record, now)
+            return
+        targets = attachment.targets()
+        members = [naming.namespace_bdev_name(name)
+                   for name, _nqn, _portals in targets]
+        copies = mirror.copy_states(raid, members)
+        if all(state == mirror.IN_SYNC for state in copies.values()):
+            if record is not None:
+                self._mirrored(attachment, record)
+            return
+        missing = [i for i, member in enumerate(members)
+                   if copies[member] == mirror.MISSING]
+        state = 'degraded' if missing else 'rebuilding'
+        if record is None or record['state'] != state:
+            record = self._health[volume_id] = {
+                'state': state,
+                'since': record['since'] if record else now,
+                'reason': (
+                    'copy %s out of the mirror: its storage node does not '
+                    'answer; the guest goes on with the other copies'
+                    % ', '.join(str(i) for i in missing) if missing else
+                    'a copy that missed writes is being rebuilt')}
+            self._note_copies(record, targets, members, copies, raid)
+            if missing:
+                LOG.error('Volume %(id)s is degraded: %(reason)s (%(target)s)',
+                          {'id': volume_id, 'reason': record['reason'],
+                           'target': self._target(attachment)})
+            else:
+                LOG.warning('Volume %(id)s: rebuilding copy %(copy)s',
+                            {'id': volume_id,
+                             'copy': (raid.get('process') or {}).get(
+                                 'target')})
+            self._notify('attachment.%s' % state,
+                         self._health_payload(attachment, record),
+                         error=bool(missing))
+        self._note_copies(record, targets, members, copies, raid)
+        if raid.get('process'):
+            return
+        # One copy at a time: SPDK v25.09 rebuilds one copy per mirror, and
+        # a second copy its examine re-adds during a rebuild is taken in
+        # without one (seen on a 3-copy mirror: reads then returned bytes
+        # neither copy was written with).
+        for index in missing:
+            if self._put_back(attachment, index, members[index], states,
+                              record):
+                break
+
+    @staticmethod
+    def _note_copies(record, targets, members, copies, raid):
+        record['copies'] = [
+            {'index': i, 'target_nqn': nqn, 'state': copies[member]}
+            for i, ((_name, nqn, _portals), member) in enumerate(
+                zip(targets, members))]
+        record['rebuild_percent'] = mirror.rebuild_percent(raid)
+
+    def _put_back(self, attachment, index, member, states, record):
+        """Bring a copy that is out of the mirror back: connect its
+        controller again if SPDK deleted it (the mirror re-adds it from
+        its superblock), or add it when its controller answers again.
+        Whether the copy is back.
+        """
+        volume_id = attachment.volume_id
+        name = attachment.targets()[index][0]
+        state = states.get(name)
+        with _lock(volume_id):
+            if self._desired.get(volume_id) is None:
+                return False   # detached since the listing
+            try:
+                if state is None:
+                    self._vhost.reconnect_copy(attachment, index)
+                elif state == vhost_mod.NVME_CONNECTED:
+                    self._vhost.mirror.add(naming.raid_bdev_name(volume_id),
+                                           member)
+                else:
+                    return False   # SPDK is reconnecting
+            except spdk_exc.SPDKException as exc:
+                reason = 'copy %d: %s' % (index, exc)
+                # Retried on every look: logged when the cause changes.
+                log = LOG.debug if reason == record.get('retry') else (
+                    LOG.warning)
+                record['retry'] = reason
+                log('Volume %(id)s: copy %(index)d is not back yet: '
+                    '%(err)s', {'id': volume_id, 'index': index,
+                                'err': exc})
+                return False
+        LOG.warning('Volume %(id)s: copy %(index)d answers again; the '
+                    'mirror takes it back and rebuilds it',
+                    {'id': volume_id, 'index': index})
+        return True
+
+    def _mirrored(self, attachment, record):
+        self._health.pop(attachment.volume_id, None)
+        LOG.warning('Volume %(id)s: every copy is in sync again after '
+                    '%(secs).0fs %(state)s',
+                    {'id': attachment.volume_id,
+                     'secs': self._clock() - record['since'],
+                     'state': record['state']})
+        record = dict(record, copies=[
+            dict(c, state=mirror.IN_SYNC) for c in record.get('copies', ())],
+            rebuild_percent=None)
+        payload = self._health_payload(attachment, record)
+        payload.update(previous_state=record['state'],
+                       reason='every copy is in sync')
+        self._notify('attachment.mirrored', payload)
 
     def _vhost_conf(self, name):
         return getattr(self._vhost.conf, name)
@@ -382,23 +536,33 @@ class VhostAgent:
             'cpumask': self._plan.cpumask,
             # How many attachments SPDK's hugepage memory holds.
             'attachment_capacity': self._plan.attachment_capacity,
-            'attachments': [
-                {'volume_id': a.volume_id, 'cpu': a.cpu,
-                 'numa_nodes': a.numa_nodes,
-                 'socket': self._vhost.socket_path(a.volume_id),
-                 'target_nqn': a.target_nqn,
-                 # ok, disconnected (SPDK reconnecting), stalled
-                 # (disconnected past stall_report_after_sec) or lost
-                 # (SPDK deleted the NVMe controller; being rebuilt).
-                 'health': self._health.get(a.volume_id, {}).get(
-                     'state', 'ok'),
-                 'health_reason': self._health.get(a.volume_id, {}).get(
-                     'reason')}
-                for a in self._desired.all()],
+            'attachments': [self._attachment_status(a)
+                            for a in self._desired.all()],
             'spdk': {'vhost_controllers': len(present['vhost']),
                      'nvme_controllers': len(present['nvme'])},
             'problems': list(self.problems),
         }
+
+    def _attachment_status(self, attachment):
+        record = self._health.get(attachment.volume_id, {})
+        status = {
+            'volume_id': attachment.volume_id, 'cpu': attachment.cpu,
+            'numa_nodes': attachment.numa_nodes,
+            'socket': self._vhost.socket_path(attachment.volume_id),
+            'target_nqn': attachment.target_nqn,
+            # ok, disconnected (SPDK reconnecting), stalled (disconnected
+            # past stall_report_after_sec) or lost (SPDK deleted the NVMe
+            # controller; being rebuilt); for a replicated volume also
+            # degraded (a copy out of the mirror) or rebuilding.
+            'health': record.get('state', 'ok'),
+            'health_reason': record.get('reason')}
+        if attachment.replicas is not None:
+            status['copies'] = record.get('copies') or [
+                {'index': i, 'target_nqn': nqn, 'state': mirror.IN_SYNC}
+                for i, (_name, nqn, _portals) in enumerate(
+                    attachment.targets())]
+            status['rebuild_percent'] = record.get('rebuild_percent')
+        return status
 
     def reconcile(self):
         """Make SPDK match the desired state, both ways.
@@ -412,6 +576,8 @@ class VhostAgent:
         names is touched. What cannot be fixed is logged, kept in
         ``problems`` (get_status) and notified.
         """
+        self._vhost.mirror.set_rebuild_bandwidth(
+            self._vhost_conf('rebuild_max_bandwidth_mib_sec'))
         found = self._vhost.inventory()
         restored, failed, removed, problems = [], [], [], []
         wanted = self._desired.all()
@@ -440,7 +606,8 @@ class VhostAgent:
                 if self._desired.get(volume_id) is not None:
                     continue   # attached since the listing
                 try:
-                    self._vhost.detach(volume_id)
+                    self._vhost.detach(volume_id, self._vhost.copies_found(
+                        found[volume_id]))
                     removed.append(volume_id)
                 except (spdk_exc.SPDKException, OSError) as exc:
                     problems.append('volume %s is not attached here but '

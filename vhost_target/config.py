@@ -101,6 +101,34 @@ nvme_opts = [
                default=0, min=0,
                help='Seconds after which I/O fails while reconnecting '
                     '(0: I/O waits for the reconnect).'),
+    cfg.IntOpt('io_timeout_sec',
+               default=3, min=0,
+               help='Seconds an NVMe command may wait for the storage '
+                    'target before SPDK resets the controller and '
+                    'reconnects (0: wait for ever). A node that hangs or '
+                    'is cut off the network keeps its TCP connections and '
+                    'answers nothing: this is how it is noticed. Set at '
+                    'SPDK\'s start.'),
+    cfg.IntOpt('replica_fast_io_fail_timeout_sec',
+               default=1, min=1,
+               help='For each copy of a replicated volume: seconds after '
+                    'which I/O to a copy that stopped answering fails, so '
+                    'that the mirror takes the copy out and the guest '
+                    'goes on with the others. The guest\'s I/O waits '
+                    'about this long when a storage node dies.'),
+    cfg.IntOpt('replica_ctrlr_loss_timeout_sec',
+               default=5, min=1,
+               help='For each copy of a replicated volume: seconds SPDK '
+                    'keeps reconnecting a copy that stopped answering '
+                    'before it deletes the controller; the agent then '
+                    'connects it again on each health check until its '
+                    'storage node is back, and the mirror rebuilds it. '
+                    'At least replica_fast_io_fail_timeout_sec.'),
+    cfg.IntOpt('rebuild_max_bandwidth_mib_sec',
+               default=256, min=0,
+               help='Bandwidth (MiB/s) of the rebuild of a copy that '
+                    'missed writes, per mirror (bdev_raid_set_options); '
+                    '0: unbounded. Guest I/O goes on during the rebuild.'),
     cfg.FloatOpt('health_check_interval_sec',
                  default=5.0, min=0.5,
                  help='Seconds between the agent\'s looks at the state of '

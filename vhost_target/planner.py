@@ -157,11 +157,25 @@ def plan(conf, topology):
                 env_context=_env_context(memory_mib_by_node, topology,
                                          page_mib),
                 pages_needed_by_node=pages_needed_by_node,
-                startup_config=memory.startup_config(pools),
+                startup_config=memory.startup_config(
+                    pools, nvme_options(conf)),
                 notes=notes,
                 explicit=explicit,
                 attachment_capacity=memory.attachment_capacity(
                     memory_mib, len(reactors)))
+
+
+def nvme_options(conf):
+    """bdev_nvme's options: commands a storage target leaves unanswered
+    (a node that hangs, or is cut off the network, holding its TCP
+    connections) reset the controller after io_timeout_sec, so that
+    copies of a replicated volume fail over and single copies reconnect.
+    """
+    if not conf.io_timeout_sec:
+        return {}
+    return {'timeout_us': conf.io_timeout_sec * 1000000,
+            'timeout_admin_us': conf.io_timeout_sec * 1000000,
+            'action_on_timeout': 'reset'}
 
 
 def _env_context(memory_mib_by_node, topology, page_mib):

@@ -13,6 +13,7 @@ import os
 import threading
 
 from spdk_common import files
+from spdk_common import naming
 
 FORMAT_VERSION = 1
 
@@ -27,6 +28,9 @@ class Attachment:
     numa_nodes: list = dataclasses.field(default_factory=list)
     dhchap_secret: str = None
     qos: dict = None
+    # A replicated volume: [(target NQN, portals)] per copy, mirrored by
+    # SPDK raid1; target_nqn and portals are None then.
+    replicas: list = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -34,8 +38,20 @@ class Attachment:
     @classmethod
     def from_dict(cls, data):
         data = dict(data)
-        data['portals'] = [tuple(p) for p in data['portals']]
+        if data.get('portals') is not None:
+            data['portals'] = [tuple(p) for p in data['portals']]
+        if data.get('replicas') is not None:
+            data['replicas'] = [(nqn, [tuple(p) for p in portals])
+                                for nqn, portals in data['replicas']]
         return cls(**data)
+
+    def targets(self):
+        """(NVMe controller name, target NQN, portals) of every copy."""
+        if self.replicas is None:
+            return [(naming.nvme_controller_name(self.volume_id),
+                     self.target_nqn, self.portals)]
+        return [(naming.replica_controller_name(self.volume_id, i), nqn,
+                 portals) for i, (nqn, portals) in enumerate(self.replicas)]
 
 
 class DesiredState:

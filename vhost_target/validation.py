@@ -32,7 +32,7 @@ Invalid = spdk_exc.InvalidField
 
 Attach = collections.namedtuple(
     'Attach', ['volume_id', 'target_nqn', 'portals', 'host_nqn',
-               'dhchap_secret', 'numa_nodes', 'qos'])
+               'dhchap_secret', 'numa_nodes', 'qos', 'replicas'])
 
 
 def volume_id(value, field='volume_id'):
@@ -77,4 +77,5 @@ def attach(vol_id, info, nodes, limits):
     vol_id = volume_id(vol_id)
     props = connection.SPDKVhostConnProps(info, vol_id)
     return Attach(vol_id, props.target_nqn, props.portals, props.host_nqn,
-                  props.dhchap_secret, numa_nodes(nodes), qos(limits))
+                  props.dhchap_secret, numa_nodes(nodes), qos(limits),
+                  props.replicas)

@@ -6,6 +6,12 @@ reconnect settings, optionally a DH-HMAC-CHAP key from the keyring), and a
 vhost-user-blk controller over its namespace bdev, on one reactor CPU,
 whose socket QEMU opens. SPDK creates that socket with its own umask, so
 the owner group and mode are set here.
+
+A replicated volume has one ``bdev_nvme`` controller per copy, with finite
+loss and I/O-fail timeouts (a copy that does not answer must fail its I/O
+so that the mirror takes it out, where a single copy waits), and a raid1
+over their namespaces (:mod:`vhost_target.mirror`) that the vhost
+controller serves.
 """
 
 import errno
@@ -21,6 +27,7 @@ from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import qos as spdk_qos
+from vhost_target import mirror as mirror_mod
 from vhost_target.privileged import files as privileged_files
 from vhost_target.privileged import vhost_user
 from vhost_target import supervisor
@@ -52,6 +59,19 @@ SESSION_END_TIMEOUT = 5.0
 NVME_CONNECTED = 'enabled'
 
 
+def bdev_name(volume_id, replicated):
+    """The bdev the vhost controller of a volume serves: the mirror of a
+    replicated volume, else the NVMe namespace.
+    """
+    if replicated:
+        return naming.raid_bdev_name(volume_id)
+    return naming.namespace_bdev_name(naming.nvme_controller_name(volume_id))
+
+
+def _copies(attachment):
+    return len(attachment.replicas or ())
+
+
 def _served_bdev(controller):
     """The bdev a vhost_get_controllers entry serves; None once it was
     hot-removed.
@@ -68,6 +88,7 @@ class VhostTarget:
         self.socket_dir = conf.socket_dir
         self._key_dir = os.path.join(conf.state_dir, 'keys')
         self._keys = dhchap.KeyFiles(client, self._key_dir)
+        self.mirror = mirror_mod.Mirror(client)
 
     @property
     def conf(self):
@@ -99,19 +120,28 @@ class VhostTarget:
         # the new ones.
         LOG.info('Volume %s: new QoS limits before any guest connected; '
                  'attaching it again', attachment.volume_id)
-        self.detach(attachment.volume_id)
+        self.detach(attachment.volume_id, _copies(attachment))
         return self._attach(attachment)
 
     def _attach(self, attachment):
         made = []
         try:
             key = self._load_key(attachment, made)
-            bdev = self._connect(attachment, key, made)
+            bdevs = [self._connect(attachment, name, nqn, portals, key, made)
+                     for name, nqn, portals in attachment.targets()]
             crash_point('attach:nvme-connected')
+            if attachment.replicas is None:
+                bdev = bdevs[0]
+            else:
+                bdev, created = self.mirror.assemble(attachment.volume_id,
+                                                     bdevs)
+                if created:
+                    made.append(lambda: self.mirror.delete(bdev))
             self._create_controller(attachment, bdev, made)
             crash_point('attach:vhost-created')
             if attachment.qos:
-                self.set_qos(attachment.volume_id, attachment.qos)
+                self.set_qos(attachment.volume_id, attachment.qos,
+                             attachment.replicas is not None)
             return self.secure_socket(attachment.volume_id)
         except Exception as exc:
             for undo in reversed(made):
@@ -138,28 +168,44 @@ class VhostTarget:
             made.pop()
         return name
 
-    def _connect(self, attachment, key, made):
-        """Connect the NVMe controller; return its namespace bdev.
+    def _timeouts(self, attachment):
+        """bdev_nvme's loss settings: a copy of a mirror gives up soon (the
+        mirror goes on without it), a single copy as configured.
+        """
+        conf = self._conf
+        if attachment.replicas is None:
+            return {'ctrlr_loss_timeout_sec': conf.ctrlr_loss_timeout_sec,
+                    'reconnect_delay_sec': conf.reconnect_delay_sec,
+                    'fast_io_fail_timeout_sec':
+                        conf.fast_io_fail_timeout_sec}
+        timeouts = {
+            'ctrlr_loss_timeout_sec': conf.replica_ctrlr_loss_timeout_sec,
+            'reconnect_delay_sec': conf.reconnect_delay_sec,
+            'fast_io_fail_timeout_sec': conf.replica_fast_io_fail_timeout_sec}
+        if conf.io_timeout_sec:
+            # A node that accepts TCP connections and answers nothing
+            # (hung) must not hold the agent's connect for long.
+            timeouts['fabrics_connect_timeout_us'] = (
+                conf.io_timeout_sec * 1000000)
+        return timeouts
+
+    def _connect(self, attachment, name, target_nqn, portals, key, made):
+        """Connect one NVMe controller; return its namespace bdev.
 
         One RPC when nothing exists yet (SPDK serves RPCs on a 4 ms timer,
         so an up-front look-up would double an attach); an existing
         controller (a retry, a replay into an SPDK that kept it) is found
         from the error.
         """
-        name = naming.nvme_controller_name(attachment.volume_id)
         failures = []
-        for address, port, _transport in attachment.portals:
-            params = {
+        for address, port, _transport in portals:
+            params = dict(self._timeouts(attachment), **{
                 'name': name, 'trtype': 'tcp',
                 'adrfam': naming.adrfam(address),
                 'traddr': address, 'trsvcid': str(port),
-                'subnqn': attachment.target_nqn,
+                'subnqn': target_nqn,
                 'hostnqn': attachment.host_nqn,
-                'ctrlr_loss_timeout_sec': self._conf.ctrlr_loss_timeout_sec,
-                'reconnect_delay_sec': self._conf.reconnect_delay_sec,
-                'fast_io_fail_timeout_sec':
-                    self._conf.fast_io_fail_timeout_sec,
-            }
+            })
             if key:
                 params['dhchap_key'] = key
             try:
@@ -168,7 +214,7 @@ class VhostTarget:
             except spdk_exc.SPDKRPCError as exc:
                 existing = self._nvme_controller(name)
                 if existing is not None:
-                    self._check_existing(attachment, existing)
+                    self._check_existing(attachment, existing, target_nqn)
                     return naming.namespace_bdev_name(name)
                 failures.append((address, port, exc))
                 continue
@@ -176,15 +222,14 @@ class VhostTarget:
             if not bdevs:
                 raise spdk_exc.AttachError(
                     volume=attachment.volume_id,
-                    reason='the subsystem %s has no namespace'
-                           % attachment.target_nqn)
+                    reason='the subsystem %s has no namespace' % target_nqn)
             return bdevs[0]
         raise spdk_exc.AttachError(
             volume=attachment.volume_id,
-            reason='; '.join(self._why_refused(attachment, *f)
+            reason='; '.join(self._why_refused(attachment, target_nqn, *f)
                              for f in failures))
 
-    def _why_refused(self, attachment, address, port, exc):
+    def _why_refused(self, attachment, target_nqn, address, port, exc):
         """Why SPDK could not connect to one portal, as far as is knowable.
 
         SPDK answers every failed connect with the same error, so the agent
@@ -212,8 +257,7 @@ class VhostTarget:
                     'NVMe/TCP listener there?); SPDK: %s'
                     % (portal, why, exc.error))
         probe.close()
-        causes = ['the subsystem %s does not exist there'
-                  % attachment.target_nqn,
+        causes = ['the subsystem %s does not exist there' % target_nqn,
                   'host %s is not allowed on it' % attachment.host_nqn]
         if attachment.dhchap_secret:
             causes.append('DH-HMAC-CHAP authentication failed (a wrong or '
@@ -234,7 +278,7 @@ class VhostTarget:
         return None
 
     @staticmethod
-    def _check_existing(attachment, controller):
+    def _check_existing(attachment, controller, target_nqn):
         """An existing controller is taken over only if it is this
         connection (a retry, or an agent that died before it recorded the
         attach): one to another subsystem or as another host would serve
@@ -243,8 +287,7 @@ class VhostTarget:
         paths = controller.get('ctrlrs') or []
         subsystems = {p.get('trid', {}).get('subnqn') for p in paths}
         hosts = {p.get('host', {}).get('nqn') for p in paths}
-        if subsystems == {attachment.target_nqn} and hosts == {
-                attachment.host_nqn}:
+        if subsystems == {target_nqn} and hosts == {attachment.host_nqn}:
             return
         raise spdk_exc.AttachError(
             volume=attachment.volume_id,
@@ -252,7 +295,7 @@ class VhostTarget:
                    'as %s, not to %s as %s; detach the volume first' % (
                        controller['name'], ', '.join(sorted(map(
                            str, subsystems))), ', '.join(sorted(map(
-                               str, hosts))), attachment.target_nqn,
+                               str, hosts))), target_nqn,
                        attachment.host_nqn))
 
     def _disconnect(self, name):
@@ -330,8 +373,9 @@ class VhostTarget:
 
     # -- detach, resize, QoS ----------------------------------------------
 
-    def detach(self, volume_id):
-        """Remove the controller, the NVMe connection and the key.
+    def detach(self, volume_id, copies=0):
+        """Remove the controller, the mirror of a volume of ``copies``
+        copies, the NVMe connection(s) and the key.
 
         Refused with VolumeBusy, before anything is removed, while a
         vhost-user connection is open: SPDK v25.09 does not fail the
@@ -356,7 +400,15 @@ class VhostTarget:
                 raise
             self._delete_controller(ctrlr)
         crash_point('detach:vhost-deleted')
-        self._disconnect(naming.nvme_controller_name(volume_id))
+        if copies:
+            # The mirror goes first: copies taken away under it would be
+            # recorded missing in the others' superblocks.
+            self.mirror.delete(naming.raid_bdev_name(volume_id))
+            for index in range(copies):
+                self._disconnect(naming.replica_controller_name(volume_id,
+                                                                index))
+        else:
+            self._disconnect(naming.nvme_controller_name(volume_id))
         crash_point('detach:nvme-detached')
         self._keys.remove(naming.agent_key_name(volume_id))
         self._remove_socket(volume_id)
@@ -440,21 +492,19 @@ class VhostTarget:
         # socket_dir is root's: the privsep daemon unlinks.
         privileged_files.remove_vhost_socket(self.socket_path(volume_id))
 
-    def size_bytes(self, volume_id):
+    def size_bytes(self, volume_id, replicated=False):
         bdev = self._client.call('bdev_get_bdevs', {
-            'name': naming.namespace_bdev_name(
-                naming.nvme_controller_name(volume_id))})[0]
+            'name': bdev_name(volume_id, replicated)})[0]
         return bdev['num_blocks'] * bdev['block_size']
 
-    def set_qos(self, volume_id, qos):
+    def set_qos(self, volume_id, qos, replicated=False):
         """Front-end limits (libvirt iotune does not reach vhost-user).
 
         Limits SPDK already has are not set again: with no guest
         connected SPDK refuses any change of existing limits (EAGAIN, no
         I/O channel yet), which would fail the re-attach of a hard reboot.
         """
-        bdev = naming.namespace_bdev_name(
-            naming.nvme_controller_name(volume_id))
+        bdev = bdev_name(volume_id, replicated)
         params = spdk_qos.full_limits(qos, bdev)
         current = self._client.call('bdev_get_bdevs', {'name': bdev})[0].get(
             'assigned_rate_limits', {})
@@ -464,18 +514,31 @@ class VhostTarget:
         self._client.call('bdev_set_qos_limit', params)
 
     def nvme_states(self):
-        """``{volume_id: state}`` of the agent's NVMe controllers, from
-        one listing call: bdev_nvme_get_controllers' ``ctrlrs[].state``
-        (v25.09: enabled, resetting, reconnect_is_delayed, failed,
-        disabled, deleting) of the first path.
+        """``{controller name: state}`` of the agent's NVMe controllers
+        (a single copy's is named after its volume id), from one listing
+        call: bdev_nvme_get_controllers' ``ctrlrs[].state`` (v25.09:
+        enabled, resetting, reconnect_is_delayed, failed, disabled,
+        deleting) of the first path.
         """
         states = {}
         for ctrlr in self._client.call('bdev_nvme_get_controllers'):
-            match = naming.NVME_CONTROLLER.fullmatch(ctrlr['name'])
-            if match:
+            name = ctrlr['name']
+            if (naming.NVME_CONTROLLER.fullmatch(name)
+                    or naming.REPLICA_CONTROLLER.fullmatch(name)):
                 paths = ctrlr.get('ctrlrs') or [{}]
-                states[match.group(1)] = paths[0].get('state', 'unknown')
+                states[name] = paths[0].get('state', 'unknown')
         return states
+
+    def reconnect_copy(self, attachment, index):
+        """Connect the NVMe controller of a replicated volume's copy
+        again (SPDK deleted it when the copy stopped answering); the
+        mirror takes it back by itself (its superblock names it) and
+        rebuilds it.
+        """
+        name, target_nqn, portals = attachment.targets()[index]
+        key = (naming.agent_key_name(attachment.volume_id)
+               if attachment.dhchap_secret else None)
+        return self._connect(attachment, name, target_nqn, portals, key, [])
 
     def controllers(self):
         """What SPDK has now: vhost controllers and NVMe controllers."""
@@ -489,14 +552,16 @@ class VhostTarget:
     def inventory(self):
         """Everything under the agent's names, SPDK's and on disk, by
         volume id: ``{volume_id: {'vhost': entry, 'nvme': entry,
-        'key': bool, 'files': [paths]}}``. Three listing calls, whatever
-        the number of volumes.
+        'replicas': {index: entry}, 'raid': entry, 'key': bool,
+        'files': [paths]}}``. Four listing calls, whatever the number of
+        volumes.
         """
         found = {}
 
         def entry(volume_id):
-            return found.setdefault(volume_id, {'vhost': None, 'nvme': None,
-                                                'key': False, 'files': []})
+            return found.setdefault(volume_id, {
+                'vhost': None, 'nvme': None, 'replicas': {}, 'raid': None,
+                'key': False, 'files': []})
         for ctrlr in self._client.call('vhost_get_controllers'):
             match = naming.VHOST_CONTROLLER.fullmatch(ctrlr['ctrlr'])
             if match:
@@ -505,6 +570,13 @@ class VhostTarget:
             match = naming.NVME_CONTROLLER.fullmatch(ctrlr['name'])
             if match:
                 entry(match.group(1))['nvme'] = ctrlr
+            match = naming.REPLICA_CONTROLLER.fullmatch(ctrlr['name'])
+            if match:
+                entry(match.group(1))['replicas'][int(match.group(2))] = ctrlr
+        for name, raid in self.mirror.listing().items():
+            match = naming.NVME_CONTROLLER.fullmatch(name)
+            if match:
+                entry(match.group(1))['raid'] = raid
         for key in self._client.call('keyring_get_keys'):
             match = naming.AGENT_KEY.fullmatch(key['name'])
             if match and not match.group(2):
@@ -524,24 +596,39 @@ class VhostTarget:
         return found
 
     @staticmethod
-    def complete(attachment, objects):
-        """Whether SPDK serves ``attachment`` whole: both controllers,
-        the vhost one on the NVMe namespace bdev, the NVMe one to the
-        attachment's subsystem as its host, and the socket there.
+    def copies_found(objects):
+        """How many copies' controllers SPDK has of an inventory entry's
+        replicated volume (0: one of a single copy).
         """
-        vhost_ctrlr, nvme = objects['vhost'], objects['nvme']
-        if vhost_ctrlr is None or nvme is None:
+        return max(objects.get('replicas') or {-1: None}) + 1
+
+    @staticmethod
+    def complete(attachment, objects):
+        """Whether SPDK serves ``attachment`` whole: the vhost controller
+        on the NVMe namespace bdev (on the mirror of a replicated volume),
+        every NVMe controller to its copy's subsystem as the attachment's
+        host, and the socket there. A mirror short of a copy is whole
+        here: putting the copy back is the health check's.
+        """
+        vhost_ctrlr = objects['vhost']
+        if vhost_ctrlr is None or _served_bdev(vhost_ctrlr) != bdev_name(
+                attachment.volume_id, attachment.replicas is not None):
             return False
-        bdev = ((vhost_ctrlr.get('backend_specific') or {}).get('block')
-                or {}).get('bdev')
-        if bdev != naming.namespace_bdev_name(
-                naming.nvme_controller_name(attachment.volume_id)):
+        if attachment.replicas is not None and objects['raid'] is None:
             return False
         if attachment.dhchap_secret and not objects['key']:
             return False
-        try:
-            VhostTarget._check_existing(attachment, nvme)
-        except spdk_exc.AttachError:
-            return False
+        nvme = dict(objects['replicas'] or {})
+        if objects['nvme'] is not None:
+            nvme[None] = objects['nvme']
+        for index, (_name, target_nqn, _portals) in enumerate(
+                attachment.targets()):
+            found = nvme.get(None if attachment.replicas is None else index)
+            if found is None:
+                return False
+            try:
+                VhostTarget._check_existing(attachment, found, target_nqn)
+            except spdk_exc.AttachError:
+                return False
         return naming.vhost_controller_name(attachment.volume_id) in {
             os.path.basename(path) for path in objects['files']}

@@ -199,11 +199,11 @@ class TestVersions(base.TestCase):
             info(version='1.7'), VOLUME).version)
 
     def test_another_major_version_is_refused_by_name(self):
-        for value in ('2.0', '0.9'):
+        for value in ('3.0', '0.9'):
             exc = self.assertRaises(spdk_exc.InvalidField, parse,
                                     info(version=value))
             self.assertEqual('connection_info.data.version', exc.field)
-            self.assertIn('is not a version this side speaks (1.x)',
+            self.assertIn('is not a version this side speaks (1.x, 2.x)',
                           str(exc))
         exc = self.assertRaises(spdk_exc.InvalidField, parse,
                                 info(version=1))
@@ -211,8 +211,12 @@ class TestVersions(base.TestCase):
 
     def test_capability_round_trip_and_checks(self):
         offer = connection.capability(HOST, [1, 0])
-        self.assertEqual({'version': '1.0', 'host_nqn': HOST,
-                          'numa_nodes': [1, 0]}, offer)
+        self.assertEqual({'version': '1.1', 'host_nqn': HOST,
+                          'numa_nodes': [1, 0], 'max_replicas': 3}, offer)
+        self.assertEqual(3, connection.max_replicas(offer))
+        # Offered before 1.1: one copy.
+        self.assertEqual(1, connection.max_replicas(
+            {'version': '1.0', 'host_nqn': HOST}))
         self.assertIs(offer, connection.offered(
             {'nqn': HOST, connection.SPDK_VHOST: offer}))
         self.assertIsNone(connection.offered({'nqn': HOST}))
@@ -220,7 +224,11 @@ class TestVersions(base.TestCase):
         for bad, field in (('x', 'spdk_vhost'),
                            (dict(offer, version='2.0'), 'spdk_vhost.version'),
                            (dict(offer, host_nqn='nope'),
-                            'spdk_vhost.host_nqn')):
+                            'spdk_vhost.host_nqn'),
+                           (dict(offer, max_replicas=0),
+                            'spdk_vhost.max_replicas'),
+                           (dict(offer, max_replicas='2'),
+                            'spdk_vhost.max_replicas')):
             exc = self.assertRaises(spdk_exc.InvalidField,
                                     connection.offered,
                                     {connection.SPDK_VHOST: bad})
@@ -233,7 +241,7 @@ class TestBuilt(base.TestCase):
         built = connection.spdk_vhost_info(
             TARGET, [('10.0.0.1', '4420', 'tcp')], VOLUME, HOST, made)
         self.assertEqual('spdk_vhost', built['driver_volume_type'])
-        self.assertEqual('1.0', built['data']['version'])
+        self.assertEqual('1.1', built['data']['version'])
         self.assertEqual((TARGET, [('10.0.0.1', '4420', 'tcp')], HOST, made),
                          parse(built))
 
@@ -249,3 +257,86 @@ class TestBuilt(base.TestCase):
         self.assertEqual([('10.0.0.1', '4420', 'tcp')],
                          [(p.address, p.port, p.transport)
                           for p in props.targets[0].portals])
+
+
+# Two copies, on two storage nodes.
+COPIES = [('%s:node-a' % TARGET, [('10.0.0.1', '4420', 'tcp')],
+           '0d7e5c2a-1f1b-4bde-8c43-0a5a0c0ffee1'),
+          ('%s:node-b' % TARGET, [('10.0.0.2', '4420', 'tcp')],
+           '0d7e5c2a-1f1b-4bde-8c43-0a5a0c0ffee2')]
+
+
+def replicated(**data):
+    built = connection.spdk_vhost_replicated_info(COPIES, VOLUME, HOST)
+    built['data'].update(data)
+    return built
+
+
+class TestReplicated(base.TestCase):
+    def test_spdk_vhost_replicated_info_parses_back(self):
+        made = dhchap.make_secret()
+        built = connection.spdk_vhost_replicated_info(COPIES, VOLUME, HOST,
+                                                      made)
+        self.assertEqual('2.0', built['data']['version'])
+        props = connection.SPDKVhostConnProps(built, VOLUME)
+        self.assertEqual([(nqn, portals) for nqn, portals, _u in COPIES],
+                         props.replicas)
+        self.assertIsNone(props.target_nqn)
+        self.assertEqual((HOST, made), (props.host_nqn, props.dhchap_secret))
+        # A single-copy connection has none.
+        self.assertIsNone(connection.SPDKVhostConnProps(
+            info(), VOLUME).replicas)
+
+    def test_nvmeof_replicated_info_is_os_brick_replicated(self):
+        # os-brick's own parser: the kernel path assembles MD RAID1 over
+        # the copies (it cannot run here: no kernel NVMe/TCP or mdadm).
+        from os_brick.initiator.connectors import nvmeof
+        built = connection.nvmeof_replicated_info(COPIES, VOLUME, HOST)
+        self.assertEqual('nvmeof', built['driver_volume_type'])
+        props = nvmeof.NVMeOFConnProps(built['data'])
+        self.assertTrue(props.is_replicated)
+        self.assertEqual(2, props.replica_count)
+        self.assertEqual(VOLUME.replace('-', ''), props.alias)
+        self.assertEqual(VOLUME, props.cinder_volume_id)
+        self.assertEqual([c[0] for c in COPIES],
+                         [t.nqn for t in props.targets])
+        self.assertEqual([c[2] for c in COPIES],
+                         [t.uuid for t in props.targets])
+        self.assertEqual([('10.0.0.2', '4420', 'tcp')],
+                         [(p.address, p.port, p.transport)
+                          for p in props.targets[1].portals])
+
+    def test_invalid_replicated_data_names_the_field(self):
+        copies = replicated()['data']['volume_replicas']
+        field = 'connection_info.data.volume_replicas'
+        for data, where, why in (
+                ({'volume_replicas': copies[:1], 'replica_count': 1}, field,
+                 'fewer than 2 copies'),
+                ({'volume_replicas': copies * 2, 'replica_count': 4}, field,
+                 'more than 3 entries'),
+                ({'volume_replicas': [copies[0], copies[0]]}, field + '[1]',
+                 'the same copy as an earlier entry'),
+                ({'replica_count': 3}, 'connection_info.data.replica_count',
+                 'is not the 2 entries'),
+                ({'volume_replicas': None}, field, 'is not a list'),
+                ({'volume_replicas': [copies[0], 'x']}, field + '[1]',
+                 'is not a dict'),
+                ({'volume_replicas': [copies[0], dict(
+                    copies[1], target_nqn='nope')]},
+                 field + '[1].target_nqn', 'is not a valid NQN'),
+                ({'volume_replicas': [copies[0], dict(
+                    copies[1], portals=[['h', 1, 'tcp']])]},
+                 field + '[1].portals[0] address', 'IPv4 or IPv6')):
+            exc = self.assertRaises(spdk_exc.InvalidField,
+                                    connection.SPDKVhostConnProps,
+                                    replicated(**data), VOLUME)
+            self.assertEqual(where, exc.field)
+            self.assertIn(why, str(exc))
+
+    def test_copies_in_1_x_data_are_refused(self):
+        # An older sender's 1.x data never carries copies; mixing them
+        # would let a 1.x reader serve one copy alone.
+        exc = self.assertRaises(spdk_exc.InvalidField, parse,
+                                replicated(version='1.1'))
+        self.assertEqual('connection_info.data.volume_replicas', exc.field)
+        self.assertIn('needs version 2.0, not 1.1', str(exc))

@@ -34,6 +34,25 @@ def info(**data):
     return {'driver_volume_type': 'spdk_vhost', 'data': base_data}
 
 
+class RecordingMirror:
+    """Stands in for vhost_target.mirror.Mirror."""
+
+    def __init__(self, calls):
+        self.calls = calls
+        # raid name -> bdev_raid_get_bdevs' entry
+        self.raids = {}
+
+    def listing(self):
+        self.calls.append(('raid_listing',))
+        return dict(self.raids)
+
+    def set_rebuild_bandwidth(self, mib_sec):
+        self.calls.append(('rebuild_bandwidth', mib_sec))
+
+    def add(self, name, member):
+        self.calls.append(('raid_add', name, member))
+
+
 class RecordingVhost:
     """Stands in for VhostTarget, whose SPDK side the SPDK tier runs."""
 
@@ -48,7 +67,9 @@ class RecordingVhost:
         self.busy = set()
         # volume -> its NVMe controller's state; 'gone': SPDK deleted it.
         self.states = {}
-        self.conf = types.SimpleNamespace(stall_report_after_sec=30)
+        self.conf = types.SimpleNamespace(stall_report_after_sec=30,
+                                          rebuild_max_bandwidth_mib_sec=256)
+        self.mirror = RecordingMirror(self.calls)
 
     def attach(self, attachment):
         self.calls.append(('attach', attachment.volume_id))
@@ -57,8 +78,9 @@ class RecordingVhost:
         self.attached[attachment.volume_id] = attachment
         return self.socket_path(attachment.volume_id)
 
-    def detach(self, volume_id):
+    def detach(self, volume_id, copies=0):
         self.calls.append(('detach', volume_id))
+        self.copies_detached = copies
         if volume_id in self.busy:
             raise spdk_exc.VolumeBusy(volume=volume_id, sessions=1,
                                       socket=self.socket_path(volume_id))
@@ -73,6 +95,15 @@ class RecordingVhost:
     def complete(attachment, objects):
         return objects['complete']
 
+    @staticmethod
+    def copies_found(objects):
+        return objects.get('copies', 0)
+
+    def reconnect_copy(self, attachment, index):
+        self.calls.append(('reconnect_copy', attachment.volume_id, index))
+        if self.fail:
+            raise self.fail
+
     def secure_socket(self, volume_id):
         self.calls.append(('secure_socket', volume_id))
         return self.socket_path(volume_id)
@@ -80,10 +111,10 @@ class RecordingVhost:
     def socket_path(self, volume_id):
         return '/sockets/' + naming.vhost_controller_name(volume_id)
 
-    def set_qos(self, volume_id, qos):
+    def set_qos(self, volume_id, qos, replicated=False):
         self.calls.append(('set_qos', volume_id, qos))
 
-    def size_bytes(self, volume_id):
+    def size_bytes(self, volume_id, replicated=False):
         return 1024 ** 3
 
     def controllers(self):
@@ -323,8 +354,9 @@ class TestAgent(base.TestCase):
         self.vhost.leftovers = {V}        # an attach killed before its state
         self.vhost.calls.clear()
         self.assertEqual(([A, B], []), self.agent.reconcile())
-        self.assertEqual([('secure_socket', A), ('attach', B),
-                          ('detach', V)], self.vhost.calls)
+        # SPDK forgot the rebuild bound too when it restarted.
+        self.assertEqual([('rebuild_bandwidth', 256), ('secure_socket', A),
+                          ('attach', B), ('detach', V)], self.vhost.calls)
         self.assertEqual({A, B}, set(self.vhost.attached))
         self.assertEqual([], self.agent.get_status()['problems'])
         self.assertEqual(('spdk_vhost_target.recovery.end', 'INFO'),
