@@ -45,9 +45,10 @@ LOGGED_NQNS = 10
 
 
 class _Export:
-    __slots__ = ('nqn', 'bdev', 'ns_uuid', 'hosts', 'qos')
+    __slots__ = ('volume_id', 'nqn', 'bdev', 'ns_uuid', 'hosts', 'qos')
 
-    def __init__(self, nqn, bdev, ns_uuid, qos_limits=None):
+    def __init__(self, volume_id, nqn, bdev, ns_uuid, qos_limits=None):
+        self.volume_id = volume_id
         self.nqn = nqn
         self.bdev = bdev
         self.ns_uuid = ns_uuid
@@ -118,7 +119,7 @@ class NVMeoFExports:
         with lockutils.lock('spdk-export-%s' % volume_id):
             export = self._desired.get(volume_id)
             if export is None:
-                export = _Export(self.nqn(volume_id), bdev,
+                export = _Export(volume_id, self.nqn(volume_id), bdev,
                                  self.namespace_uuid(volume_id))
             export.bdev = bdev
             export.qos = qos_limits
@@ -163,6 +164,10 @@ class NVMeoFExports:
         for host, key in export.hosts.items():
             if host not in allowed:
                 self._add_host(export.nqn, host, key)
+        for host in sorted(allowed - set(export.hosts)):
+            # Detached while this target did not answer (forget_host).
+            self._client.call('nvmf_subsystem_remove_host',
+                              {'nqn': export.nqn, 'host': host})
         self._apply_qos(export)
 
     def _add_listener(self, nqn, address, port):
@@ -282,6 +287,22 @@ class NVMeoFExports:
             LOG.info('Host %(host)s may no longer connect to %(nqn)s',
                      {'host': host_nqn, 'nqn': export.nqn})
 
+    def forget_host(self, volume_id, host_nqn):
+        """Take a host off the volume's ACL while this target does not
+        answer: the next replay (requested by the caller) removes it from
+        SPDK's ACL too, whether the target restarted or was only cut off.
+        """
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            export = self._desired.get(volume_id)
+            if export is None or host_nqn not in export.hosts:
+                return
+            key = export.hosts.pop(host_nqn)
+            if key:
+                self._keys.remove(key)
+            LOG.warning('Host %(host)s is off the ACL of %(nqn)s from the '
+                        'next time its target answers',
+                        {'host': host_nqn, 'nqn': export.nqn})
+
     # -- temporary exports ------------------------------------------------
 
     @contextlib.contextmanager
@@ -331,7 +352,7 @@ class NVMeoFExports:
 
     def remember(self, volume_id, bdev, hosts, qos_limits=None):
         """Record an export Cinder's database says exists (at start-up)."""
-        export = _Export(self.nqn(volume_id), bdev,
+        export = _Export(volume_id, self.nqn(volume_id), bdev,
                          self.namespace_uuid(volume_id), qos_limits)
         for host_nqn in hosts:
             key = naming.host_key_name(export.nqn, host_nqn)
@@ -391,7 +412,7 @@ class NVMeoFExports:
 
     def _restore(self, export):
         try:
-            with lockutils.lock('spdk-export-%s' % export.ns_uuid):
+            with lockutils.lock('spdk-export-%s' % export.volume_id):
                 self._create_subsystem(export)
             return export.nqn
         except spdk_exc.SPDKException as exc:
@@ -411,7 +432,7 @@ def _listening(subsystem):
 
 def _lacks(subsystem, export, portals):
     return (not subsystem.get('namespaces')
-            or not set(export.hosts) <= _hosts(subsystem)
+            or set(export.hosts) != _hosts(subsystem)
             or not {(a, p) for a, p, _t in portals} <= _listening(subsystem))
 
 

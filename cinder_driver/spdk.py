@@ -11,6 +11,7 @@ import re
 
 from oslo_config import cfg
 from oslo_log import log as logging
+from oslo_utils import excutils
 from oslo_utils import strutils
 from oslo_utils import units
 
@@ -23,20 +24,28 @@ from cinder.volume import driver
 from cinder.volume import volume_types
 from cinder.volume import volume_utils
 
-from cinder_driver import exports as nvmf_exports
 from cinder_driver import image_copy
 from cinder_driver import lvols as spdk_lvols
+from cinder_driver import nodes as nodes_mod
 from cinder_driver import qos
-from cinder_driver import recovery
 from spdk_common import connection
 from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import rpc
+from storage_node import rpcapi as storage_rpcapi
 
 LOG = logging.getLogger(__name__)
 
 spdk_opts = [
+    cfg.ListOpt('spdk_storage_nodes',
+                default=[],
+                help='Storage nodes this back end keeps volumes on, by the '
+                     'host name of their spdk-storage-node service (on '
+                     'the message bus of transport_url). Empty: the SPDK '
+                     'of this host at spdk_rpc_socket. With storage nodes, '
+                     'a volume type with spdk:replicas=N keeps N copies, '
+                     'each on its own node, that compute hosts mirror.'),
     cfg.StrOpt('spdk_rpc_socket',
                default='/var/tmp/spdk.sock',
                help='Unix socket of the storage node\'s SPDK target '
@@ -114,6 +123,10 @@ CONF.register_opts(spdk_opts, group=configuration.SHARED_CONF_GROUP)
 
 VHOST_ATTACH_SPEC = 'spdk:vhost_attach'
 PROVISIONING_SPEC = 'provisioning:type'
+# How many copies, each on its own storage node (1-3).
+REPLICAS_SPEC = 'spdk:replicas'
+# A storage node's name: a host name.
+NODE_NAME_MAX = 64
 # SPDK multiplies size_in_mib by 2**20 in 64 bits without an overflow
 # check (module/bdev/lvol/vbdev_lvol_rpc.c): a bigger size would wrap into
 # a small lvol that Cinder believes huge.
@@ -127,6 +140,11 @@ _TEMPORARY_LVOL = re.compile(
 
 def _backend_error(exc):
     return exception.VolumeBackendAPIException(data=str(exc))
+
+
+def _on(node):
+    """' on storage node X' in messages; nothing for the local SPDK."""
+    return _(' on storage node %s') % node.name if node.name else ''
 
 
 def _spec_true(value, spec=VHOST_ATTACH_SPEC):
@@ -174,20 +192,28 @@ class SPDKDriver(driver.VolumeDriver):
                 snapshots and clones, per-host NVMe-oF ACLs, optional
                 DH-HMAC-CHAP, QoS, manage/unmanage, retype, revert,
                 image copy through SPDK, export replay after restarts.
+        1.1.0 - Storage nodes (spdk_storage_nodes) through their
+                spdk-storage-node service; replicated volumes
+                (spdk:replicas), one copy per node, mirrored on compute
+                hosts.
     """
 
-    VERSION = '1.0.0'
+    VERSION = '1.1.0'
     CI_WIKI_NAME = 'SPDK_OpenStack_CI'
     SUPPORTS_ACTIVE_ACTIVE = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(spdk_opts)
+        # Storage nodes by name; the local node's name is None.
+        self._nodes = {}
+        # The message bus to storage nodes (spdk_storage_nodes).
+        self._transport = None
         self._client = None
         self._lvols = None
         self._exports = None
-        self._lvstores = {}
         self._recovery = None
+        self._images = None
 
     @staticmethod
     def get_driver_options():
@@ -200,21 +226,20 @@ class SPDKDriver(driver.VolumeDriver):
 
     def do_setup(self, context):
         conf = self.configuration
-        self._client = rpc.SPDKClient(conf.spdk_rpc_socket,
-                                      timeout=conf.spdk_rpc_timeout)
-        self._lvols = spdk_lvols.Lvols(
-            self._client, conf.spdk_lvol_clear_method,
-            os.path.join(conf.spdk_state_dir,
-                         '%s.json' % (conf.config_group or 'spdk')))
-        keys = None
-        if conf.spdk_dhchap:
-            keys = dhchap.KeyFiles(self._client, conf.spdk_keyring_dir)
-            keys.setup()
         try:
             naming.validate_nqn(conf.spdk_nqn_prefix + ':volume-x')
         except spdk_exc.InvalidNQN as exc:
             raise exception.InvalidConfigurationValue(
                 option='spdk_nqn_prefix', value=conf.spdk_nqn_prefix) from exc
+        if conf.spdk_storage_nodes:
+            self._setup_storage_nodes(conf)
+            return
+        self._client = rpc.SPDKClient(conf.spdk_rpc_socket,
+                                      timeout=conf.spdk_rpc_timeout)
+        keys = None
+        if conf.spdk_dhchap:
+            keys = dhchap.KeyFiles(self._client, conf.spdk_keyring_dir)
+            keys.setup()
         # SPDK listens on addresses, and the address family sent with each
         # listener is derived from them. Hosts connect to them: they must
         # pass the connection contract's own portal check.
@@ -226,50 +251,125 @@ class SPDKDriver(driver.VolumeDriver):
         except spdk_exc.InvalidField as exc:
             raise exception.InvalidConfigurationValue(
                 option='spdk_target_addresses', value=addresses) from exc
-        self._exports = nvmf_exports.NVMeoFExports(
-            self._client, conf.spdk_nqn_prefix, addresses,
-            conf.spdk_target_port, keys=keys)
-        self._recovery = recovery.ExportRecovery(
-            self._client, self._exports, conf.spdk_rpc_socket,
-            conf.spdk_restart_check_interval)
+        node = nodes_mod.Node(None, self._client, conf, conf.spdk_state_dir,
+                              addresses, conf.spdk_target_port, keys=keys)
+        self._nodes = {None: node}
+        self._lvols, self._exports = node.lvols, node.exports
+        self._recovery = node.recovery
         self._images = image_copy.ImageCopier(
             self._client, self._lvols, self._exports,
             cpumask=conf.spdk_dd_cpumask, mem_mib=conf.spdk_dd_mem_mib)
 
+    def _setup_storage_nodes(self, conf):
+        if conf.spdk_dhchap:
+            raise exception.InvalidConfigurationValue(reason=_(
+                'spdk_dhchap=True with spdk_storage_nodes: DH-HMAC-CHAP keys '
+                'live in each storage node\'s keyring, which the '
+                'spdk-storage-node service does not manage yet; use '
+                'per-host ACLs alone, or a back end without storage nodes'))
+        names = list(conf.spdk_storage_nodes)
+        for name in names:
+            if not name or len(name) > NODE_NAME_MAX or not all(
+                    c.isalnum() or c in '-_.' for c in name):
+                raise exception.InvalidConfigurationValue(
+                    option='spdk_storage_nodes', value=names)
+        if len(set(names)) != len(names):
+            raise exception.InvalidConfigurationValue(
+                option='spdk_storage_nodes', value=names)
+        transport = self._transport = storage_rpcapi.get_transport(CONF)
+        self._nodes = {
+            name: nodes_mod.Node(
+                name, storage_rpcapi.StorageNodeClient(
+                    transport, name, timeout=conf.spdk_rpc_timeout),
+                conf, conf.spdk_state_dir)
+            for name in names}
+
+    @property
+    def _remote(self):
+        return None not in self._nodes
+
     def check_for_setup_error(self):
+        found = []
+        for node in self._nodes.values():
+            try:
+                if self._remote:
+                    node.connect()
+                version = node.client.call('spdk_get_version')
+                node.exports.ensure_transport()
+                node.recovery.check()
+                node.lvols.load(node.client.call('bdev_get_bdevs'))
+            except spdk_exc.SPDKException as exc:
+                if not self._remote:
+                    raise _backend_error(exc)
+                # A back end of storage nodes serves what the others hold;
+                # this one is looked at again with every stats refresh.
+                LOG.error('Storage node %(node)s: %(err)s',
+                          {'node': node.name, 'err': exc})
+                continue
+            node.start()
+            found.append('%s (%s)' % (node, version.get('version')))
         try:
-            version = self._client.call('spdk_get_version')
-            self._refresh_lvstores()
-            self._exports.ensure_transport()
-            self._recovery.check()
-            self._lvols.load(self._client.call('bdev_get_bdevs'))
+            lvstores = self._refresh_lvstores()
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
-        self._recovery.start()
-        LOG.info('SPDK %(version)s at %(socket)s: pools %(pools)s',
-                 {'version': version.get('version'),
-                  'socket': self.configuration.spdk_rpc_socket,
-                  'pools': ', '.join(sorted(self._lvstores))})
+        if not found:
+            raise exception.VolumeBackendAPIException(data=_(
+                'no storage node of %s answers') % ', '.join(
+                    map(str, self._nodes.values())))
+        LOG.info('SPDK on %(nodes)s: pools %(pools)s',
+                 {'nodes': ', '.join(found),
+                  'pools': ', '.join(sorted(lvstores))})
+
+    def _where(self):
+        """The SPDK this back end manages, for messages."""
+        if self._remote:
+            return _('storage nodes %s') % ', '.join(self._nodes)
+        return self.configuration.spdk_rpc_socket
 
     def _refresh_lvstores(self):
-        found = {lvs['name']: lvs for lvs in
-                 self._client.call('bdev_lvol_get_lvstores')}
-        wanted = self.configuration.spdk_lvstores or sorted(found)
-        missing = sorted(set(wanted) - set(found))
+        """Every node's lvstores now; {name: [(node, figures)]}.
+
+        :raises SPDKException: from the local node; a storage node that
+            does not answer is left out (and marked as such).
+        """
+        by_name, there = {}, set()
+        wanted = self.configuration.spdk_lvstores
+        for node in self._nodes.values():
+            try:
+                if self._remote and node.down:
+                    node.connect()
+                found = {lvs['name']: lvs for lvs in
+                         node.client.call('bdev_lvol_get_lvstores')}
+            except spdk_exc.SPDKException as exc:
+                if not self._remote:
+                    raise
+                LOG.warning('Storage node %(node)s does not answer: %(err)s',
+                            {'node': node, 'err': exc})
+                node.lvstores = {}
+                continue
+            there.update(found)
+            node.lvstores = {name: lvs for name, lvs in found.items()
+                             if not wanted or name in wanted}
+            for name, lvs in node.lvstores.items():
+                by_name.setdefault(name, []).append((node, lvs))
+        missing = sorted(set(wanted or ()) - set(by_name))
         if missing:
             raise exception.VolumeBackendAPIException(data=_(
-                'lvstore(s) %(missing)s not found in SPDK at %(socket)s; it '
+                'lvstore(s) %(missing)s not found in SPDK at %(where)s; it '
                 'has: %(found)s') % {
-                    'missing': ', '.join(missing),
-                    'socket': self.configuration.spdk_rpc_socket,
-                    'found': ', '.join(sorted(found)) or 'none'})
-        if not wanted:
+                    'missing': ', '.join(missing), 'where': self._where(),
+                    'found': ', '.join(sorted(there)) or 'none'})
+        if not by_name:
             raise exception.VolumeBackendAPIException(data=_(
                 'SPDK at %s has no lvstore: create one with '
-                'bdev_lvol_create_lvstore') %
-                self.configuration.spdk_rpc_socket)
-        self._lvstores = {name: found[name] for name in wanted}
-        return self._lvstores
+                'bdev_lvol_create_lvstore') % self._where())
+        return by_name
+
+    @property
+    def _lvstores(self):
+        """The pools: every lvstore name some node has."""
+        return {name for node in self._nodes.values()
+                for name in node.lvstores}
 
     # -- helpers ------------------------------------------------------------
 
@@ -282,6 +382,39 @@ class SPDKDriver(driver.VolumeDriver):
                     'id': volume.id, 'pool': pool,
                     'pools': ', '.join(sorted(self._lvstores))})
         return pool
+
+    def _node_named(self, name, what):
+        node = self._nodes.get(name)
+        if node is None:
+            raise exception.VolumeBackendAPIException(data=_(
+                '%(what)s has a copy on %(node)s, which is not one of '
+                'this back end\'s storage nodes (%(nodes)s)') % {
+                    'what': what, 'node': name or _('the local SPDK'),
+                    'nodes': ', '.join(map(str, self._nodes.values()))})
+        return node
+
+    def _copies(self, volume):
+        """The nodes of a volume's copies, in mirror order."""
+        names = nodes_mod.placement(volume) or [None]
+        return [self._node_named(name, _('volume %s') % volume.id)
+                for name in names]
+
+    def _snapshot_copies(self, snapshot):
+        names = (nodes_mod.placement(snapshot)
+                 or nodes_mod.placement(snapshot.volume)
+                 or [None])
+        return [self._node_named(name, _('snapshot %s') % snapshot.id)
+                for name in names]
+
+    @staticmethod
+    def _model_update(volume_or_snapshot, nodes):
+        """What Cinder keeps of where the copies are: nothing for the
+        local node (provider_location stays as volumes always had it).
+        """
+        if nodes[0].name is None:
+            return None
+        return {'provider_location': nodes_mod.location(
+            [node.name for node in nodes])}
 
     def _volume_alias(self, volume):
         return naming.lvol_alias(self._lvstore_of(volume),
@@ -308,6 +441,34 @@ class SPDKDriver(driver.VolumeDriver):
                 '"thick"') % {'spec': PROVISIONING_SPEC, 'value': ptype})
         return ptype
 
+    def _replicas(self, specs):
+        """How many copies a type asks for (spdk:replicas, default 1)."""
+        value = specs.get(REPLICAS_SPEC)
+        if value is None:
+            return 1
+        text = str(value).strip()
+        if not text.isdigit() or not 1 <= int(text) <= (
+                connection.MAX_REPLICAS):
+            raise exception.InvalidInput(reason=_(
+                'extra spec %(spec)s=%(value)r: it must be a whole number '
+                'of copies from 1 to %(max)d') % {
+                    'spec': REPLICAS_SPEC, 'value': value,
+                    'max': connection.MAX_REPLICAS})
+        copies = int(text)
+        if copies > 1 and not self._remote:
+            raise exception.InvalidInput(reason=_(
+                'extra spec %(spec)s=%(value)r: this back end has no '
+                'storage nodes to keep copies on (set spdk_storage_nodes, '
+                'or use a type without %(spec)s)') % {
+                    'spec': REPLICAS_SPEC, 'value': value})
+        if copies > len(self._nodes):
+            raise exception.InvalidInput(reason=_(
+                'extra spec %(spec)s=%(value)r: this back end has %(n)d '
+                'storage node(s); each copy needs its own') % {
+                    'spec': REPLICAS_SPEC, 'value': value,
+                    'n': len(self._nodes)})
+        return copies
+
     def _is_thin(self, volume):
         return self._provisioning(self._extra_specs(volume)) == 'thin'
 
@@ -318,30 +479,31 @@ class SPDKDriver(driver.VolumeDriver):
         specs = self._extra_specs(volume)
         self._provisioning(specs)
         _spec_true(specs.get(VHOST_ATTACH_SPEC))
+        return self._replicas(specs)
 
-    def _fresh_lvstore(self, lvstore):
+    def _fresh_lvstore(self, node, lvstore):
         """The lvstore's figures now: one constant-size RPC.
 
         Guest writes to thin volumes take clusters between stats
         refreshes, so the figures of the last refresh may say "room" for
         an lvstore that has since filled up.
         """
-        lvs = self._client.call('bdev_lvol_get_lvstores',
-                                {'lvs_name': lvstore})[0]
-        self._lvstores[lvstore] = lvs
+        lvs = node.client.call('bdev_lvol_get_lvstores',
+                               {'lvs_name': lvstore})[0]
+        node.lvstores[lvstore] = lvs
         return lvs
 
-    def _check_thin_room(self, lvstore, what):
+    def _check_thin_room(self, node, lvstore, what):
         """Refuse a new thin lvol on an lvstore with no free cluster: SPDK
         would make it, and the guest's first write would get EIO.
         """
-        lvs = self._call(self._fresh_lvstore, lvstore)
+        lvs = self._call(self._fresh_lvstore, node, lvstore)
         if lvs['free_clusters'] == 0:
             raise exception.VolumeBackendAPIException(data=_(
-                'lvstore %(lvs)s is full (0 of %(total)d clusters free): '
-                '%(what)s would fail its first write') % {
-                    'lvs': lvstore, 'total': lvs['total_data_clusters'],
-                    'what': what})
+                'lvstore %(lvs)s%(on)s is full (0 of %(total)d clusters '
+                'free): %(what)s would fail its first write') % {
+                    'lvs': lvstore, 'on': _on(node),
+                    'total': lvs['total_data_clusters'], 'what': what})
         return lvs
 
     def _check_pool_limit(self, lvstore, field, size_gb, thin):
@@ -355,8 +517,10 @@ class SPDKDriver(driver.VolumeDriver):
         _whole_gib(field, size_gb)
         if not thin:
             return
-        lvs = self._lvstores[lvstore]
-        total = lvs['total_data_clusters'] * lvs['cluster_size']
+        total = max(lvs['total_data_clusters'] * lvs['cluster_size']
+                    for node in self._nodes.values()
+                    for name, lvs in node.lvstores.items()
+                    if name == lvstore)
         ratio = volume_utils.get_max_over_subscription_ratio(
             self.configuration.max_over_subscription_ratio,
             supports_auto=False)
@@ -368,17 +532,18 @@ class SPDKDriver(driver.VolumeDriver):
                                  'lvs': lvstore, 'total': total / units.Gi,
                                  'ratio': ratio})
 
-    def _no_room(self, lvstore, what):
+    def _no_room(self, node, lvstore, what):
         """The error for SPDK's ENOSPC, with the free space it saw."""
         try:
-            lvs = self._fresh_lvstore(lvstore)
+            lvs = self._fresh_lvstore(node, lvstore)
             free = _('%.2f GiB free') % (
                 lvs['free_clusters'] * lvs['cluster_size'] / units.Gi)
         except spdk_exc.SPDKException:
             free = _('too little room')
         return exception.VolumeBackendAPIException(data=_(
-            'lvstore %(lvs)s has %(free)s; %(what)s does not fit') % {
-                'lvs': lvstore, 'free': free, 'what': what})
+            'lvstore %(lvs)s%(on)s has %(free)s; %(what)s does not fit') % {
+                'lvs': lvstore, 'on': _on(node), 'free': free,
+                'what': what})
 
     def _call(self, what, *args, **kwargs):
         try:
@@ -386,75 +551,155 @@ class SPDKDriver(driver.VolumeDriver):
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
 
+    @staticmethod
+    def _on_every_copy(nodes, do, undo=None, what=None):
+        """``do(node)`` for each copy's node, in order. When one fails,
+        ``undo(node)`` for those done, so that nothing is left half-made,
+        and the failure goes on.
+        """
+        done = []
+        try:
+            for node in nodes:
+                do(node)
+                done.append(node)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                for node in reversed(done):
+                    if undo is None:
+                        continue
+                    try:
+                        undo(node)
+                    except (spdk_exc.SPDKException,
+                            exception.CinderException) as exc:
+                        LOG.error('Undoing %(what)s on %(node)s failed: '
+                                  '%(err)s', {'what': what, 'node': node,
+                                              'err': exc})
+
     # -- volumes ------------------------------------------------------------
+
+    def _place(self, volume, lvstore, copies, thin):
+        """The nodes of a new volume's copies: the local node, or the
+        storage nodes with the lvstore that answer, the most free space
+        first, one copy each; refused when fewer have room.
+        """
+        if not self._remote:
+            return [self._nodes[None]]
+        needed = volume.size * units.Gi if not thin else 1
+        room, short = [], []
+        for node in self._nodes.values():
+            if node.down or lvstore not in node.lvstores:
+                short.append(_('%s (no lvstore %s there)') % (node, lvstore)
+                             if not node.down else
+                             _('%s (does not answer)') % node)
+                continue
+            try:
+                lvs = self._fresh_lvstore(node, lvstore)
+            except spdk_exc.SPDKException as exc:
+                short.append(_('%(node)s (%(err)s)') % {'node': node,
+                                                        'err': exc})
+                continue
+            free = lvs['free_clusters'] * lvs['cluster_size']
+            if free < needed:
+                short.append(_('%(node)s (%(free).2f GiB free)') % {
+                    'node': node, 'free': free / units.Gi})
+                continue
+            room.append((-free, node.name, node))
+        if len(room) < copies:
+            raise exception.VolumeBackendAPIException(data=_(
+                'volume %(id)s needs %(copies)d cop%(ies)s of %(size)d GiB '
+                'in lvstore %(lvs)s, each on its own storage node; '
+                '%(room)d node(s) have room, not: %(short)s') % {
+                    'id': volume.id, 'copies': copies,
+                    'ies': 'y' if copies == 1 else 'ies',
+                    'size': volume.size, 'lvs': lvstore, 'room': len(room),
+                    'short': '; '.join(short) or _('none')})
+        return [node for _free, _name, node in sorted(room)[:copies]]
 
     def create_volume(self, volume):
         _whole_gib('size', volume.size)
         lvstore = self._lvstore_of(volume)
-        self._check_type(volume)
+        copies = self._check_type(volume)
         thin = self._is_thin(volume)
         self._check_pool_limit(lvstore, 'size', volume.size, thin)
         # Refuse a type whose QoS SPDK cannot enforce before making anything.
         qos.limits_for_type(volume.volume_type_id)
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
-        if thin:
+        nodes = self._place(volume, lvstore, copies, thin)
+        if thin and not self._remote:
             # The one extra RPC of a create: SPDK makes a thin lvol on a
-            # full lvstore without complaint. A thick create needs no look:
-            # SPDK refuses it whole when the clusters are not there.
-            self._check_thin_room(lvstore, _('a thin volume of %d GiB') %
-                                  volume.size)
-        try:
-            self._lvols.create(lvstore, name, volume.size, thin)
-        except spdk_exc.SPDKExists:
-            raise exception.VolumeBackendAPIException(data=_(
-                'An lvol named %s already exists; it was left untouched') %
-                alias)
-        except spdk_exc.SPDKNoSpace:
-            raise self._no_room(lvstore, _('a thick volume of %d GiB') %
-                                volume.size)
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
+            # full lvstore without complaint (placement looked on storage
+            # nodes). A thick create needs no look: SPDK refuses it whole
+            # when the clusters are not there.
+            self._check_thin_room(nodes[0], lvstore, _(
+                'a thin volume of %d GiB') % volume.size)
+
+        def create(node):
+            try:
+                node.lvols.create(lvstore, name, volume.size, thin)
+            except spdk_exc.SPDKExists:
+                raise exception.VolumeBackendAPIException(data=_(
+                    'An lvol named %(alias)s already exists%(on)s; it was '
+                    'left untouched') % {'alias': alias, 'on': _on(node)})
+            except spdk_exc.SPDKNoSpace:
+                raise self._no_room(node, lvstore, _(
+                    'a thick volume of %d GiB') % volume.size)
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
+        self._on_every_copy(nodes, create,
+                            lambda node: node.lvols.delete(alias),
+                            _('the create of volume %s') % volume.id)
+        return self._model_update(volume, nodes)
 
     def delete_volume(self, volume):
         alias = self._volume_alias(volume)
-        try:
-            if self._exports.is_exported(volume.id):
-                self._exports.unexport(volume.id)
-            self._lvols.delete(alias)
-        except spdk_exc.SPDKBusy as exc:
-            raise exception.VolumeIsBusy(
-                volume_name=volume.name) from exc
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
+        for node in self._copies(volume):
+            try:
+                if node.down:
+                    node.connect()
+                if node.exports.is_exported(volume.id):
+                    node.exports.unexport(volume.id)
+                node.lvols.delete(alias)
+            except spdk_exc.SPDKBusy as exc:
+                raise exception.VolumeIsBusy(
+                    volume_name=volume.name) from exc
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
 
     def extend_volume(self, volume, new_size):
         lvstore = self._lvstore_of(volume)
         alias = self._volume_alias(volume)
         thin = self._is_thin(volume)
         self._check_pool_limit(lvstore, 'new_size', new_size, thin)
+        nodes = self._copies(volume)
         # bdev_lvol_resize shrinks as readily as it grows, dropping the
         # clusters past the new end: never go below what the volume holds
         # (Cinder's size, or the lvol's if it is bigger).
-        tracked = self._lvols.size(alias)
-        current = max(volume.size, spdk_lvols.bytes_to_gib_ceil(tracked or 0))
+        tracked = [node.lvols.size(alias) for node in nodes]
+        current = max([volume.size] + [spdk_lvols.bytes_to_gib_ceil(t or 0)
+                                       for t in tracked])
         if new_size < current:
             raise exception.InvalidInput(reason=_(
                 'extend of volume %(id)s to new_size=%(new)d GiB refused: it '
                 'is %(cur)d GiB and shrinking would lose data') % {
                     'id': volume.id, 'new': new_size, 'cur': current})
-        if tracked == new_size * units.Gi:
+        if all(t == new_size * units.Gi for t in tracked):
             LOG.info('Volume %(id)s is already %(size)d GiB; nothing to do',
                      {'id': volume.id, 'size': new_size})
             return
-        try:
-            self._lvols.resize(alias, new_size)
-        except spdk_exc.SPDKNoSpace:
-            raise self._no_room(lvstore, _(
-                'extending thick volume %(id)s to %(size)d GiB') % {
-                    'id': volume.id, 'size': new_size})
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
+
+        def resize(node):
+            try:
+                node.lvols.resize(alias, new_size)
+            except spdk_exc.SPDKNoSpace:
+                raise self._no_room(node, lvstore, _(
+                    'extending thick volume %(id)s to %(size)d GiB') % {
+                        'id': volume.id, 'size': new_size})
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
+        # Copies already grown stay grown: growing loses nothing, and the
+        # retry grows the rest.
+        self._on_every_copy(nodes, resize)
         LOG.info('Extended %(alias)s to %(size)d GiB',
                  {'alias': alias, 'size': new_size})
 
@@ -462,20 +707,56 @@ class SPDKDriver(driver.VolumeDriver):
 
     def create_snapshot(self, snapshot):
         alias = self._volume_alias(snapshot.volume)
-        try:
-            self._lvols.snapshot(alias,
-                                 naming.snapshot_lvol_name(snapshot.id))
-        except spdk_exc.SPDKNotFound:
-            raise exception.VolumeNotFound(volume_id=snapshot.volume_id)
-        except spdk_exc.SPDKExists:
-            raise exception.VolumeBackendAPIException(data=_(
-                'An lvol named %s already exists') %
-                naming.snapshot_lvol_name(snapshot.id))
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
+        name = naming.snapshot_lvol_name(snapshot.id)
+        nodes = self._copies(snapshot.volume)
+
+        def take(node):
+            try:
+                node.lvols.snapshot(alias, name)
+            except spdk_exc.SPDKNotFound:
+                raise exception.VolumeNotFound(volume_id=snapshot.volume_id)
+            except spdk_exc.SPDKExists:
+                raise exception.VolumeBackendAPIException(data=_(
+                    'An lvol named %(name)s already exists%(on)s') % {
+                        'name': name, 'on': _on(node)})
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
+        self._check_still(snapshot.volume, nodes, _('snapshot %s') %
+                          snapshot.id)
+        self._on_every_copy(
+            nodes, take,
+            lambda node: node.lvols.delete_snapshot(
+                naming.lvol_alias(naming.split_alias(alias)[0], name)),
+            _('snapshot %s') % snapshot.id)
+        return self._model_update(snapshot, nodes)
+
+    def _check_still(self, volume, nodes, what):
+        """Copies are snapshotted one after the other: a host writing to
+        the volume meanwhile would leave writes in one copy's snapshot and
+        not another's, and a volume made from them would read either,
+        block by block, which no crash leaves. SPDK v25.09 has no RPC that
+        pauses a subsystem's I/O; until the compute side can hold it, a
+        replicated volume some host may write to is refused.
+        """
+        if len(nodes) < 2:
+            return
+        hosts = set()
+        for node in nodes:
+            if not node.down:
+                hosts.update(node.exports.hosts(volume.id))
+        if hosts:
+            raise exception.InvalidVolume(reason=_(
+                '%(what)s of volume %(id)s, which has %(n)d copies and '
+                'is attached to %(hosts)s: its copies cannot be '
+                'snapshotted at one instant while a host may write; '
+                'detach it first') % {
+                    'what': what, 'id': volume.id, 'n': len(nodes),
+                    'hosts': ', '.join(sorted(hosts))})
 
     def delete_snapshot(self, snapshot):
-        self._call(self._lvols.delete_snapshot, self._snapshot_alias(snapshot))
+        alias = self._snapshot_alias(snapshot)
+        for node in self._snapshot_copies(snapshot):
+            self._call(node.lvols.delete_snapshot, alias)
 
     def _check_new_clone(self, volume, lvstore, source_size, source):
         """What a clone's volume must satisfy before anything is made."""
@@ -488,61 +769,91 @@ class SPDKDriver(driver.VolumeDriver):
                 'source %(source)s (%(source_size)d GiB)') % {
                     'size': volume.size, 'id': volume.id, 'source': source,
                     'source_size': source_size})
-        self._check_type(volume)
+        copies = self._check_type(volume)
         qos.limits_for_type(volume.volume_type_id)
         # Clones are thin whatever the type.
         self._check_pool_limit(lvstore, 'size', volume.size, thin=True)
+        return copies
+
+    def _check_clone_copies(self, volume, copies, nodes, source):
+        # An lvol clone lives next to its source: a clone has the copies
+        # its source has.
+        if copies != len(nodes):
+            raise exception.InvalidInput(reason=_(
+                'volume %(id)s of %(copies)d cop%(ies)s cannot be made '
+                'from %(source)s, which has %(n)d: a clone has its '
+                'source\'s copies (retype the clone afterwards)') % {
+                    'id': volume.id, 'copies': copies,
+                    'ies': 'y' if copies == 1 else 'ies', 'source': source,
+                    'n': len(nodes)})
 
     def create_volume_from_snapshot(self, volume, snapshot):
         lvstore = self._lvstore_of(snapshot.volume)
-        self._check_new_clone(volume, lvstore, snapshot.volume_size,
-                              _('snapshot %s') % snapshot.id)
+        source = _('snapshot %s') % snapshot.id
+        copies = self._check_new_clone(volume, lvstore, snapshot.volume_size,
+                                       source)
+        nodes = self._snapshot_copies(snapshot)
+        self._check_clone_copies(volume, copies, nodes, source)
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
-        try:
-            self._lvols.clone(self._snapshot_alias(snapshot), name,
-                              snapshot.volume_size)
-        except spdk_exc.SPDKNotFound:
-            raise exception.SnapshotNotFound(snapshot_id=snapshot.id)
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
-        self._grow_new_clone(volume, alias, snapshot.volume_size)
-        return self._pool_update(volume, lvstore)
+
+        def clone(node):
+            try:
+                node.lvols.clone(self._snapshot_alias(snapshot), name,
+                                 snapshot.volume_size)
+            except spdk_exc.SPDKNotFound:
+                raise exception.SnapshotNotFound(snapshot_id=snapshot.id)
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
+            self._grow_new_clone(node, volume, alias, snapshot.volume_size)
+        self._on_every_copy(nodes, clone,
+                            lambda node: node.lvols.discard(alias),
+                            _('the clone %s') % volume.id)
+        return self._clone_update(volume, lvstore, nodes)
 
     def create_cloned_volume(self, volume, src_vref):
         lvstore = self._lvstore_of(src_vref)
-        self._check_new_clone(volume, lvstore, src_vref.size,
-                              _('volume %s') % src_vref.id)
+        source = _('volume %s') % src_vref.id
+        copies = self._check_new_clone(volume, lvstore, src_vref.size,
+                                       source)
+        nodes = self._copies(src_vref)
+        self._check_clone_copies(volume, copies, nodes, source)
         name = naming.volume_lvol_name(volume.id)
         alias = naming.lvol_alias(lvstore, name)
-        try:
-            self._lvols.clone_volume(
-                self._volume_alias(src_vref),
-                naming.hidden_lvol_name('clone-source-%s' % volume.id), name,
-                src_vref.size)
-        except spdk_exc.SPDKNotFound:
-            raise exception.VolumeNotFound(volume_id=src_vref.id)
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
-        self._grow_new_clone(volume, alias, src_vref.size)
-        return self._pool_update(volume, lvstore)
+        hidden = naming.hidden_lvol_name('clone-source-%s' % volume.id)
 
-    def _grow_new_clone(self, volume, alias, source_size):
+        def clone(node):
+            try:
+                node.lvols.clone_volume(self._volume_alias(src_vref), hidden,
+                                        name, src_vref.size)
+            except spdk_exc.SPDKNotFound:
+                raise exception.VolumeNotFound(volume_id=src_vref.id)
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
+            self._grow_new_clone(node, volume, alias, src_vref.size)
+        # As for a snapshot: the copies' clones must hold the same data.
+        self._check_still(src_vref, nodes, _('clone %s') % volume.id)
+        self._on_every_copy(nodes, clone,
+                            lambda node: node.lvols.discard(alias),
+                            _('the clone %s') % volume.id)
+        return self._clone_update(volume, lvstore, nodes)
+
+    def _grow_new_clone(self, node, volume, alias, source_size):
         if volume.size <= source_size:
             return
         try:
-            self._lvols.resize(alias, volume.size)
+            node.lvols.resize(alias, volume.size)
         except spdk_exc.SPDKException as exc:
-            self._lvols.discard(alias)
+            node.lvols.discard(alias)
             raise _backend_error(exc)
 
-    @staticmethod
-    def _pool_update(volume, lvstore):
-        """Clones live in their source's lvstore: tell Cinder if moved."""
-        if volume_utils.extract_host(volume.host, 'pool') == lvstore:
-            return None
-        return {'host': volume_utils.append_host(
-            volume_utils.extract_host(volume.host, 'backend'), lvstore)}
+    def _clone_update(self, volume, lvstore, nodes):
+        """Clones live in their source's lvstore and nodes: tell Cinder."""
+        update = self._model_update(volume, nodes) or {}
+        if volume_utils.extract_host(volume.host, 'pool') != lvstore:
+            update['host'] = volume_utils.append_host(
+                volume_utils.extract_host(volume.host, 'backend'), lvstore)
+        return update or None
 
     def revert_to_snapshot(self, context, volume, snapshot):
         """Make the volume a fresh clone of the snapshot, under its name."""
@@ -551,26 +862,37 @@ class SPDKDriver(driver.VolumeDriver):
         alias = naming.lvol_alias(lvstore, name)
         temp_name = 'revert-%s' % volume.id
         temp_alias = naming.lvol_alias(lvstore, temp_name)
-        try:
-            self._lvols.clone(self._snapshot_alias(snapshot), temp_name,
-                              snapshot.volume_size)
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
-        self._grow_new_clone(volume, temp_alias, snapshot.volume_size)
-        # From here the snapshot holds the data; the old lvol may go.
-        self._call(self._lvols.delete, alias)
-        self._call(self._lvols.rename, temp_alias, name)
-        if self._exports.is_exported(volume.id):
-            self._call(self._exports.export, volume.id, alias,
-                       qos.limits_for_type(volume.volume_type_id))
+        nodes = self._copies(volume)
+
+        def clone(node):
+            try:
+                node.lvols.clone(self._snapshot_alias(snapshot), temp_name,
+                                 snapshot.volume_size)
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
+            self._grow_new_clone(node, volume, temp_alias,
+                                 snapshot.volume_size)
+        # Every copy's clone first: until all are made, no copy's data
+        # changed.
+        self._on_every_copy(nodes, clone,
+                            lambda node: node.lvols.discard(temp_alias),
+                            _('the revert of %s') % volume.id)
+        # From here the snapshots hold the data; the old lvols may go.
+        for node in nodes:
+            self._call(node.lvols.delete, alias)
+            self._call(node.lvols.rename, temp_alias, name)
+            if node.exports.is_exported(volume.id):
+                self._call(node.exports.export, volume.id, alias,
+                           qos.limits_for_type(volume.volume_type_id))
 
     # -- exports ------------------------------------------------------------
 
     def create_export(self, context, volume, connector):
-        self._call(self._recovery.before_operation, volume.id)
         alias = self._volume_alias(volume)
-        self._call(self._exports.export, volume.id, alias,
-                   qos.limits_for_type(volume.volume_type_id))
+        limits = qos.limits_for_type(volume.volume_type_id)
+        for node in self._copies(volume):
+            self._call(node.recovery.before_operation, volume.id)
+            self._call(node.exports.export, volume.id, alias, limits)
 
     def ensure_export(self, context, volume):
         hosts = set()
@@ -591,13 +913,14 @@ class SPDKDriver(driver.VolumeDriver):
                             'restored: %(err)s', {'att': attachment.id,
                                                   'id': volume.id,
                                                   'err': exc})
-        self._exports.remember(volume.id, self._volume_alias(volume), hosts,
-                               qos.limits_for_type(volume.volume_type_id))
-        self._recovery.request_replay()
+        for node in self._copies(volume):
+            node.remember(volume.id, self._volume_alias(volume), hosts,
+                          qos.limits_for_type(volume.volume_type_id))
 
     def remove_export(self, context, volume):
-        if not self._exports.hosts(volume.id):
-            self._call(self._exports.unexport, volume.id)
+        for node in self._copies(volume):
+            if not node.exports.hosts(volume.id):
+                self._call(node.exports.unexport, volume.id)
 
     def validate_connector(self, connector):
         """Refuse a connector whose host NQNs could not go on an ACL.
@@ -631,8 +954,23 @@ class SPDKDriver(driver.VolumeDriver):
         return vhost if isinstance(vhost, dict) and vhost else None
 
     def _vhost_allowed(self, volume, connector):
-        return self._vhost_info(connector) is not None and _spec_true(
-            self._extra_specs(volume).get(VHOST_ATTACH_SPEC))
+        """Whether the attach goes through the host's agent: the type
+        allows it, the host offers it, and its agent mirrors as many
+        copies as the volume has.
+        """
+        vhost = self._vhost_info(connector)
+        if vhost is None or not _spec_true(
+                self._extra_specs(volume).get(VHOST_ATTACH_SPEC)):
+            return False
+        copies = len(self._copies(volume))
+        if copies > 1 and connection.max_replicas(vhost) < copies:
+            LOG.warning('Volume %(id)s has %(n)d copies; the agent of the '
+                        'host asking mirrors at most %(max)d: attaching '
+                        'through the kernel (nvmeof)',
+                        {'id': volume.id, 'n': copies,
+                         'max': connection.max_replicas(vhost)})
+            return False
+        return True
 
     def _host_nqn(self, volume, connector, strict=True):
         """The NQN that will connect: the compute node's SPDK (its agent's)
@@ -653,7 +991,10 @@ class SPDKDriver(driver.VolumeDriver):
                 raise
             LOG.warning('Volume %(id)s: %(err)s', {'id': volume.id,
                                                    'err': exc})
-            on_acl = self._exports.hosts(volume.id)
+            on_acl = set()
+            for node in self._copies(volume):
+                if not node.down:
+                    on_acl.update(node.exports.hosts(volume.id))
             candidates = [(vhost or {}).get(connection.CAP_HOST_NQN),
                           connector.get('nqn')]
             return next((n for n in candidates if n and n in on_acl),
@@ -663,38 +1004,69 @@ class SPDKDriver(driver.VolumeDriver):
                     or connector.get('nqn'))
         return connector.get('nqn')
 
+    def _up(self, node, volume):
+        """A copy's node, which must answer for an attach."""
+        if node.down:
+            try:
+                node.connect()
+            except spdk_exc.SPDKException as exc:
+                raise exception.VolumeBackendAPIException(data=_(
+                    'volume %(id)s: the copy on storage node %(node)s '
+                    'cannot be exported: %(err)s') % {
+                        'id': volume.id, 'node': node, 'err': exc})
+        return node
+
     def initialize_connection(self, volume, connector):
         self.validate_connector(connector)
         host_nqn = self._host_nqn(volume, connector)
         if not host_nqn:
             raise exception.InvalidConnectorException(missing='nqn')
         vhost = self._vhost_allowed(volume, connector)
-        self._call(self._recovery.before_operation, volume.id)
-        if not self._exports.is_exported(volume.id):
-            self.create_export(None, volume, connector)
-        try:
-            secret = self._exports.allow_host(
-                volume.id, host_nqn,
-                authenticate=vhost and self.configuration.spdk_dhchap)
-        except spdk_exc.SPDKException as exc:
-            raise _backend_error(exc)
-        nqn, portals = self._exports.nqn(volume.id), self._exports.portals()
-        if vhost:
-            info = connection.spdk_vhost_info(nqn, portals, volume.id,
-                                              host_nqn, secret)
+        nodes = [self._up(node, volume) for node in self._copies(volume)]
+        replicas = []
+        for node in nodes:
+            self._call(node.recovery.before_operation, volume.id)
+            if not node.exports.is_exported(volume.id):
+                self._call(node.exports.export, volume.id,
+                           self._volume_alias(volume),
+                           qos.limits_for_type(volume.volume_type_id))
+            try:
+                secret = node.exports.allow_host(
+                    volume.id, host_nqn,
+                    authenticate=vhost and self.configuration.spdk_dhchap)
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
+            replicas.append((node.exports.nqn(volume.id),
+                             node.exports.portals(),
+                             node.exports.namespace_uuid(volume.id)))
+        if len(replicas) > 1:
+            build = (connection.spdk_vhost_replicated_info if vhost
+                     else connection.nvmeof_replicated_info)
+            info = build(replicas, volume.id, host_nqn, *(
+                [secret] if vhost else []))
+        elif vhost:
+            info = connection.spdk_vhost_info(replicas[0][0], replicas[0][1],
+                                              volume.id, host_nqn, secret)
         else:
-            info = connection.nvmeof_info(nqn, portals, volume.id, host_nqn)
-        LOG.info('Volume %(id)s connects to %(host)s over %(mode)s',
+            info = connection.nvmeof_info(replicas[0][0], replicas[0][1],
+                                          volume.id, host_nqn)
+        LOG.info('Volume %(id)s connects to %(host)s over %(mode)s '
+                 '(%(copies)d cop%(ies)s)',
                  {'id': volume.id, 'host': host_nqn,
-                  'mode': info['driver_volume_type']})
+                  'mode': info['driver_volume_type'],
+                  'copies': len(replicas),
+                  'ies': 'y' if len(replicas) == 1 else 'ies'})
         return info
 
     def terminate_connection(self, volume, connector, **kwargs):
-        self._call(self._recovery.before_operation, volume.id)
+        nodes = self._copies(volume)
         if connector is None:
             # Force detach of every attachment.
-            for host_nqn in self._exports.hosts(volume.id):
-                self._call(self._exports.disallow_host, volume.id, host_nqn)
+            for node in nodes:
+                self._call(node.recovery.before_operation, volume.id)
+                for host_nqn in node.exports.hosts(volume.id):
+                    self._call(node.exports.disallow_host, volume.id,
+                               host_nqn)
             return False
         host_nqn = self._host_nqn(volume, connector, strict=False)
         same_host = [a for a in volume.volume_attachment
@@ -705,7 +1077,25 @@ class SPDKDriver(driver.VolumeDriver):
             LOG.info('Host %(host)s keeps access to volume %(id)s for its '
                      'other attachments', {'host': host_nqn, 'id': volume.id})
             return True
-        self._call(self._exports.disallow_host, volume.id, host_nqn)
+        for node in nodes:
+            try:
+                if node.down:
+                    raise spdk_exc.SPDKUnavailable(
+                        socket=str(node), reason=_('it never answered'))
+                node.recovery.before_operation(volume.id)
+                node.exports.disallow_host(volume.id, host_nqn)
+            except spdk_exc.SPDKUnavailable as exc:
+                if not self._remote:
+                    raise _backend_error(exc)
+                # The other copies' hosts go now; this node's ACL is set
+                # when it answers again (restarted or cut off alike).
+                LOG.warning('Volume %(id)s: %(err)s; host %(host)s goes '
+                            'off the ACL of the copy there when it answers '
+                            'again', {'id': volume.id, 'err': exc,
+                                      'host': host_nqn})
+                node.forget_host(volume.id, host_nqn)
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
         return False
 
     # -- stats and reconcile ------------------------------------------------
@@ -713,20 +1103,30 @@ class SPDKDriver(driver.VolumeDriver):
     def _update_volume_stats(self):
         try:
             lvstores = self._refresh_lvstores()
-            provisioned = self._lvols.provisioned()
+            provisioned = {}
+            for node in self._nodes.values():
+                if node.lvstores:
+                    for name, size in node.lvols.provisioned().items():
+                        provisioned[name] = provisioned.get(name, 0) + size
         except spdk_exc.SPDKException as exc:
             raise _backend_error(exc)
         ratio = volume_utils.get_max_over_subscription_ratio(
             self.configuration.max_over_subscription_ratio,
             supports_auto=False)
         pools = []
-        for name, lvs in sorted(lvstores.items()):
-            cluster = lvs['cluster_size']
+        for name, found in sorted(lvstores.items()):
+            # On storage nodes: every copy's clusters, on every node.
+            total = sum(lvs['total_data_clusters'] * lvs['cluster_size']
+                        for _node, lvs in found)
+            free = sum(lvs['free_clusters'] * lvs['cluster_size']
+                       for _node, lvs in found)
+            where = (self.configuration.spdk_rpc_socket if not self._remote
+                     else 'nodes=%s' % ','.join(
+                         node.name for node, _lvs in found))
             pools.append({
                 'pool_name': name,
-                'total_capacity_gb':
-                    lvs['total_data_clusters'] * cluster / units.Gi,
-                'free_capacity_gb': lvs['free_clusters'] * cluster / units.Gi,
+                'total_capacity_gb': total / units.Gi,
+                'free_capacity_gb': free / units.Gi,
                 'provisioned_capacity_gb':
                     provisioned.get(name, 0) / units.Gi,
                 'max_over_subscription_ratio': ratio,
@@ -736,8 +1136,12 @@ class SPDKDriver(driver.VolumeDriver):
                 'QoS_support': True,
                 'multiattach': True,
                 'online_extend_support': True,
+                # How many copies a volume of this pool can have: one per
+                # node that has the lvstore and answers.
+                'max_replicas': len(found) if self._remote else 1,
                 'location_info': 'SPDKDriver:%s:%s' % (
-                    self.configuration.spdk_rpc_socket, lvs['uuid']),
+                    where, found[0][1]['uuid'] if not self._remote
+                    else name),
             })
         self._stats = {
             'volume_backend_name':
@@ -794,6 +1198,14 @@ class SPDKDriver(driver.VolumeDriver):
         return key, ref
 
     def _existing_lvol(self, existing_ref, lvstore):
+        if self._remote:
+            # Which node, and the copies a managed volume would need, are
+            # not in a manage reference.
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason=_('this back end keeps volumes on storage nodes; '
+                         'manage lvols with a back end of their node\'s '
+                         'own SPDK (no spdk_storage_nodes)'))
         key, ref = self._checked_ref(existing_ref)
         if key == 'source-name' and '/' not in ref:
             ref = naming.lvol_alias(lvstore, ref)
@@ -849,8 +1261,9 @@ class SPDKDriver(driver.VolumeDriver):
             self._call(self._lvols.rename, alias, new_name)
 
     def unmanage(self, volume):
-        if self._exports.is_exported(volume.id):
-            self._call(self._exports.unexport, volume.id)
+        for node in self._copies(volume):
+            if not node.down and node.exports.is_exported(volume.id):
+                self._call(node.exports.unexport, volume.id)
         LOG.info('Volume %(id)s is no longer managed; its lvol keeps the '
                  'name %(alias)s', {'id': volume.id,
                                     'alias': self._volume_alias(volume)})
@@ -889,9 +1302,14 @@ class SPDKDriver(driver.VolumeDriver):
         # changes, rather than migrated to a create that refuses it.
         self._provisioning(new_specs)
         _spec_true(new_specs.get(VHOST_ATTACH_SPEC))
+        copies = self._replicas(new_specs)
         limits = qos.limits_for_type(new_type['id'] if new_type else None)
         if volume_utils.extract_host(host['host'], 'pool') != \
                 volume_utils.extract_host(volume.host, 'pool'):
+            return False
+        nodes = self._copies(volume)
+        if copies != len(nodes):
+            # Another number of copies is a new volume: migrated.
             return False
         specs = (diff or {}).get('extra_specs', {})
         old_p, new_p = specs.get(PROVISIONING_SPEC, ('thin', 'thin'))
@@ -902,14 +1320,21 @@ class SPDKDriver(driver.VolumeDriver):
                 # SPDK cannot give back allocated clusters in place.
                 return False
             # A whole-volume copy, as an image copy's.
-            self._call(self._lvols.inflate, alias,
-                       timeout=image_copy.COPY_TIMEOUT)
-        self._call(self._exports.set_qos, volume.id, limits)
+            for node in nodes:
+                self._call(node.lvols.inflate, alias,
+                           timeout=image_copy.COPY_TIMEOUT)
+        for node in nodes:
+            self._call(node.exports.set_qos, volume.id, limits)
         return True, None
 
     # -- images -------------------------------------------------------------
 
     def _use_spdk_for_images(self):
+        if self._remote:
+            # spdk_dd and the AIO bdevs of the image files run next to the
+            # SPDK they use; storage nodes are Cinder's generic path's
+            # (os-brick, which mirrors a replicated volume's copies).
+            return False
         method = self.configuration.spdk_image_copy
         if method == 'auto':
             return not os.path.exists('/dev/nvme-fabrics')

@@ -101,14 +101,15 @@ nvme_opts = [
                default=0, min=0,
                help='Seconds after which I/O fails while reconnecting '
                     '(0: I/O waits for the reconnect).'),
-    cfg.IntOpt('io_timeout_sec',
-               default=3, min=0,
-               help='Seconds an NVMe command may wait for the storage '
-                    'target before SPDK resets the controller and '
-                    'reconnects (0: wait for ever). A node that hangs or '
-                    'is cut off the network keeps its TCP connections and '
-                    'answers nothing: this is how it is noticed. Set at '
-                    'SPDK\'s start.'),
+    cfg.IntOpt('target_answer_timeout_sec',
+               default=2, min=0,
+               help='Seconds a storage target may leave the NVMe '
+                    'keep-alive unanswered before SPDK resets the '
+                    'controller and reconnects (0: SPDK\'s defaults, which '
+                    'never notice). A node that hangs or is cut off the '
+                    'network keeps its TCP connections and answers '
+                    'nothing: this is how it is noticed. Set at SPDK\'s '
+                    'start.'),
     cfg.IntOpt('replica_fast_io_fail_timeout_sec',
                default=1, min=1,
                help='For each copy of a replicated volume: seconds after '

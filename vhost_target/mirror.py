@@ -12,10 +12,15 @@ appear (a re-attach, a restarted agent, a migration's destination), and
 re-adds a copy that comes back, rebuilding it (a full-range copy).
 """
 
+import base64
 import time
+
+from oslo_log import log as logging
 
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
+
+LOG = logging.getLogger(__name__)
 
 # bdev_raid_get_bdevs' states (module/bdev/raid/bdev_raid.c, v25.09).
 ONLINE = 'online'
@@ -27,6 +32,29 @@ REBUILDING = 'rebuilding'
 # carry its superblock, once their bdevs are there.
 ASSEMBLE_TIMEOUT = 10.0
 POLL_INTERVAL = 0.05
+# The raid superblock at a copy's block 0 (module/bdev/raid/bdev_raid.h,
+# struct raid_bdev_superblock): its signature, and the mirror's name at
+# bytes 40-103. The guest's data starts at data_offset (1 MiB), so the
+# superblock's first 4 KiB are the mirror's alone.
+_SB_SIGNATURE = b'SPDKRAID'
+_SB_NAME = slice(40, 104)
+_SB_WIPE_BYTES = 4096
+# NVMe I/O opcodes (NVM Command Set).
+_NVME_READ = 0x02
+_NVME_WRITE_ZEROES = 0x08
+_NVME_IO_TIMEOUT_MS = 10000
+REBUILD_WINDOW_KIB = 256
+
+
+def _io_command(opcode, blocks):
+    """A 64-byte NVMe command on namespace 1 from LBA 0, base64 as
+    bdev_nvme_send_cmd takes it.
+    """
+    command = bytearray(64)
+    command[0] = opcode
+    command[4:8] = (1).to_bytes(4, 'little')
+    command[48:52] = (blocks - 1).to_bytes(4, 'little')   # 0-based
+    return base64.urlsafe_b64encode(bytes(command)).decode('ascii')
 
 
 class Mirror:
@@ -43,30 +71,76 @@ class Mirror:
     def get(self, name):
         return self.listing().get(name)
 
-    def assemble(self, volume_id, members):
-        """The online raid1 over ``members`` (bdev names, in the order of
-        the connection's copies); made when none exists.
+    def assemble(self, volume_id, controllers):
+        """The online raid1 over the namespaces of ``controllers`` (the
+        copies' NVMe controllers, in the connection's order); made when
+        none exists.
 
         A mirror SPDK already assembled from the copies' superblocks is
         taken if its copies are these: another set would serve someone
         else's data under this volume's name.
         """
         name = naming.raid_bdev_name(volume_id)
+        members = [naming.namespace_bdev_name(c) for c in controllers]
         found = self._settled(name)
         if found is None:
             try:
-                self._client.call('bdev_raid_create', {
-                    'name': name, 'raid_level': 'raid1',
-                    'base_bdevs': list(members), 'superblock': True})
+                self._create(name, members)
+            except spdk_exc.SPDKExists:
+                # Copies made from another volume's copies (a clone, a
+                # volume from a snapshot) carry that volume's superblock,
+                # which SPDK will not overwrite.
+                if (self._settled(name) is not None
+                        or not self._wipe_foreign(volume_id, controllers)):
+                    raise
+                self._create(name, members)
             except spdk_exc.SPDKRPCError:
                 # Examine assembled it meanwhile (it claims the copies).
                 found = self._settled(name)
                 if found is None:
                     raise
-            else:
+            if found is None:
                 return name, True
         self._check_members(volume_id, found, members)
         return name, False
+
+    def _create(self, name, members):
+        self._client.call('bdev_raid_create', {
+            'name': name, 'raid_level': 'raid1', 'base_bdevs': members,
+            'superblock': True})
+
+    def _wipe_foreign(self, volume_id, controllers):
+        """Clear superblocks of other mirrors from the copies; whether one
+        was found. A superblock of this volume's own mirror is kept.
+        """
+        wiped = False
+        for controller in controllers:
+            member = naming.namespace_bdev_name(controller)
+            block = self._client.call('bdev_get_bdevs',
+                                      {'name': member})[0]['block_size']
+            reply = self._client.call('bdev_nvme_send_cmd', {
+                'name': controller, 'cmd_type': 'io',
+                'data_direction': 'c2h', 'cmdbuf': _io_command(_NVME_READ, 1),
+                'data_len': block, 'timeout_ms': _NVME_IO_TIMEOUT_MS})
+            data = base64.urlsafe_b64decode(reply.get('data') or '')
+            if data[:len(_SB_SIGNATURE)] != _SB_SIGNATURE:
+                continue
+            owner = data[_SB_NAME].rstrip(b'\0').decode('utf-8', 'replace')
+            if owner == naming.raid_bdev_name(volume_id):
+                continue
+            LOG.warning('Volume %(id)s: copy %(member)s carries the mirror '
+                        'superblock of %(owner)s, the volume it was made '
+                        'from; clearing it', {'id': volume_id,
+                                              'member': member,
+                                              'owner': owner})
+            self._client.call('bdev_nvme_send_cmd', {
+                'name': controller, 'cmd_type': 'io',
+                'data_direction': 'h2c',
+                'cmdbuf': _io_command(_NVME_WRITE_ZEROES,
+                                      max(1, _SB_WIPE_BYTES // block)),
+                'timeout_ms': _NVME_IO_TIMEOUT_MS})
+            wiped = True
+        return wiped
 
     def _settled(self, name):
         """The raid, once examine is done with it: it assembles a mirror
@@ -115,9 +189,14 @@ class Mirror:
     def set_rebuild_bandwidth(self, mib_sec):
         """Bound every rebuild of this SPDK (0: unbounded); SPDK forgets
         it when it stops.
+
+        The rebuild copies a window at a time and holds 16 windows of
+        buffers: SPDK's 1 MiB default failed to start rebuilds with
+        ENOMEM in a vhost of 256 MiB; 256 KiB windows did not.
         """
-        self._client.call('bdev_raid_set_options',
-                          {'process_max_bandwidth_mb_sec': mib_sec})
+        self._client.call('bdev_raid_set_options', {
+            'process_max_bandwidth_mb_sec': mib_sec,
+            'process_window_size_kb': REBUILD_WINDOW_KIB})
 
     def add(self, name, member):
         """Take a copy back; SPDK rebuilds it from the others."""

@@ -165,16 +165,28 @@ def plan(conf, topology):
                     memory_mib, len(reactors)))
 
 
+# bdev_nvme's timeout for I/O commands when admin commands are timed: an
+# I/O timeout makes bdev_nvme read the controller's status with a
+# blocking call that stalls the whole application for up to 30 s on an
+# unreachable TCP target (measured on v25.09), so I/O is left long and
+# the keep-alive (an admin command) is what notices a target gone.
+IO_COMMAND_TIMEOUT_US = 60 * 1000000
+
+
 def nvme_options(conf):
-    """bdev_nvme's options: commands a storage target leaves unanswered
-    (a node that hangs, or is cut off the network, holding its TCP
-    connections) reset the controller after io_timeout_sec, so that
-    copies of a replicated volume fail over and single copies reconnect.
+    """bdev_nvme's options: a storage target that leaves the keep-alive
+    unanswered (a node that hangs, or is cut off the network, holding its
+    TCP connections) has its controller reset after about
+    target_answer_timeout_sec, so that copies of a replicated volume fail
+    over and single copies reconnect. Without them SPDK v25.09 never
+    notices such a target.
     """
-    if not conf.io_timeout_sec:
+    if not conf.target_answer_timeout_sec:
         return {}
-    return {'timeout_us': conf.io_timeout_sec * 1000000,
-            'timeout_admin_us': conf.io_timeout_sec * 1000000,
+    timeout_ms = conf.target_answer_timeout_sec * 1000
+    return {'keep_alive_timeout_ms': timeout_ms,
+            'timeout_admin_us': timeout_ms * 1000 // 2,
+            'timeout_us': IO_COMMAND_TIMEOUT_US,
             'action_on_timeout': 'reset'}
 
 

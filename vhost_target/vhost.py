@@ -133,8 +133,9 @@ class VhostTarget:
             if attachment.replicas is None:
                 bdev = bdevs[0]
             else:
-                bdev, created = self.mirror.assemble(attachment.volume_id,
-                                                     bdevs)
+                bdev, created = self.mirror.assemble(
+                    attachment.volume_id,
+                    [name for name, _nqn, _p in attachment.targets()])
                 if created:
                     made.append(lambda: self.mirror.delete(bdev))
             self._create_controller(attachment, bdev, made)
@@ -182,11 +183,11 @@ class VhostTarget:
             'ctrlr_loss_timeout_sec': conf.replica_ctrlr_loss_timeout_sec,
             'reconnect_delay_sec': conf.reconnect_delay_sec,
             'fast_io_fail_timeout_sec': conf.replica_fast_io_fail_timeout_sec}
-        if conf.io_timeout_sec:
+        if conf.target_answer_timeout_sec:
             # A node that accepts TCP connections and answers nothing
             # (hung) must not hold the agent's connect for long.
             timeouts['fabrics_connect_timeout_us'] = (
-                conf.io_timeout_sec * 1000000)
+                conf.target_answer_timeout_sec * 1000000)
         return timeouts
 
     def _connect(self, attachment, name, target_nqn, portals, key, made):

@@ -1,5 +1,5 @@
-"""Contract tests: FakeSPDK's vhost app (bdev_nvme, vhost, keyring, QoS)
-must answer like a real SPDK v25.09 ``vhost`` attached to a real
+"""Contract tests: FakeSPDK's vhost app (bdev_nvme, vhost, keyring, QoS,
+raid1) must answer like a real SPDK v25.09 ``vhost`` attached to a real
 ``nvmf_tgt``.
 
 Every test runs twice, against ``fake`` (tests/fixtures/fake_spdk) and
@@ -12,7 +12,8 @@ sent directly are the ones VhostTarget sends. The storage side is set up
 with the RPCs the Cinder driver's export sends.
 
 SPDK notices some things asynchronously (a vhost-user connection, a lost
-NVMe-oF host): those assertions wait until they hold, or time out.
+NVMe-oF host, a raid member that went or came back): those assertions
+wait until they hold, or time out.
 """
 
 import grp
@@ -47,6 +48,14 @@ NO_LIMITS = {'rw_ios_per_sec': 0, 'rw_mbytes_per_sec': 0,
              'r_mbytes_per_sec': 0, 'w_mbytes_per_sec': 0}
 EAGAIN_QOS = ('Failed to configure rate limit: Resource temporarily '
               'unavailable')
+# A raid1 with superblock keeps its data 1 MiB into each member
+# (RAID_BDEV_MIN_DATA_OFFSET_SIZE; an NVMe-oF namespace of SPDK's nvmf_tgt
+# has no optimal I/O boundary to round it to).
+RAID_DATA_OFFSET = (1 << 20) // BLOCK
+RAID_BLOCKS = (VOLUME_MIB << 20) // BLOCK - RAID_DATA_OFFSET
+RAID_OPTIONS = {'process_window_size_kb': 1024,
+                'process_max_bandwidth_mb_sec': 0}
+NULL_UUID = '00000000-0000-0000-0000-000000000000'
 
 
 def assert_error(call, code, message):
@@ -60,10 +69,15 @@ def assert_error(call, code, message):
 
 def eventually(look, expected):
     """``look()`` once it returns ``expected``, or its last answer."""
+    return wait_for(look, lambda found: found == expected)
+
+
+def wait_for(look, done):
+    """``look()`` once ``done`` holds for its answer, or its last answer."""
     deadline = time.monotonic() + WAIT
     while True:
         found = look()
-        if found == expected or time.monotonic() > deadline:
+        if done(found) or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
 
@@ -156,6 +170,9 @@ class Nodes:
         """Delete what tests make, so the next test starts from scratch."""
         for ctrlr in self.call('vhost_get_controllers'):
             self.call('vhost_delete_controller', {'ctrlr': ctrlr['ctrlr']})
+        for raid in self.call('bdev_raid_get_bdevs', {'category': 'all'}):
+            self.call('bdev_raid_delete', {'name': raid['name']})
+        self.call('bdev_raid_set_options', RAID_OPTIONS)
         for ctrlr in self.call('bdev_nvme_get_controllers'):
             self.call('bdev_nvme_detach_controller', {'name': ctrlr['name']})
         for key in self.call('keyring_get_keys'):
@@ -488,9 +505,408 @@ def test_restart_forgets_all_but_the_files(agent):
     agent.target = vhost.VhostTarget(nodes.compute.client, agent.conf)
     found = agent.target.inventory()
     # The socket file stays; nothing listens on it any more.
-    assert found == {vid: {'vhost': None, 'nvme': None, 'key': False,
+    assert found == {vid: {'vhost': None, 'nvme': None, 'replicas': {},
+                           'raid': None, 'key': False,
                            'files': [path, os.path.join(
                                agent.conf.state_dir, 'keys',
                                naming.agent_key_name(vid))]}}
     assert agent.target.attach(agent.attachment(dhchap.make_secret())) == path
     assert agent.target.nvme_states() == {vid: 'enabled'}
+
+
+# -- a replicated volume's mirror (module/bdev/raid) -------------------------
+#
+# vhost_target/mirror.py makes a raid1 with superblock over the namespace
+# bdevs of a volume's copies (one NVMe controller per copy), lists it with
+# bdev_raid_get_bdevs, deletes it, adds a copy back and bounds rebuilds
+# with bdev_raid_set_options; the requests below are the ones it sends.
+# Each copy here is a volume of its own on the storage node, with its own
+# subsystem and namespace UUID.
+
+class Copies:
+    """Two copies of the agent's volume, exported and connected."""
+
+    def __init__(self, agent):
+        self.nodes = agent.nodes
+        self.volume_id = agent.volume_id
+        self.name = naming.raid_bdev_name(agent.volume_id)
+        self.ids = [str(uuid.uuid4()) for _ in range(2)]
+        self.members = [naming.namespace_bdev_name(
+            naming.replica_controller_name(agent.volume_id, index))
+            for index in range(2)]
+        for copy_id in self.ids:
+            self.nodes.export(copy_id, HOST)
+
+    def connect(self, index):
+        """VhostTarget._connect() of copy ``index``, with a copy's short
+        loss timeouts.
+        """
+        return self.nodes.call('bdev_nvme_attach_controller', {
+            'name': naming.replica_controller_name(self.volume_id, index),
+            'trtype': 'tcp', 'adrfam': 'IPv4', 'traddr': '127.0.0.1',
+            'trsvcid': self.nodes.port, 'subnqn': NQN % self.ids[index],
+            'hostnqn': HOST, 'ctrlr_loss_timeout_sec': 5,
+            'reconnect_delay_sec': 1, 'fast_io_fail_timeout_sec': 1})
+
+    def disconnect(self, index):
+        self.nodes.call('bdev_nvme_detach_controller', {
+            'name': naming.replica_controller_name(self.volume_id, index)})
+
+    def create(self, members=None):
+        return self.nodes.call('bdev_raid_create', {
+            'name': self.name, 'raid_level': 'raid1',
+            'base_bdevs': members or self.members, 'superblock': True})
+
+    def listing(self):
+        return {raid['name']: raid for raid in self.nodes.call(
+            'bdev_raid_get_bdevs', {'category': 'all'})}
+
+    def raid(self):
+        return self.listing().get(self.name)
+
+    def add(self, member, raid=None):
+        return self.nodes.call('bdev_raid_add_base_bdev', {
+            'raid_bdev': raid or self.name, 'base_bdev': member})
+
+    def serve(self):
+        """The vhost controller over the mirror (VhostTarget)."""
+        return self.nodes.call('vhost_create_blk_controller', {
+            'ctrlr': naming.vhost_controller_name(self.volume_id),
+            'dev_name': self.name, 'cpumask': COMPUTE_CPUMASK})
+
+    def served(self):
+        ctrlr, = self.nodes.call('vhost_get_controllers', {
+            'name': naming.vhost_controller_name(self.volume_id)})
+        return ctrlr['backend_specific']['block']['bdev']
+
+    def claimed(self, index):
+        bdev, = self.nodes.call('bdev_get_bdevs',
+                                {'name': self.members[index]})
+        return bdev['claimed'], bdev.get('claim_type')
+
+    def slot(self, index, configured=True, uuid=None):
+        """A base_bdevs_list entry: copy ``index`` in the mirror."""
+        return {'name': self.members[index] if configured else None,
+                'uuid': uuid or self.ids[index],
+                'is_configured': configured,
+                'data_offset': RAID_DATA_OFFSET, 'data_size': RAID_BLOCKS}
+
+    def entry(self, raid_uuid, slots=None, state='online', discovered=2,
+              operational=2):
+        """A bdev_raid_get_bdevs entry."""
+        return {'name': self.name, 'uuid': raid_uuid, 'strip_size_kb': 0,
+                'state': state, 'raid_level': 'raid1', 'superblock': True,
+                'num_base_bdevs': 2, 'num_base_bdevs_discovered': discovered,
+                'num_base_bdevs_operational': operational,
+                'base_bdevs_list': slots or [self.slot(0), self.slot(1)]}
+
+
+# An empty slot: its member went away (raid_bdev_free_base_bdev_resource()).
+GONE = {'name': None, 'uuid': NULL_UUID, 'is_configured': False,
+        'data_offset': 0, 'data_size': RAID_BLOCKS}
+
+
+@pytest.fixture
+def copies(agent):
+    found = Copies(agent)
+    for index in range(2):
+        assert found.connect(index) == [found.members[index]]
+    return found
+
+
+def raid_failure(name, text, member=None):
+    if member is None:
+        return 'Failed to create RAID bdev %s: %s' % (name, text)
+    return 'Failed to add base bdev %s to RAID bdev %s: %s' % (member, name,
+                                                               text)
+
+
+def test_mirror_made_and_listed(copies):
+    call, name = copies.nodes.call, copies.name
+    assert copies.listing() == {}
+    assert copies.create() is True
+    raid = copies.raid()
+    raid_uuid = raid['uuid']
+    assert str(uuid.UUID(raid_uuid)) == raid_uuid
+    assert raid == copies.entry(raid_uuid)
+    # SPDK's order (it sends "uuid" twice; the second is the same).
+    assert list(raid) == [
+        'name', 'uuid', 'strip_size_kb', 'state', 'raid_level', 'superblock',
+        'num_base_bdevs', 'num_base_bdevs_discovered',
+        'num_base_bdevs_operational', 'base_bdevs_list']
+    assert call('bdev_raid_get_bdevs', {'category': 'online'}) == [raid]
+    for category in ('configuring', 'offline'):
+        assert call('bdev_raid_get_bdevs', {'category': category}) == []
+    bdev = {
+        'name': name, 'aliases': [raid_uuid], 'product_name': 'Raid Volume',
+        'block_size': BLOCK, 'num_blocks': RAID_BLOCKS,
+        'preferred_write_alignment': 0, 'preferred_write_granularity': 0,
+        'optimal_write_size': 0, 'preferred_unmap_alignment': 0,
+        'preferred_unmap_granularity': 0, 'uuid': raid_uuid,
+        'assigned_rate_limits': NO_LIMITS, 'claimed': False, 'zoned': False,
+        'supported_io_types': {
+            'read': True, 'write': True, 'unmap': True, 'flush': True,
+            'reset': True, 'nvme_admin': False, 'nvme_io': False,
+            'nvme_io_md': False, 'write_zeroes': True, 'zcopy': False,
+            'get_zone_info': False, 'zone_management': False,
+            'zone_append': False, 'compare': False,
+            'compare_and_write': False, 'abort': False, 'seek_hole': False,
+            'seek_data': False, 'copy': False, 'nvme_iov_md': False,
+            'nvme_nssr': False},
+        # Its members'.
+        'memory_domains': [{'dma_device_id': 'system',
+                            'dma_device_type': 1}] * 2,
+        'driver_specific': {'raid': {
+            k: v for k, v in raid.items() if k != 'name'}}}
+    assert call('bdev_get_bdevs', {'name': name}) == [bdev]
+    assert call('bdev_get_bdevs', {'name': raid_uuid}) == [bdev]
+    for index in range(2):
+        assert copies.claimed(index) == (True, 'exclusive_write')
+    # The agent serves it and limits it as a single copy's namespace bdev.
+    assert copies.serve() is True
+    assert copies.served() == name
+    assert call('bdev_set_qos_limit', {'name': name,
+                                       'rw_ios_per_sec': 2000}) is True
+    assert_error(lambda: call('bdev_set_qos_limit', {
+        'name': name, 'rw_ios_per_sec': 3000}), -32602, EAGAIN_QOS)
+    assert [copies.claimed(i) for i in range(2)] == [
+        (True, 'exclusive_write')] * 2
+
+
+def test_mirror_replies(copies):
+    """The refusals the agent meets, and the options it sets."""
+    call, name, members = copies.nodes.call, copies.name, copies.members
+    create = 'bdev_raid_create'
+    params = {'name': name, 'raid_level': 'raid1', 'base_bdevs': members,
+              'superblock': True}
+    for bad in ({'raid_level': 'raid9'}, {'bogus': 1}, {'base_bdevs': None}):
+        assert_error(lambda: call(create, dict(params, **bad)),
+                     -32700, 'spdk_json_decode_object failed')
+    assert_error(lambda: call(create, dict(params, base_bdevs=[''])),
+                 -22, 'The base bdev name cannot be empty: Invalid argument')
+    for bad in ({'strip_size_kb': 64}, {'base_bdevs': members[:1]}):
+        assert_error(lambda: call(create, dict(params, **bad)),
+                     -22, raid_failure(name, 'Invalid argument'))
+    assert_error(lambda: call(create, dict(params, name='x' * 64)),
+                 -22, raid_failure('x' * 64, 'Invalid argument'))
+    assert copies.listing() == {}
+    assert copies.create() is True
+    raid = copies.raid()
+    assert_error(copies.create, -17, raid_failure(name, 'File exists'))
+    # Its members are claimed: the failed raid goes again.
+    assert_error(lambda: call(create, dict(params, name='other')),
+                 -1, raid_failure('other', 'Operation not permitted'))
+    assert copies.listing() == {name: raid}
+    assert_error(lambda: call('bdev_raid_delete', {'name': 'nope'}),
+                 -19, 'raid bdev nope not found')
+    assert_error(lambda: call('bdev_raid_delete', {}),
+                 -32700, 'spdk_json_decode_object failed')
+    assert_error(lambda: copies.add(members[0], raid='nope'),
+                 -19, 'raid bdev nope is not found in config')
+    # A whole mirror has no empty slot.
+    for member in ('nope', members[0]):
+        assert_error(lambda: copies.add(member), -22,
+                     raid_failure(name, 'Invalid argument', member))
+    assert_error(lambda: call('bdev_raid_add_base_bdev', {'raid_bdev': name}),
+                 -32603, 'spdk_json_decode_object failed')
+    listing = 'bdev_raid_get_bdevs'
+    for bad in (None, {'category': 'all', 'bogus': 1}):
+        assert_error(lambda: call(listing, bad),
+                     -32700, 'spdk_json_decode_object failed')
+    # A state's name in any case; "all" only so.
+    assert call(listing, {'category': 'ONLINE'}) == [raid]
+    assert_error(lambda: call(listing, {'category': 'ALL'}),
+                 -22, 'Invalid argument')
+    options = 'bdev_raid_set_options'
+    assert call(options, {'process_max_bandwidth_mb_sec': 256}) is True
+    assert call(options) is True
+    assert_error(lambda: call(options, {'process_window_size_kb': 0}),
+                 -22, 'Invalid argument')
+    assert_error(lambda: call(options, {'bogus': 1}),
+                 -32700, 'spdk_json_decode_object failed')
+
+
+def test_mirror_waits_for_a_missing_member(copies):
+    """Created over a bdev that is not there (yet), a mirror waits for
+    it, unregistered.
+    """
+    call, name = copies.nodes.call, copies.name
+    copies.disconnect(1)
+    assert copies.create() is True
+    raid_uuid = copies.raid()['uuid']
+    waiting = dict(copies.slot(1), uuid=NULL_UUID, is_configured=False,
+                   data_offset=0, data_size=0)
+    assert copies.listing() == {name: copies.entry(
+        raid_uuid, [copies.slot(0), waiting], state='configuring',
+        discovered=1)}
+    assert call('bdev_raid_get_bdevs', {'category': 'online'}) == []
+    assert_error(lambda: call('bdev_get_bdevs', {'name': name}),
+                 -19, 'No such device')
+    assert copies.claimed(0) == (True, 'exclusive_write')
+    # Unlike an online mirror, a waiting one stays when its member goes,
+    # keeping the member's UUID.
+    copies.disconnect(0)
+    left = copies.entry(raid_uuid, [
+        dict(copies.slot(0, configured=False), data_offset=0), waiting],
+        state='configuring', discovered=0)
+    assert eventually(copies.raid, left) == left
+    assert call('bdev_raid_delete', {'name': name}) is True
+    assert copies.listing() == {}
+    copies.connect(0)
+    assert copies.claimed(0) == (False, None)
+
+
+def test_mirror_delete_keeps_the_superblocks(copies):
+    """Deleted, the mirror leaves its superblock on the copies: made again
+    over them it is refused; their bdevs appearing bring it back.
+    """
+    call, name = copies.nodes.call, copies.name
+    assert copies.create() is True
+    raid_uuid = copies.raid()['uuid']
+    assert copies.serve() is True
+    assert call('bdev_raid_delete', {'name': name}) is True
+    assert copies.listing() == {}
+    assert [copies.claimed(i) for i in range(2)] == [(False, None)] * 2
+    assert_error(lambda: call('bdev_get_bdevs', {'name': name}),
+                 -19, 'No such device')
+    # The vhost controller stays, serving none (hot remove).
+    assert copies.served() is None
+    # Another raid's superblock on the members (bdev_raid.c
+    # raid_bdev_configure_base_bdev_check_sb_cb()).
+    assert_error(copies.create, -17, raid_failure(name, 'File exists'))
+    assert copies.listing() == {}
+    assert [copies.claimed(i) for i in range(2)] == [(False, None)] * 2
+    # Examine assembles it again from the superblocks, with its UUID:
+    # waiting for the other copy the superblock counts in sync...
+    copies.disconnect(0)
+    copies.disconnect(1)
+    copies.connect(0)
+    waiting = copies.entry(raid_uuid, [
+        copies.slot(0), copies.slot(1, configured=False)],
+        state='configuring', discovered=1)
+    assert wait_for(copies.listing, lambda found: found.get(name)) == {
+        name: waiting}
+    assert_error(lambda: call('bdev_get_bdevs', {'name': name}),
+                 -19, 'No such device')
+    # ...and online once it is there.
+    copies.connect(1)
+    assert eventually(copies.raid, copies.entry(raid_uuid)) == copies.entry(
+        raid_uuid)
+    assert call('bdev_get_bdevs', {'name': name})[0]['uuid'] == raid_uuid
+    # The vhost controller does not take the bdev back by itself.
+    assert copies.served() is None
+
+
+def test_mirror_takes_back_a_copy_that_was_away(copies):
+    """A copy whose controller was detached leaves the mirror degraded
+    (online, serving); connected again, SPDK re-adds it by itself from its
+    superblock and rebuilds it: the agent's add then has no slot to fill.
+    """
+    call, name, members = copies.nodes.call, copies.name, copies.members
+    # A rebuild allocates 16 windows of DMA memory when it starts; with the
+    # default 1 MiB windows a tight vhost app (-s 256 here) fails it with
+    # ENOMEM and drops the copy again. 2 MiB/s makes it last ~3.5 s.
+    assert call('bdev_raid_set_options', {
+        'process_window_size_kb': 64,
+        'process_max_bandwidth_mb_sec': 2}) is True
+    window = 64 * 1024 // BLOCK
+    assert copies.create() is True
+    raid_uuid = copies.raid()['uuid']
+    assert copies.serve() is True
+    copies.disconnect(1)
+    degraded = copies.entry(raid_uuid, [copies.slot(0), GONE],
+                            discovered=1, operational=1)
+    assert eventually(copies.raid, degraded) == degraded
+    assert copies.served() == name
+    bdev, = call('bdev_get_bdevs', {'name': name})
+    assert (bdev['num_blocks'], bdev['memory_domains'],
+            bdev['driver_specific']) == (
+        RAID_BLOCKS, [{'dma_device_id': 'system', 'dma_device_type': 1}],
+        {'raid': {k: v for k, v in degraded.items() if k != 'name'}})
+    assert_error(lambda: copies.add('nope'), -19,
+                 raid_failure(name, 'No such device', 'nope'))
+    copies.connect(1)
+    rebuilding = wait_for(copies.raid, lambda raid: raid.get('process'))
+    process = rebuilding.pop('process')
+    assert rebuilding == copies.entry(raid_uuid)
+    blocks = process['progress']['blocks']
+    assert process == {'type': 'rebuild', 'target': members[1],
+                       'progress': {'blocks': blocks,
+                                    'percent': blocks * 100 // RAID_BLOCKS}}
+    assert 0 <= blocks < RAID_BLOCKS and blocks % window == 0
+    assert_error(lambda: copies.add(members[1]), -1,
+                 raid_failure(name, 'Operation not permitted', members[1]))
+    assert eventually(copies.raid, copies.entry(raid_uuid)) == copies.entry(
+        raid_uuid)
+    assert_error(lambda: copies.add(members[1]), -22,
+                 raid_failure(name, 'Invalid argument', members[1]))
+    assert copies.served() == name
+
+
+def test_mirror_lost_then_put_back(copies):
+    """Both copies gone, the mirror goes; their bdevs back, examine
+    assembles it from the newest superblock, without the copy it records
+    missing: that one the agent adds, and it is rebuilt.
+    """
+    call, name, members = copies.nodes.call, copies.name, copies.members
+    assert call('bdev_raid_set_options',
+                {'process_window_size_kb': 64}) is True
+    assert copies.create() is True
+    raid_uuid = copies.raid()['uuid']
+    assert copies.serve() is True
+    copies.disconnect(0)
+    degraded = copies.entry(raid_uuid, [GONE, copies.slot(1)],
+                            discovered=1, operational=1)
+    assert eventually(copies.raid, degraded) == degraded
+    copies.disconnect(1)
+    assert eventually(copies.listing, {}) == {}
+    assert copies.served() is None
+    # Copy 0's superblock predates its loss: it counts both copies in
+    # sync, so the mirror waits for copy 1...
+    copies.connect(0)
+    waiting = copies.entry(raid_uuid, [
+        copies.slot(0), copies.slot(1, configured=False)],
+        state='configuring', discovered=1)
+    assert wait_for(copies.listing, lambda found: found.get(name)) == {
+        name: waiting}
+    # ...whose newer superblock records copy 0 missing: the mirror is made
+    # again from it, degraded, and copy 0 is let go.
+    copies.connect(1)
+    degraded = copies.entry(raid_uuid, [
+        dict(GONE, data_offset=RAID_DATA_OFFSET), copies.slot(1)],
+        discovered=1, operational=1)
+    assert eventually(copies.raid, degraded) == degraded
+    assert copies.claimed(0) == (False, None)
+    assert copies.add(members[0]) is True
+    assert eventually(copies.raid, copies.entry(raid_uuid)) == copies.entry(
+        raid_uuid)
+    assert copies.claimed(0) == (True, 'exclusive_write')
+
+
+def test_mirror_attached_by_the_agent(agent):
+    """VhostTarget's attach of a replicated volume: a mirror of its
+    copies, served; detached and attached again, the copies' superblocks
+    bring back the same mirror, which the attach takes.
+    """
+    copies = Copies(agent)
+    attachment = state.Attachment(
+        volume_id=agent.volume_id, target_nqn=None, portals=None,
+        host_nqn=HOST, cpu=int(COMPUTE_CPUMASK, 16).bit_length() - 1,
+        replicas=[(NQN % copy_id, [('127.0.0.1', agent.nodes.port, 'tcp')])
+                  for copy_id in copies.ids])
+    path = agent.target.attach(attachment)
+    raid = copies.raid()
+    assert raid == copies.entry(raid['uuid'])
+    assert copies.served() == copies.name
+    found = agent.target.inventory()[agent.volume_id]
+    assert (sorted(found['replicas']), found['raid']) == ([0, 1], raid)
+    assert agent.target.complete(attachment, found)
+    assert agent.target.size_bytes(agent.volume_id, replicated=True) == (
+        RAID_BLOCKS * BLOCK)
+    assert agent.target.attach(attachment) == path
+    agent.target.detach(agent.volume_id, copies=2)
+    assert copies.listing() == {}
+    assert agent.target.controllers() == {'vhost': [], 'nvme': []}
+    assert agent.target.attach(attachment) == path
+    assert copies.raid() == raid
+    assert copies.served() == copies.name

@@ -44,21 +44,34 @@ TIMEOUT = 120.0
 class Copy:
     """One copy of the volume: an lvol exported from its own target."""
 
-    def __init__(self, target, port, volume_id):
+    def __init__(self, target, port, volume_id, source=None):
+        """``source``: the Copy on the same target this one is a clone
+        of (the driver clones a replicated volume copy by copy).
+        """
         self.target = target
         self.port = port
         self.volume_id = volume_id
+        self.source = source
         self.exports = None
+
+    def alias(self):
+        return naming.lvol_alias(self.target.lvstore,
+                                 naming.volume_lvol_name(self.volume_id))
 
     def export(self, host_nqn):
         """Make (on first use) and export the lvol, allowing the host."""
         client = self.target.client
-        alias = naming.lvol_alias(self.target.lvstore,
-                                  naming.volume_lvol_name(self.volume_id))
-        if self.exports is None:
+        alias = self.alias()
+        if self.exports is None and self.source is None:
             spdk_lvols.Lvols(client).create(
                 self.target.lvstore, naming.volume_lvol_name(self.volume_id),
                 VOLUME_GIB, thin=True)
+        elif self.exports is None:
+            lvols = spdk_lvols.Lvols(client)
+            snapshot = 'snapshot-%s' % self.volume_id
+            lvols.snapshot(self.source.alias(), snapshot)
+            lvols.clone(naming.lvol_alias(self.target.lvstore, snapshot),
+                        naming.volume_lvol_name(self.volume_id), VOLUME_GIB)
         self.exports = nvmf_exports.NVMeoFExports(
             client, NQN_PREFIX, ['127.0.0.1'], self.port,
             node='node%d' % (self.port - FIRST_COPY_PORT))
@@ -87,6 +100,8 @@ class ReplicatedTestBase(test_agent_guest.GuestMixin,
 
     def target_port(self):
         return FIRST_COPY_PORT - 1
+
+    domain = None
 
     def setUp(self):
         self.guest = self.useFixture(guest_fixtures.Guest())
@@ -131,24 +146,29 @@ class ReplicatedTestBase(test_agent_guest.GuestMixin,
             len(self.event('mirrored')) > previous
             and self.event('mirrored')[-1]), timeout=TIMEOUT)
 
-    def sha256_of_copies(self):
+    def sha256_of_copies(self, copies=None):
         """The checksum of each copy's data region, read over NVMe/TCP by
-        an spdk_dd of its own, once the agent let go of the volume.
+        an spdk_dd of its own, once the agent let go of the volume (and
+        the guest of it).
         """
+        copies = copies or self.replicas
+        volume_id = copies[0].volume_id
         raid = self.vhost_client.call('bdev_raid_get_bdevs',
                                       {'category': 'all'})
         offset = {b['name']: b['data_offset'] for r in raid
                   for b in r['base_bdevs_list'] if b['name']}
         [raid_bdev] = self.vhost_client.call(
-            'bdev_get_bdevs', {'name': naming.raid_bdev_name(self.volume_id)})
+            'bdev_get_bdevs', {'name': naming.raid_bdev_name(volume_id)})
         block_size = raid_bdev['block_size']
-        self.libvirt.virsh('destroy', self.domain)
-        self.agent.detach_volume(self.volume_id)
+        if self.domain is not None:
+            self.libvirt.virsh('destroy', self.domain)
+            self.domain = None
+        self.agent.detach_volume(volume_id)
         workdir = self.useFixture(fixtures.TempDir()).path
         sums = []
-        for index, copy in enumerate(self.replicas):
+        for index, copy in enumerate(copies):
             member = naming.namespace_bdev_name(
-                naming.replica_controller_name(self.volume_id, index))
+                naming.replica_controller_name(volume_id, index))
             config = os.path.join(workdir, 'dd.json')
             with open(config, 'w') as f:
                 # Without examine: it would assemble the mirror from the
@@ -160,7 +180,7 @@ class ReplicatedTestBase(test_agent_guest.GuestMixin,
                     'params': {
                         'name': 'copy', 'trtype': 'tcp', 'adrfam': 'ipv4',
                         'traddr': '127.0.0.1', 'trsvcid': str(copy.port),
-                        'subnqn': copy.exports.nqn(self.volume_id),
+                        'subnqn': copy.exports.nqn(volume_id),
                         'hostnqn': scenarios.HOST_NQN}}]}]}, f)
             data = os.path.join(workdir, 'copy%d' % index)
             # The records the guest wrote, after the superblock's region
@@ -219,6 +239,31 @@ class TestTwoCopies(ReplicatedTestBase):
         self.assertEqual((0, 0), (errors, bad), (gap, count))
         first, second = self.sha256_of_copies()
         self.assertEqual(first, second)
+
+    def test_a_clone_of_the_copies_is_a_mirror_of_its_own(self):
+        """The copies of a clone (made copy by copy from the source's)
+        start with the source's mirror superblock: the agent clears it and
+        mirrors them under the clone's name, with the source's data.
+        """
+        self.attach_and_boot()
+        gap, count, errors, bad = self.verify()
+        self.assertEqual((0, 0), (errors, bad), (gap, count))
+        source_sums = self.sha256_of_copies()
+        clone_id = str(uuid.uuid4())
+        clones = []
+        for source in self.replicas:
+            clone = Copy(source.target, source.port, clone_id, source=source)
+            clone.export(scenarios.HOST_NQN)
+            clones.append(clone)
+        info = connection.spdk_vhost_replicated_info(
+            [c.replica() for c in clones], clone_id, scenarios.HOST_NQN)
+        self.agent.attach_volume(clone_id, info, numa_nodes=[0])
+        [raid] = [r for r in self.vhost_client.call(
+            'bdev_raid_get_bdevs', {'category': 'all'})
+            if r['name'] == clone_id]
+        self.assertEqual(('online', 2), (raid['state'],
+                                         raid['num_base_bdevs_discovered']))
+        self.assertEqual(source_sums, self.sha256_of_copies(clones))
 
 
 class TestThreeCopies(ReplicatedTestBase):

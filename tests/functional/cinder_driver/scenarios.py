@@ -53,6 +53,7 @@ class DriverTestBase:
         super().setUp()
         self.target = self.useFixture(self.make_target())
         self.lvs = self.target.lvstore
+        self.prepare_backend()
         self.state_dir = self.useFixture(fixtures.TempDir()).path
         self.flags(volume_driver='cinder_driver.spdk.SPDKDriver',
                    spdk_rpc_socket=self.target.socket_path,
@@ -66,8 +67,9 @@ class DriverTestBase:
                                                  host=HOST)
         self.manager.init_host(service_id=None)
         self.driver = self.manager.driver
-        # Its export-recovery watcher would outlive the test's target.
-        self.addCleanup(self.driver._recovery.stop)
+        # Their export-recovery watchers would outlive the test's targets.
+        for node in self.driver._nodes.values():
+            self.addCleanup(node.stop)
         self.assertTrue(self.driver.initialized)
         self.ctxt = context.get_admin_context()
         self.rpc = self.target.client
@@ -79,6 +81,11 @@ class DriverTestBase:
     def driver_flags(self):
         """More back-end options for a test class."""
         return {}
+
+    def prepare_backend(self):
+        """What a test class starts before the driver (Cinder's own set-up
+        done).
+        """
 
     # -- helpers ------------------------------------------------------------
 

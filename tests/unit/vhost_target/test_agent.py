@@ -8,6 +8,7 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 from oslo_messaging.notify import _impl_test
 
+from spdk_common import connection
 from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
@@ -70,6 +71,7 @@ class RecordingVhost:
         self.conf = types.SimpleNamespace(stall_report_after_sec=30,
                                           rebuild_max_bandwidth_mib_sec=256)
         self.mirror = RecordingMirror(self.calls)
+        self.replica_states = {}
 
     def attach(self, attachment):
         self.calls.append(('attach', attachment.volume_id))
@@ -122,8 +124,11 @@ class RecordingVhost:
 
     def nvme_states(self):
         self.calls.append(('nvme_states',))
-        return {v: self.states.get(v, 'enabled') for v in self.attached
-                if self.states.get(v) != 'gone'}
+        states = {v: self.states.get(v, 'enabled') for v in self.attached
+                  if self.states.get(v) != 'gone'}
+        # Controllers of copies of replicated volumes, by name.
+        states.update(self.replica_states)
+        return states
 
 
 class TestAgent(base.TestCase):
@@ -533,3 +538,125 @@ class TestHealth(base.TestCase):
         self.vhost.fail = None
         self.agent.check_health()
         self.assertEqual('ok', self.health())
+
+
+def replicated_info():
+    return connection.spdk_vhost_replicated_info(
+        [('nqn.2010-10.org.openstack:volume-%s:store%d' % (V, i),
+          [('10.0.0.%d' % i, '4420', 'tcp')], None) for i in (1, 2, 3)],
+        V, HOST)
+
+
+def raid(configured, rebuilding=None):
+    """bdev_raid_get_bdevs' entry of V's mirror: copy i is in it if
+    ``configured[i]``; ``rebuilding``: the copy being rebuilt.
+    """
+    members = ['%s-r%dn1' % (V, i) for i in range(len(configured))]
+    entry = {'name': V, 'state': 'online', 'raid_level': 'raid1',
+             'base_bdevs_list': [
+                 {'name': m if on else None, 'is_configured': on}
+                 for m, on in zip(members, configured)]}
+    if rebuilding is not None:
+        entry['process'] = {'type': 'rebuild',
+                            'target': members[rebuilding],
+                            'progress': {'blocks': 10, 'percent': 40}}
+    return entry
+
+
+class TestMirrorHealth(base.TestCase):
+    """Copies of a replicated volume out of the mirror (check_health)."""
+
+    events = TestAgent.events
+    make_agent = TestAgent.make_agent
+    payloads = TestHealth.payloads
+
+    def setUp(self):
+        super().setUp()
+        self.make_agent()
+        self.agent.attach_volume(V, replicated_info())
+        self.vhost.mirror.raids[V] = raid([True, True, True])
+        self.vhost.replica_states = {'%s-r%d' % (V, i): 'enabled'
+                                     for i in range(3)}
+        _impl_test.reset()
+        del self.vhost.calls[:]
+
+    def status(self):
+        [attachment] = self.agent.get_status()['attachments']
+        return attachment['health'], [c['state']
+                                      for c in attachment['copies']]
+
+    def test_mirrored_volume_costs_two_listing_calls(self):
+        self.agent.check_health()
+        self.assertEqual([('nvme_states',), ('raid_listing',)],
+                         self.vhost.calls)
+        self.assertEqual([], self.events())
+        self.assertEqual(('ok', ['in_sync'] * 3), self.status())
+
+    def test_lost_copy_is_reported_and_put_back_one_at_a_time(self):
+        # Copies 1 and 2 are out; SPDK deleted copy 1's controller and
+        # reconnects copy 2's.
+        self.vhost.mirror.raids[V] = raid([True, False, False])
+        del self.vhost.replica_states['%s-r1' % V]
+        self.vhost.replica_states['%s-r2' % V] = 'enabled'
+        self.agent.check_health()
+        self.assertEqual([('spdk_vhost_target.attachment.degraded',
+                           'ERROR')], self.events())
+        payload = self.payloads()[0]
+        self.assertEqual(['in_sync', 'missing', 'missing'],
+                         [c['state'] for c in payload['copies']])
+        self.assertEqual(('degraded', ['in_sync', 'missing', 'missing']),
+                         self.status())
+        # One copy per look: the first that could be brought back.
+        self.assertEqual([('reconnect_copy', V, 1)], [
+            c for c in self.vhost.calls if c[0] in ('reconnect_copy',
+                                                    'raid_add')])
+        # While it is rebuilt, nothing else is put back.
+        self.vhost.mirror.raids[V] = raid([True, True, False], rebuilding=1)
+        del self.vhost.calls[:]
+        self.agent.check_health()
+        self.assertEqual([], [c for c in self.vhost.calls
+                              if c[0] in ('reconnect_copy', 'raid_add')])
+        # Copy 1 in sync: copy 2, whose controller answers, is added.
+        self.vhost.mirror.raids[V] = raid([True, True, False])
+        self.agent.check_health()
+        self.assertEqual([('raid_add', V, '%s-r2n1' % V)], [
+            c for c in self.vhost.calls if c[0] in ('reconnect_copy',
+                                                    'raid_add')])
+        self.vhost.mirror.raids[V] = raid([True, True, True], rebuilding=2)
+        self.agent.check_health()
+        self.assertEqual(('rebuilding', ['in_sync', 'in_sync',
+                                         'rebuilding']), self.status())
+        self.vhost.mirror.raids[V] = raid([True, True, True])
+        self.agent.check_health()
+        self.assertEqual(
+            [('spdk_vhost_target.attachment.degraded', 'ERROR'),
+             ('spdk_vhost_target.attachment.rebuilding', 'INFO'),
+             ('spdk_vhost_target.attachment.mirrored', 'INFO')],
+            self.events())
+        self.assertEqual(('ok', ['in_sync'] * 3), self.status())
+        self.assertEqual('rebuilding',
+                         self.payloads()[-1]['previous_state'])
+
+    def test_a_copy_that_does_not_answer_yet_is_retried(self):
+        self.vhost.mirror.raids[V] = raid([True, True, False])
+        del self.vhost.replica_states['%s-r2' % V]
+        self.vhost.fail = spdk_exc.AttachError(volume=V, reason='refused')
+        logger = self.useFixture(fixtures.FakeLogger(level='INFO'))
+        for _ in range(3):
+            self.agent.check_health()
+        self.assertEqual(3, self.vhost.calls.count(('reconnect_copy', V, 2)))
+        self.assertEqual(1, logger.output.count('is not back yet'))
+        self.assertEqual(1, len(self.events()))
+
+    def test_no_online_mirror_is_a_lost_chain(self):
+        del self.vhost.mirror.raids[V]
+        self.agent.check_health()
+        # The chain is made again at once (the copies answer here).
+        self.assertEqual([('spdk_vhost_target.attachment.lost', 'ERROR'),
+                          ('spdk_vhost_target.attachment.recovered',
+                           'INFO')], self.events())
+        self.assertIn(('attach', V), self.vhost.calls)
+
+    def test_detach_removes_every_copy(self):
+        self.agent.detach_volume(V)
+        self.assertEqual(3, self.vhost.copies_detached)

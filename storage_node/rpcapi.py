@@ -1,0 +1,104 @@
+"""The storage-node service's RPC API over oslo.messaging.
+
+Topic ``spdk-storage-node`` on an exchange of the same name, one server
+per storage node (``server=<node>``), version 1.0. SPDK's errors reach the
+caller as the same exception classes (``allowed_remote_exmods``), so the
+driver handles a remote node's SPDK as it handles a local one.
+
+Version history:
+
+* 1.0 - spdk_call (spdk_method, params), describe
+"""
+
+import threading
+
+import oslo_messaging as messaging
+
+from spdk_common import exception as spdk_exc
+
+TOPIC = 'spdk-storage-node'
+EXCHANGE = TOPIC
+API_VERSION = '1.0'
+REMOTE_EXMODS = ['spdk_common.exception']
+
+
+def get_transport(conf):
+    return messaging.get_rpc_transport(conf,
+                                       allowed_remote_exmods=REMOTE_EXMODS)
+
+
+class StorageNodeEndpoint:
+    target = messaging.Target(version=API_VERSION)
+
+    def __init__(self, node):
+        self._node = node
+
+    def spdk_call(self, context, spdk_method=None, params=None):
+        return self._node.spdk_call(spdk_method, params)
+
+    def describe(self, context):
+        return self._node.describe()
+
+
+def get_server(transport, host, node):
+    target = messaging.Target(exchange=EXCHANGE, topic=TOPIC, server=host)
+    return messaging.get_rpc_server(transport, target,
+                                    [StorageNodeEndpoint(node)],
+                                    executor='threading')
+
+
+class StorageNodeClient:
+    """One storage node's SPDK, as the driver calls it: the interface of
+    :class:`spdk_common.rpc.SPDKClient`, over the message bus.
+
+    The node's *generation* stands for SPDKClient's connection number: it
+    changes when the node's SPDK (or its service) restarted, which is when
+    the driver replays that node's exports.
+    """
+
+    def __init__(self, transport, node, timeout=60):
+        self.node = node
+        self._timeout = timeout
+        target = messaging.Target(exchange=EXCHANGE, topic=TOPIC,
+                                  server=node, version=API_VERSION)
+        self._client = messaging.get_rpc_client(transport, target,
+                                                timeout=timeout)
+        self._closed = threading.Event()
+
+    def _rpc(self, name, timeout=None, **kwargs):
+        client = self._client.prepare(timeout=timeout or self._timeout)
+        try:
+            return client.call({}, name, **kwargs)
+        except messaging.MessagingTimeout:
+            raise spdk_exc.SPDKUnavailable(
+                socket='storage node %s' % self.node,
+                reason='its spdk-storage-node service did not answer '
+                       'within %ss' % (timeout or self._timeout))
+        except messaging.MessagingException as exc:
+            raise spdk_exc.SPDKUnavailable(
+                socket='storage node %s' % self.node, reason=str(exc))
+
+    def call(self, method, params=None, timeout=None):
+        return self._rpc('spdk_call', timeout=timeout, spdk_method=method,
+                         params=params)
+
+    def describe(self, timeout=None):
+        return self._rpc('describe', timeout=timeout)
+
+    def connection_generation(self):
+        return self.describe()['generation']
+
+    def wait_disconnected(self, timeout):
+        """True when the node's generation changed within ``timeout``
+        (there is no connection to watch: this looks once, at the end).
+        """
+        before = self.connection_generation()
+        if self._closed.wait(timeout):
+            return False
+        try:
+            return self.connection_generation() != before
+        except spdk_exc.SPDKUnavailable:
+            return True
+
+    def close(self):
+        self._closed.set()

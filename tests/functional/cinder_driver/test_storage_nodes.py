@@ -1,0 +1,325 @@
+"""Functional tier: a back end of storage nodes and replicated volumes.
+
+Cinder's VolumeManager drives the driver with ``spdk_storage_nodes``; each
+node is an spdk-storage-node service (its real oslo.messaging server, on a
+private RabbitMQ) in front of its own SPDK test double. Copies are placed
+one per node, every operation reaches every copy, a node that refuses
+half-way leaves nothing behind, and the connection data is os-brick's
+replicated form.
+"""
+
+import types
+import uuid
+
+from cinder import exception
+from cinder.tests.unit import utils as cinder_utils
+from oslo_config import cfg
+
+from cinder_driver import nodes
+from spdk_common import connection
+from spdk_common import exception as spdk_exc
+from spdk_common import naming
+from storage_node import node as storage_node
+from storage_node import rpcapi
+from tests.fixtures import rabbitmq
+from tests.fixtures import spdk as spdk_fixtures
+from tests.functional.cinder_driver import scenarios
+
+CONF = cfg.CONF
+NODES = ('store1', 'store2', 'store3')
+FIRST_PORT = 4471
+LVS = 'lvs0'
+
+
+class StorageNodesTestBase(scenarios.DriverTestBase,
+                           scenarios.CinderTestCase):
+    """Three storage nodes; the scenarios' own target is not used."""
+
+    node_sizes_mib = (4096, 8192, 2048)
+
+    def make_target(self):
+        return spdk_fixtures.FakeSPDKTarget(size_mib=1024)
+
+    def prepare_backend(self):
+        # After Cinder's set-up, which gives oslo.messaging its fake
+        # transport: the driver and the nodes meet on a real broker.
+        broker = self.useFixture(rabbitmq.RabbitMQ())
+        self.flags(transport_url=broker.url)
+        self.transport = rpcapi.get_transport(CONF)
+        self.addCleanup(self.transport.cleanup)
+        self.targets, self.servers = {}, {}
+        for index, name in enumerate(NODES):
+            self.start_node(name, index)
+
+    def setUp(self):
+        super().setUp()
+        # Before the broker stops: the driver's clients reconnect for ever.
+        self.addCleanup(self.driver._transport.cleanup)
+
+    def start_node(self, name, index):
+        if name not in self.targets:
+            self.targets[name] = self.useFixture(spdk_fixtures.FakeSPDKTarget(
+                size_mib=self.node_sizes_mib[index]))
+        group = types.SimpleNamespace(target_addresses=['127.0.0.1'],
+                                      target_port=FIRST_PORT + index)
+        server = rpcapi.get_server(self.transport, name,
+                                   storage_node.StorageNode(
+                                       self.targets[name].client, group))
+        server.start()
+        self.servers[name] = server
+        self.addCleanup(self.stop_node, name)
+
+    def stop_node(self, name):
+        server = self.servers.pop(name, None)
+        if server is not None:
+            server.stop()
+            server.wait()
+
+    def driver_flags(self):
+        return {'spdk_storage_nodes': list(NODES), 'spdk_rpc_timeout': 5.0}
+
+    def lvols(self, name):
+        return sorted(lv['name'] for lv in self.targets[name].client.call(
+            'bdev_lvol_get_lvols'))
+
+    def holders(self, lvol_name):
+        return [name for name in NODES if lvol_name in self.lvols(name)]
+
+    def replicated_type(self, copies=2, **specs):
+        specs['spdk:replicas'] = str(copies)
+        return self.make_type('r%d-%s' % (copies, uuid.uuid4()), specs)
+
+
+class TestPlacement(StorageNodesTestBase):
+
+    def test_copies_go_to_the_nodes_with_most_room(self):
+        volume = self.create_volume(size=1, volume_type=self.replicated_type())
+        name = naming.volume_lvol_name(volume.id)
+        # store2 (8 GiB) and store1 (4 GiB) have the most room.
+        self.assertEqual(['store1', 'store2'], sorted(self.holders(name)))
+        self.assertEqual(['store2', 'store1'],
+                         nodes.placement(volume))
+        single = self.create_volume(size=1)
+        self.assertEqual(['store2'], nodes.placement(single))
+        self.assertEqual(['store2'], self.holders(
+            naming.volume_lvol_name(single.id)))
+        self.driver.delete_volume(volume)
+        self.assertEqual([], self.holders(name))
+
+    def test_stats_count_every_copy_and_tell_how_many_there_can_be(self):
+        self.create_volume(size=2, volume_type=self.replicated_type(3))
+        stats = self.driver.get_volume_stats(refresh=True)
+        [pool] = stats['pools']
+        self.assertEqual(LVS, pool['pool_name'])
+        self.assertEqual(3, pool['max_replicas'])
+        self.assertEqual(6, pool['provisioned_capacity_gb'])
+        totals = [lvs['total_data_clusters'] * lvs['cluster_size']
+                  for name in NODES for lvs in self.targets[name].client.call(
+                      'bdev_lvol_get_lvstores')]
+        self.assertEqual(sum(totals) / 1024 ** 3, pool['total_capacity_gb'])
+
+    def test_too_few_nodes_with_room_is_refused_with_nothing_made(self):
+        # 3 copies of 3 GiB thick: store3 (2 GiB) cannot hold one.
+        vtype = self.replicated_type(3, **{'provisioning:type': 'thick'})
+        volume = self.new_volume(size=3, volume_type_id=vtype['id'])
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.create_volume, volume)
+        self.assertIn('needs 3 copies of 3 GiB in lvstore lvs0, each on its '
+                      'own storage node; 2 node(s) have room', str(exc))
+        self.assertIn('store3 (', str(exc))
+        self.assertEqual([], self.holders(naming.volume_lvol_name(
+            volume.id)))
+
+    def test_a_node_refusing_half_way_leaves_nothing(self):
+        volume = self.new_volume(size=1,
+                                 volume_type_id=self.replicated_type()['id'])
+        name = naming.volume_lvol_name(volume.id)
+        # store1 (the second copy) already has an lvol of that name.
+        self.targets['store1'].client.call('bdev_lvol_create', {
+            'lvs_name': LVS, 'lvol_name': name, 'size_in_mib': 4,
+            'thin_provision': True})
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.create_volume, volume)
+        self.assertIn('already exists on storage node store1', str(exc))
+        self.assertEqual(['store1'], self.holders(name))   # untouched
+
+    def test_bad_replica_counts_are_refused_by_name(self):
+        for value, words in (('4', 'from 1 to 3'), ('two', 'from 1 to 3'),
+                             ('0', 'from 1 to 3')):
+            volume = self.new_volume(size=1, volume_type_id=self.make_type(
+                'bad-%s' % uuid.uuid4(), {'spdk:replicas': value})['id'])
+            exc = self.assertRaises(exception.InvalidInput,
+                                    self.driver.create_volume, volume)
+            self.assertIn("spdk:replicas=%r" % value, str(exc))
+            self.assertIn(words, str(exc))
+
+
+class TestReplicatedOperations(StorageNodesTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.vtype = self.replicated_type(
+            **{'spdk:vhost_attach': '<is> True'})
+        self.volume = self.create_volume(size=1, volume_type=self.vtype)
+        self.copies = nodes.placement(self.volume)
+
+    def subsystem(self, name, volume):
+        nqn = naming.replica_nqn(CONF.backend_defaults.spdk_nqn_prefix,
+                                 volume.id, name)
+        found = self.targets[name].client.call('nvmf_get_subsystems')
+        return next((s for s in found if s['nqn'] == nqn), None)
+
+    def test_vhost_connection_names_every_copy(self):
+        vhost = connection.capability(scenarios.HOST_NQN, [0])
+        info = self.driver.initialize_connection(
+            self.volume, self.connector(spdk_vhost=vhost))
+        self.assertEqual('spdk_vhost', info['driver_volume_type'])
+        props = connection.SPDKVhostConnProps(info, self.volume.id)
+        self.assertEqual('2.0', props.version)
+        self.assertEqual(
+            [(naming.replica_nqn(CONF.backend_defaults.spdk_nqn_prefix,
+                                 self.volume.id, name),
+              [('127.0.0.1', str(FIRST_PORT + NODES.index(name)), 'tcp')])
+             for name in self.copies], props.replicas)
+        for name in self.copies:
+            sub = self.subsystem(name, self.volume)
+            self.assertEqual([scenarios.HOST_NQN],
+                             [h['nqn'] for h in sub['hosts']])
+            self.assertFalse(sub['allow_any_host'])
+        self.driver.terminate_connection(self.volume,
+                                         self.connector(spdk_vhost=vhost))
+        for name in self.copies:
+            self.assertEqual([], self.subsystem(name, self.volume)['hosts'])
+
+    def test_kernel_connection_is_os_brick_replicated(self):
+        from os_brick.initiator.connectors import nvmeof
+        info = self.driver.initialize_connection(self.volume,
+                                                 self.connector())
+        self.assertEqual('nvmeof', info['driver_volume_type'])
+        props = nvmeof.NVMeOFConnProps(info['data'])
+        self.assertTrue(props.is_replicated)
+        self.assertEqual(2, props.replica_count)
+        # Each copy's namespace has its own UUID.
+        self.assertEqual(2, len({t.uuid for t in props.targets}))
+
+    def test_an_agent_that_mirrors_no_copies_gets_the_kernel_path(self):
+        # A 1.0 capability (an older compute node) mirrors nothing.
+        info = self.driver.initialize_connection(
+            self.volume, self.connector(spdk_vhost={
+                'version': '1.0', 'host_nqn': scenarios.HOST_NQN}))
+        self.assertEqual('nvmeof', info['driver_volume_type'])
+
+    def test_snapshot_of_an_attached_volume_is_refused(self):
+        self.driver.initialize_connection(self.volume, self.connector())
+        snapshot = cinder_utils.create_snapshot(self.ctxt, self.volume.id)
+        exc = self.assertRaises(exception.InvalidVolume,
+                                self.driver.create_snapshot, snapshot)
+        self.assertIn('cannot be snapshotted at one instant while a host '
+                      'may write; detach it first', str(exc))
+        self.assertEqual([], self.holders(naming.snapshot_lvol_name(
+            snapshot.id)))
+
+    def test_snapshot_clone_revert_extend_on_every_copy(self):
+        # Cinder's own flow: the model update is kept.
+        snapshot = self.snapshot_of(self.volume)
+        self.assertEqual(nodes.location(self.copies),
+                         snapshot.provider_location)
+        snap_name = naming.snapshot_lvol_name(snapshot.id)
+        self.assertEqual(sorted(self.copies), self.holders(snap_name))
+        clone = self.new_volume(size=2, snapshot_id=snapshot.id,
+                                volume_type_id=self.vtype['id'])
+        update = self.driver.create_volume_from_snapshot(clone, snapshot)
+        self.assertEqual(nodes.location(self.copies),
+                         update['provider_location'])
+        clone.update(update)
+        clone_name = naming.volume_lvol_name(clone.id)
+        self.assertEqual(sorted(self.copies), self.holders(clone_name))
+        self.driver.revert_to_snapshot(self.ctxt, self.volume, snapshot)
+        self.driver.extend_volume(self.volume, 3)
+        for name in self.copies:
+            [lvol] = [b for b in self.targets[name].client.call(
+                'bdev_get_bdevs') if naming.volume_lvol_name(
+                    self.volume.id) in b.get('aliases', ())[0]]
+            self.assertEqual(3 * 1024 ** 3,
+                             lvol['num_blocks'] * lvol['block_size'])
+        self.driver.delete_volume(clone)
+        self.assertEqual([], self.holders(clone_name))
+
+    def test_a_clone_keeps_its_source_copies(self):
+        single = self.make_type('single-%s' % uuid.uuid4())
+        clone = self.new_volume(size=1, source_volid=self.volume.id,
+                                volume_type_id=single['id'])
+        exc = self.assertRaises(exception.InvalidInput,
+                                self.driver.create_cloned_volume, clone,
+                                self.volume)
+        self.assertIn('a clone has its source\'s copies', str(exc))
+        self.assertEqual([], self.holders(naming.volume_lvol_name(clone.id)))
+
+    def test_detach_while_a_node_is_away_fences_it_when_it_returns(self):
+        self.driver.initialize_connection(self.volume, self.connector())
+        away = self.copies[1]
+        self.stop_node(away)
+        # The detach goes through: the copy that answers loses the host
+        # now, the one away when it answers again.
+        self.driver.terminate_connection(self.volume, self.connector())
+        self.assertEqual([], self.subsystem(self.copies[0],
+                                            self.volume)['hosts'])
+        self.assertEqual([scenarios.HOST_NQN], [
+            h['nqn'] for h in self.subsystem(away, self.volume)['hosts']])
+        self.start_node(away, NODES.index(away))
+        node = self.driver._nodes[away]
+        node.recovery.check()
+        self.assertEqual([], self.subsystem(away, self.volume)['hosts'])
+
+    def test_exports_come_back_after_a_node_restart(self):
+        self.driver.initialize_connection(self.volume, self.connector())
+        name = self.copies[0]
+        self.targets[name].restart()
+        self.assertIsNone(self.subsystem(name, self.volume))
+        self.driver._nodes[name].recovery.check()
+        self.assertEqual([scenarios.HOST_NQN], [
+            h['nqn'] for h in self.subsystem(name, self.volume)['hosts']])
+
+
+class TestLocalBackEnd(scenarios.DriverTestBase, scenarios.CinderTestCase):
+    def make_target(self):
+        return spdk_fixtures.FakeSPDKTarget(size_mib=1024)
+
+    def test_copies_need_storage_nodes(self):
+        vtype = self.make_type('r2', {'spdk:replicas': '2'})
+        volume = self.new_volume(size=1, volume_type_id=vtype['id'])
+        exc = self.assertRaises(exception.InvalidInput,
+                                self.driver.create_volume, volume)
+        self.assertIn('no storage nodes to keep copies on', str(exc))
+
+
+class TestStorageNodeService(StorageNodesTestBase):
+    """The service forwards the driver's SPDK methods and nothing else."""
+
+    def test_other_methods_and_open_subsystems_are_refused(self):
+        client = rpcapi.StorageNodeClient(self.transport, 'store1',
+                                          timeout=5)
+        self.assertEqual('SPDK v25.09', client.call(
+            'spdk_get_version')['version'][:11])
+        for method, params, field in (
+                ('bdev_aio_create', {'name': 'x', 'filename': '/etc/shadow'},
+                 'spdk_method'),
+                ('framework_start_init', None, 'spdk_method'),
+                ('keyring_file_add_key', {'name': 'k', 'path': '/x'},
+                 'spdk_method'),
+                (['x'], None, 'spdk_method'),
+                ('nvmf_create_subsystem', {'nqn': 'nqn.2016-06.io.x:y',
+                                           'allow_any_host': True},
+                 'params.allow_any_host'),
+                ('bdev_get_bdevs', 'x', 'params')):
+            exc = self.assertRaises(spdk_exc.InvalidRequest, client.call,
+                                    method, params)
+            self.assertEqual(field, exc.kwargs['field'])
+
+    def test_a_node_away_is_unavailable_by_name(self):
+        self.stop_node('store3')
+        client = rpcapi.StorageNodeClient(self.transport, 'store3',
+                                          timeout=1)
+        exc = self.assertRaises(spdk_exc.SPDKUnavailable, client.call,
+                                'spdk_get_version')
+        self.assertIn('storage node store3', str(exc))
