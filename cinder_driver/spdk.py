@@ -11,6 +11,7 @@ import re
 
 from oslo_config import cfg
 from oslo_log import log as logging
+import oslo_messaging as messaging
 from oslo_utils import excutils
 from oslo_utils import strutils
 from oslo_utils import units
@@ -19,11 +20,14 @@ from cinder.common import constants
 from cinder import exception
 from cinder.i18n import _
 from cinder import interface
+from cinder import objects
+from cinder.objects import fields
 from cinder.volume import configuration
 from cinder.volume import driver
 from cinder.volume import volume_types
 from cinder.volume import volume_utils
 
+from cinder_driver import copy_health
 from cinder_driver import image_copy
 from cinder_driver import lvols as spdk_lvols
 from cinder_driver import nodes as nodes_mod
@@ -32,6 +36,7 @@ from spdk_common import connection
 from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
+from spdk_common import notifications
 from spdk_common import rpc
 from storage_node import rpcapi as storage_rpcapi
 
@@ -207,8 +212,9 @@ class SPDKDriver(driver.VolumeDriver):
         self.configuration.append_config_values(spdk_opts)
         # Storage nodes by name; the local node's name is None.
         self._nodes = {}
-        # The message bus to storage nodes (spdk_storage_nodes).
-        self._transport = None
+        # The message bus to storage nodes (spdk_storage_nodes), and the
+        # listener of the compute hosts' copy notifications.
+        self._transport = self._copy_health = None
         self._client = None
         self._lvols = None
         self._exports = None
@@ -277,6 +283,12 @@ class SPDKDriver(driver.VolumeDriver):
             raise exception.InvalidConfigurationValue(
                 option='spdk_storage_nodes', value=names)
         transport = self._transport = storage_rpcapi.get_transport(CONF)
+        # Copies' health, as the compute hosts that mirror them notify it;
+        # every back end of storage nodes hears every notification.
+        self._copy_health = notifications.get_listener(
+            messaging.get_notification_transport(CONF),
+            [copy_health.CopyHealthEndpoint(self.host)],
+            pool='cinder-volume.%s' % self.host)
         self._nodes = {
             name: nodes_mod.Node(
                 name, storage_rpcapi.StorageNodeClient(
@@ -316,6 +328,8 @@ class SPDKDriver(driver.VolumeDriver):
             raise exception.VolumeBackendAPIException(data=_(
                 'no storage node of %s answers') % ', '.join(
                     map(str, self._nodes.values())))
+        if self._copy_health is not None:
+            self._copy_health.start()
         LOG.info('SPDK on %(nodes)s: pools %(pools)s',
                  {'nodes': ', '.join(found),
                   'pools': ', '.join(sorted(lvstores))})
@@ -410,11 +424,17 @@ class SPDKDriver(driver.VolumeDriver):
     def _model_update(volume_or_snapshot, nodes):
         """What Cinder keeps of where the copies are: nothing for the
         local node (provider_location stays as volumes always had it).
+        A volume of several copies starts with all in sync
+        (:mod:`cinder_driver.copy_health` follows them from there).
         """
         if nodes[0].name is None:
             return None
-        return {'provider_location': nodes_mod.location(
+        update = {'provider_location': nodes_mod.location(
             [node.name for node in nodes])}
+        if len(nodes) > 1 and isinstance(volume_or_snapshot,
+                                         objects.Volume):
+            update['replication_status'] = fields.ReplicationStatus.ENABLED
+        return update
 
     def _volume_alias(self, volume):
         return naming.lvol_alias(self._lvstore_of(volume),

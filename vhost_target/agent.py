@@ -15,6 +15,7 @@ from oslo_log import log as logging
 from spdk_common import connection
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
+from spdk_common import notifications
 from vhost_target import mirror
 from vhost_target import planner
 from vhost_target import state as agent_state
@@ -24,8 +25,6 @@ from vhost_target import vhost as vhost_mod
 LOG = logging.getLogger(__name__)
 
 AGENT_VERSION = '1.0'
-# Version of the notification payloads; bumped when a field changes.
-NOTIFICATION_VERSION = '1.0'
 # Attachments restored at once by a reconcile, and how often (seconds) a
 # long one logs its progress.
 RECONCILE_WORKERS = 32
@@ -112,9 +111,9 @@ class VhostAgent:
     def _notify(self, event, payload, error=False):
         if self._notifier is None:
             return
-        payload = dict(payload, version=NOTIFICATION_VERSION)
+        payload = dict(payload, version=notifications.VERSION)
         send = self._notifier.error if error else self._notifier.info
-        send({}, 'spdk_vhost_target.%s' % event, payload)
+        send({}, notifications.event_type(event), payload)
 
     def _load_by_cpu(self):
         return collections.Counter(a.cpu for a in self._desired.all())
@@ -478,7 +477,7 @@ class VhostAgent:
         payload = self._health_payload(attachment, record)
         payload.update(previous_state=record['state'],
                        reason='every copy is in sync')
-        self._notify('attachment.mirrored', payload)
+        self._notify(notifications.MIRRORED, payload)
 
     def _vhost_conf(self, name):
         return getattr(self._vhost.conf, name)

@@ -25,6 +25,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from spdk_common import exception as spdk_exc
+from spdk_common import notifications
 from spdk_common import rpc
 from vhost_target import agent as vhost_agent
 from vhost_target import checks
@@ -125,20 +126,18 @@ def cmd_status(conf):
 def cmd_run(conf):
     # Imported here: oslo.messaging pulls in eventlet's deprecation noise,
     # which the operator commands have no use for.
-    import oslo_messaging as messaging
-
     from vhost_target import rpcapi
 
     logging.setup(conf, 'spdk-vhost-target')
     # Before any thread or connection: the fork copies this process.
     started_privsep = privileged.start()
     try:
-        return _run(conf, messaging, rpcapi)
+        return _run(conf, rpcapi)
     finally:
         _stop_privsep(started_privsep)
 
 
-def _run(conf, messaging, rpcapi):
+def _run(conf, rpcapi):
     group, host, layout = _layout(conf)
     for note in layout.notes:
         LOG.warning('%s', note)
@@ -146,10 +145,7 @@ def _run(conf, messaging, rpcapi):
     desired.load()
     client = rpc.SPDKClient(group.rpc_socket)
     transport = rpcapi.get_transport(conf)
-    notifier = messaging.Notifier(
-        messaging.get_notification_transport(conf),
-        publisher_id='spdk-vhost-target.%s' % socket.gethostname(),
-        driver='messagingv2', topics=['notifications'])
+    notifier = notifications.get_notifier(conf, socket.gethostname())
     agent = vhost_agent.VhostAgent(vhost.VhostTarget(client, group), desired,
                                    layout, host, notifier=notifier,
                                    host_nqn=hostnqn.resolve(group))

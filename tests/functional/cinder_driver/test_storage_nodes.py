@@ -8,17 +8,21 @@ half-way leaves nothing behind, and the connection data is os-brick's
 replicated form.
 """
 
+import time
 import types
 import uuid
 
 from cinder import exception
 from cinder.tests.unit import utils as cinder_utils
 from oslo_config import cfg
+import oslo_messaging as messaging
+from oslo_messaging.notify import notifier as messaging_notifier
 
 from cinder_driver import nodes
 from spdk_common import connection
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
+from spdk_common import notifications
 from storage_node import node as storage_node
 from storage_node import rpcapi
 from tests.fixtures import rabbitmq
@@ -53,8 +57,17 @@ class StorageNodesTestBase(scenarios.DriverTestBase,
 
     def setUp(self):
         super().setUp()
-        # Before the broker stops: the driver's clients reconnect for ever.
-        self.addCleanup(self.driver._transport.cleanup)
+        self.addCleanup(self.stop_driver)
+
+    def stop_driver(self):
+        """The driver's watchers, listener and clients, before the broker
+        stops (they would reconnect for ever).
+        """
+        for node in self.driver._nodes.values():
+            node.stop()
+        self.driver._copy_health.stop()
+        self.driver._copy_health.wait()
+        self.driver._transport.cleanup()
 
     def start_node(self, name, index):
         if name not in self.targets:
@@ -279,6 +292,69 @@ class TestReplicatedOperations(StorageNodesTestBase):
         self.driver._nodes[name].recovery.check()
         self.assertEqual([scenarios.HOST_NQN], [
             h['nqn'] for h in self.subsystem(name, self.volume)['hosts']])
+
+
+class TestCopyHealth(StorageNodesTestBase):
+    """The compute host's notifications about the copies reach Cinder."""
+
+    def agent_notifier(self):
+        conf = cfg.ConfigOpts()
+        messaging.get_notification_transport(
+            conf, url=CONF.transport_url).cleanup()  # registers its options
+        conf.set_override('control_exchange', notifications.EXCHANGE)
+        transport = messaging.get_notification_transport(
+            conf, url=CONF.transport_url)
+        self.addCleanup(transport.cleanup)
+        # The real class: Cinder's test base puts a fake in its place.
+        return messaging_notifier.Notifier(
+            transport, 'spdk-vhost-target.compute1', driver='messagingv2',
+            topics=[notifications.TOPIC])
+
+    def wait_for(self, volume, status, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            volume.refresh()
+            if volume.replication_status == status:
+                return volume
+            self.assertLess(time.monotonic(), deadline,
+                            'replication_status %s, not %s' % (
+                                volume.replication_status, status))
+            time.sleep(0.2)
+
+    def test_degraded_rebuilding_and_mirrored_show_on_the_volume(self):
+        volume = self.create_volume(size=1,
+                                    volume_type=self.replicated_type())
+        self.assertEqual('enabled', volume.replication_status)
+        names = nodes.placement(volume)
+        notifier = self.agent_notifier()
+
+        def send(event, states, error=False):
+            payload = {'volume_id': volume.id, 'version': '1.0',
+                       'copies': [{'index': i, 'state': s}
+                                  for i, s in enumerate(states)]}
+            (notifier.error if error else notifier.info)(
+                {}, notifications.event_type(event), payload)
+        send(notifications.DEGRADED, ['in_sync', 'missing'], error=True)
+        self.wait_for(volume, 'error')
+        self.assertEqual('%s=in_sync %s=missing' % tuple(names),
+                         volume.metadata['spdk_copies'])
+        send(notifications.REBUILDING, ['in_sync', 'rebuilding'])
+        self.wait_for(volume, 'enabling')
+        send(notifications.MIRRORED, ['in_sync', 'in_sync'])
+        self.wait_for(volume, 'enabled')
+        self.assertEqual('%s=in_sync %s=in_sync' % tuple(names),
+                         volume.metadata['spdk_copies'])
+        # Other events and bad ids are ignored; copies that are not a list
+        # leave the metadata alone.
+        other = self.create_volume(size=1)
+        payload = {'volume_id': other.id, 'copies': 'x'}
+        notifier.info({}, 'other.event', payload)
+        notifier.info({}, notifications.event_type(notifications.DEGRADED),
+                      {'volume_id': 'not an id'})
+        notifier.info({}, notifications.event_type(notifications.DEGRADED),
+                      payload)
+        self.wait_for(other, 'error')
+        self.assertNotIn('spdk_copies', other.metadata)
 
 
 class TestLocalBackEnd(scenarios.DriverTestBase, scenarios.CinderTestCase):
