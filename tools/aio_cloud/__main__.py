@@ -22,7 +22,8 @@ def main(argv=None):
                                             'tempest', 'restart'))
     parser.add_argument('args', nargs=argparse.REMAINDER,
                         help='up: --compute-nodes N --storage-nodes M; '
-                             'demo: --live-migrate or --evacuate; tempest: '
+                             'demo: --live-migrate, --evacuate or '
+                             '--replicated; tempest: '
                              'extra arguments to "tempest run"; restart: the '
                              'service (a name of tools/cloud status)')
     args = parser.parse_args(argv)
@@ -49,8 +50,14 @@ def main(argv=None):
                 help='kill a compute node under a server with an SPDK vhost '
                      'volume and evacuate it to another one (up '
                      '--compute-nodes 2 or more)')
+            options.add_argument(
+                '--replicated', action='store_true',
+                help='kill a storage node under a server writing to a '
+                     'volume of two copies (up --storage-nodes 2 or more)')
             wanted = options.parse_args(args.args)
             cloud.require_up(layout)
+            if wanted.replicated:
+                return 0 if node_demos.replicated(layout, venv) else 1
             if wanted.live_migrate:
                 return 0 if node_demos.live_migrate(layout, venv) else 1
             if wanted.evacuate:

@@ -269,13 +269,45 @@ def glance(layout, secret):
 
 
 SPDK_BACKEND = 'spdk'
+# With two storage nodes or more: a back end of all of them, which keeps
+# copies of replicated volumes (volume type spdk-replicated) one per node,
+# served by the first storage node's cinder-volume.
+REPLICATED_BACKEND = 'spdk-replicated'
+
+
+def replicated_backend(layout, node):
+    """The replicated back end's section, for the node that serves it;
+    None for the others and a cloud of one storage node.
+    """
+    nodes = layout_mod.storage_nodes(layout)
+    if len(nodes) < 2 or node.name != nodes[0].name:
+        return None
+    return {'volume_backend_name': REPLICATED_BACKEND,
+            'volume_driver': 'cinder_driver.spdk.SPDKDriver',
+            'spdk_storage_nodes': ','.join(n.name for n in nodes),
+            'spdk_lvstores': '',
+            'spdk_nqn_prefix': NQN_PREFIX,
+            'spdk_state_dir': node.lib('spdk-replicated'),
+            'spdk_keyring_dir': node.lib('spdk-keys')}
+
+
+def storage_node_service(layout, secret, node):
+    """spdk-storage-node's config on a storage node: its nvmf_tgt, the
+    node's export address, the cloud's message bus.
+    """
+    return {'DEFAULT': {'host': node.name,
+                        'transport_url': layout.transport_url(secret)},
+            'spdk_storage_node': {'rpc_socket': node.rpc_socket,
+                                  'target_addresses': node.address,
+                                  'target_port': PORTS['nvmf-tcp']}}
 
 
 def cinder_volume(layout, secret, venv, node):
     """The cinder.conf of a storage node's cinder-volume: Cinder host
     ``storage<k>``, its back end on the node's own nvmf_tgt and address.
     Every node's back end has the same ``volume_backend_name``: the
-    volume types match them all and the scheduler picks one.
+    volume types match them all and the scheduler picks one. The first
+    node's also serves the replicated back end (replicated_backend).
     """
     sections = cinder(layout, secret, venv)
     sections['DEFAULT'].update({'host': node.name,
@@ -289,6 +321,11 @@ def cinder_volume(layout, secret, venv, node):
         'spdk_state_dir': node.lib('spdk'),
         'spdk_keyring_dir': node.lib('spdk-keys'),
     })
+    replicated = replicated_backend(layout, node)
+    if replicated is not None:
+        sections[REPLICATED_BACKEND] = replicated
+        sections['DEFAULT']['enabled_backends'] = '%s,%s' % (
+            SPDK_BACKEND, REPLICATED_BACKEND)
     return sections
 
 

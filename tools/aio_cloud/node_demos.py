@@ -1,7 +1,8 @@
 """The demos of a multi-node cloud (``tools/cloud demo --live-migrate``,
 ``--evacuate``): a server booted from an SPDK vhost volume leaves its
 compute node with Nova's own flows, and must read on the other node what
-it wrote before.
+it wrote before. ``--replicated``: a storage node dies under a server
+writing to a volume of two copies.
 
 Both boot from a volume made from the guest image, with no disk in the
 instances directory but the read-only config drive: libvirt refuses to
@@ -414,4 +415,150 @@ def evacuate(layout, venv):
         except Exception as exc:
             print('demo: reviving %s: %s' % (source, exc))
             passed = False
+    return run.finish(passed)
+
+
+# The replicated demo's guest writes 4 KiB blocks (16 to 271) of the
+# replicated disk, direct and synced, one after the other, and prints
+# every 2 s how many it wrote and how many failed.
+REPLICA = 'SPDK-REPL'
+REPLICA_WRITER = r"""(serial=@SERIAL@; n=0; e=0; last=0
+link=/dev/disk/by-id/virtio-$serial
+while [ ! -b "$(readlink -f $link)" ]; do sleep 1; done
+dev=$(readlink -f $link)
+while true; do
+    if dd if=/dev/urandom of="$dev" bs=4096 count=1 seek=$((16 + n % 256)) \
+            oflag=direct conv=fsync 2>/dev/null; then
+        n=$((n + 1))
+    else
+        e=$((e + 1))
+    fi
+    now=$(cut -d. -f1 /proc/uptime)
+    if [ "$now" != "$last" ] && [ $((now % 2)) -eq 0 ]; then
+        echo "@MARK@ $now $n $e" > /dev/console
+        last=$now
+    fi
+done) &
+""".replace('@MARK@', REPLICA)
+
+
+def replica_counts(console):
+    """(writes, failed writes) of the guest's latest report; None before
+    its first.
+    """
+    found = re.findall(r'^%s (\d+) (\d+) (\d+)\s*$' % REPLICA, console,
+                       re.MULTILINE)
+    return (int(found[-1][1]), int(found[-1][2])) if found else None
+
+
+def replicated(layout, venv):
+    """A storage node dies under a running guest: a volume of type
+    spdk-replicated (two copies, one per storage node) attached to a
+    server whose guest writes to it all along; the second storage node's
+    nvmf_tgt is killed (kill -9). The guest's writes must go on without an
+    error, Cinder must show the volume degraded (replication_status
+    error, the spdk_copies metadata), and once the node's target is back
+    the compute host's mirror rebuilds the copy and Cinder shows it
+    enabled again.
+    """
+    storage = layout_mod.storage_nodes(layout)
+    run = NodeDemo(layout, venv, '')
+    if len(storage) < 2:
+        print('demo: --replicated needs two storage nodes, this cloud has '
+              '%d: tools/cloud down, then tools/cloud up --storage-nodes 2'
+              % len(storage))
+        return run.timed.verdict(False)
+    host = sorted(s['Host'] for s in run.cli(
+        'compute', 'service', 'list', '--service', 'nova-compute')
+        if s['State'] == 'up')[0]
+    table = processes.ProcessTable(layout.process_table)
+    dead = storage[1].suffix('nvmf_tgt')
+    killed = []
+
+    def replication(volume, wanted):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            shown = run.cli('volume', 'show', volume)
+            if shown['replication_status'] == wanted:
+                return shown
+            if time.monotonic() > deadline:
+                raise demo.DemoError(
+                    'volume %s: replication_status %s, waiting for %s'
+                    % (volume, shown['replication_status'], wanted))
+            time.sleep(2)
+
+    def writes_after(server, count):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            counts = replica_counts(run.console(server))
+            if counts and counts[0] >= count:
+                return counts
+            if time.monotonic() > deadline:
+                raise demo.DemoError('server %s reported %s writes, waiting '
+                                     'for %d' % (server, counts, count))
+            time.sleep(2)
+
+    def kill():
+        os.killpg(table.get(dead).pgid, signal.SIGKILL)
+        killed.append(dead)
+
+    passed = False
+    try:
+        volume = run.timed(
+            'volume create --type %s (2 copies)' % resources.REPLICATED_TYPE,
+            lambda: run.cli('volume', 'create', '--type',
+                            resources.REPLICATED_TYPE, '--size', '1',
+                            '%s-replicated-data' % PREFIX)['id'])
+        run.created['volume'].append(volume)
+        run.timed('  volume available', lambda: run.cli.wait(
+            'volume', volume, 'status', 'available'))
+        print('  replication_status: %s' % run.cli(
+            'volume', 'show', volume)['replication_status'])
+        run.guest_script = REPLICA_WRITER.replace(
+            '@SERIAL@', guest_checks.serial(volume))
+        server, _boot = run.boot(host, 'replicated')
+        run.timed('server add volume (the replicated one)', lambda: run.cli(
+            'server', 'add', 'volume', server, volume, parse=False))
+        run.timed('  volume in-use', lambda: run.cli.wait(
+            'volume', volume, 'status', 'in-use'))
+        written = run.timed(
+            '  guest wrote the pattern: console log checksum',
+            lambda: run.cli.console_report(server, 'write', volume))
+        before = run.timed('  guest writes (20 or more)',
+                           lambda: writes_after(server, 20))
+        run.timed('kill -9 %s' % dead, kill)
+        shown = run.timed('  Cinder shows the volume degraded',
+                          lambda: replication(volume, 'error'))
+        print('  replication_status %s, spdk_copies: %s'
+              % (shown['replication_status'],
+                 (shown.get('properties') or {}).get('spdk_copies')))
+        during = run.timed('  guest writes go on (20 more)',
+                           lambda: writes_after(server, before[0] + 20))
+        run.timed('%s restarted' % dead,
+                  lambda: cloud.restart(layout, venv, dead))
+        killed.remove(dead)
+        shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
+                          lambda: replication(volume, 'enabled'))
+        print('  spdk_copies: %s'
+              % (shown.get('properties') or {}).get('spdk_copies'))
+        after = run.timed('  guest writes go on (20 more)',
+                          lambda: writes_after(server, during[0] + 20))
+        read = run.timed('  guest reads the pattern: console log checksum',
+                         lambda: run.cli.console_report(server, 'read',
+                                                        volume))
+        print('  guest writes: %d before, %d while degraded, %d after; '
+              '%d failed' % (before[0], during[0] - before[0],
+                             after[0] - during[0], after[1]))
+        print('checksum written %s, read %s' % (written, read))
+        passed = (after[1] == 0 and written == read
+                  and written != demo.EMPTY_BLOCK_MD5)
+    except demo.DemoError as exc:
+        print('demo: %s' % exc)
+    finally:
+        for name in killed:
+            try:
+                cloud.restart(layout, venv, name)
+            except Exception as exc:
+                print('demo: restarting %s: %s' % (name, exc))
+                passed = False
     return run.finish(passed)

@@ -39,6 +39,12 @@ VOLUME_TYPES = {
                    'provisioning:type': 'thin',
                    'spdk:vhost_attach': '<is> True'},
 }
+# A cloud of two storage nodes or more: two copies, one per node.
+REPLICATED_TYPE = 'spdk-replicated'
+REPLICATED_SPECS = {'volume_backend_name': configs.REPLICATED_BACKEND,
+                    'provisioning:type': 'thin',
+                    'spdk:vhost_attach': '<is> True',
+                    'spdk:replicas': '2'}
 
 # The guest's /init: udev-like disk links by serial (kept current for
 # hot-plugged disks), then the server's user data from its config drive,
@@ -170,7 +176,10 @@ def create_flavor_and_types(layout, secret):
         conn.compute.create_flavor_extra_specs(flavor, {
             'hw:mem_page_size': 'large',
             'trait:CUSTOM_SPDK_VHOST': 'required'})
-    for name, specs in VOLUME_TYPES.items():
+    types = dict(VOLUME_TYPES)
+    if len(layout_mod.storage_nodes(layout)) > 1:
+        types[REPLICATED_TYPE] = REPLICATED_SPECS
+    for name, specs in types.items():
         if conn.block_storage.find_type(name) is None:
             conn.block_storage.create_type(name=name, extra_specs=specs)
     conn.close()

@@ -304,7 +304,7 @@ class Services:
 
     def start_cinder_volume(self, node=None):
         node = node or self.storage_nodes[0]
-        for sub in ('spdk', 'spdk-keys', 'conversion'):
+        for sub in ('spdk', 'spdk-keys', 'spdk-replicated', 'conversion'):
             os.makedirs(node.lib(sub), mode=0o700, exist_ok=True)
         if node.name:
             self.write(configs.cinder_volume(self.layout, self.secret,
@@ -314,9 +314,23 @@ class Services:
             self.bin('cinder-volume'), '--config-file', node.cinder_conf,
             '--log-file', node.log('cinder-volume')], stop_timeout=30)
 
+    def start_storage_service(self, node):
+        """spdk-storage-node: the node's SPDK for the replicated back end
+        (over the message bus; SPDK's RPC socket stays the node's).
+        """
+        conf = self.write(configs.storage_node_service(self.layout,
+                                                       self.secret, node),
+                          'spdk', 'storage-node-%s.conf' % node.name)
+        self.start_daemon(node.suffix('spdk-storage-node'),
+                          self.prefix(node) + [
+                              self.bin('spdk-storage-node'),
+                              '--config-file', conf,
+                              '--log-file', node.log('spdk-storage-node')])
+
     def start_storage_node(self, node):
         self.start_namespaces(node)
         self.start_storage_target(node)
+        self.start_storage_service(node)
         self.start_cinder_volume(node)
 
     def start_namespaces(self, node):
