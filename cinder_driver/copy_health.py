@@ -34,6 +34,15 @@ STATUS_OF_EVENT = {
 }
 
 
+def listener_pool(backend_host):
+    """The back end's pool of listeners: RabbitMQ names the queue after
+    it, so it must not be a name Cinder's own RPC servers use (their
+    ``cinder-volume.<host>`` queue would then take the notifications, and
+    this listener Cinder's casts).
+    """
+    return 'spdk-copy-health.%s' % backend_host
+
+
 def summary(names, copies):
     """``node=state`` of each copy, in the mirror's order."""
     states = {c.get('index'): c.get('state') for c in copies

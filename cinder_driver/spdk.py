@@ -288,7 +288,7 @@ class SPDKDriver(driver.VolumeDriver):
         self._copy_health = notifications.get_listener(
             messaging.get_notification_transport(CONF),
             [copy_health.CopyHealthEndpoint(self.host)],
-            pool='cinder-volume.%s' % self.host)
+            pool=copy_health.listener_pool(self.host))
         self._nodes = {
             name: nodes_mod.Node(
                 name, storage_rpcapi.StorageNodeClient(

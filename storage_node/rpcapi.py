@@ -89,15 +89,19 @@ class StorageNodeClient:
         return self.describe()['generation']
 
     def wait_disconnected(self, timeout):
-        """True when the node's generation changed within ``timeout``
-        (there is no connection to watch: this looks once, at the end).
+        """True when the node's generation changed within ``timeout``, or
+        the node does not answer (there is no connection to watch: this
+        looks at the start and at the end).
         """
-        before = self.connection_generation()
+        try:
+            before = self.connection_generation()
+        except spdk_exc.SPDKException:
+            return True
         if self._closed.wait(timeout):
             return False
         try:
             return self.connection_generation() != before
-        except spdk_exc.SPDKUnavailable:
+        except spdk_exc.SPDKException:
             return True
 
     def close(self):
