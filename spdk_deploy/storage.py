@@ -71,9 +71,15 @@ def target_config(aio_file=None, aio_block_size=512, nvme_pci=(),
                          'NVMe PCI addresses, not %s'
                          % ('both' if aio_file else 'neither'))
     if aio_file:
+        # fallocate: unmap and write-zeroes punch holes in the file.
+        # Without it SPDK's AIO bdev has neither, so a deleted lvol's
+        # clusters keep its bytes (its clear method does nothing), and a
+        # new thin lvol that takes such a cluster for a small write serves
+        # the rest of it to its guest: another volume's data.
         methods = [{'method': 'bdev_aio_create',
                     'params': {'name': AIO_BDEV, 'filename': aio_file,
-                               'block_size': aio_block_size}}]
+                               'block_size': aio_block_size,
+                               'fallocate': True}}]
     else:
         methods = [{'method': 'bdev_nvme_attach_controller',
                     'params': {'name': NVME_CONTROLLER % index,

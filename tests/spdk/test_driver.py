@@ -15,6 +15,7 @@ import cinder.privsep as cinder_privsep
 from spdk_common import naming
 
 from tests.fixtures import spdk_apps
+from tests.fixtures import storage_target
 from tests.functional.cinder_driver import scenarios
 from tests.spdk import base as spdk_base
 
@@ -89,6 +90,46 @@ class RemoteHostMixin(spdk_base.OnRealSPDK):
                                              {'lvs_name': self.lvs})
                   if lv['name'] == name]
         return lvol['num_allocated_clusters'], lvol['is_thin_provisioned']
+
+
+class TestDeletedBytesStayDeleted(RemoteHostMixin, scenarios.DriverTestBase,
+                                  scenarios.CinderTestCase):
+    """On the storage target as the deployment configures it, a new thin
+    volume never serves a deleted volume's bytes: SPDK does not zero the
+    rest of a cluster a thin lvol takes for a small write, so the cluster
+    must have been cleared when its lvol was deleted (the AIO bdev's
+    unmap, which needs its fallocate).
+    """
+
+    def target_port(self):
+        return 4522
+
+    def make_target(self):
+        return storage_target.DeployedTarget(interrupt=True, size_mib=256)
+
+    def test_a_new_thin_volume_reads_zeros_where_it_never_wrote(self):
+        cluster = 4 * 1024 * 1024
+        old = self.create_volume()
+        self.driver.create_export(self.ctxt, old, self.connector())
+        self.driver.initialize_connection(old, self.connector())
+        self.assertEqual(0, self.dd(old, scenarios.HOST_NQN,
+                                    pattern=b'\xa5' * cluster),
+                         self.last_dd.stderr[-2000:])
+        self.driver.terminate_connection(old, self.connector())
+        self.driver.delete_volume(old)
+        new = self.create_volume()
+        self.driver.create_export(self.ctxt, new, self.connector())
+        self.driver.initialize_connection(new, self.connector())
+        # 1 MiB written: the first cluster is the thin lvol's now.
+        self.assertEqual(0, self.dd(new, scenarios.HOST_NQN,
+                                    pattern=b'\x5a' * (1024 * 1024),
+                                    size=1024 * 1024),
+                         self.last_dd.stderr[-2000:])
+        read = self.dd(new, scenarios.HOST_NQN, size=cluster)
+        self.assertIsInstance(read, bytes, self.last_dd.stderr[-2000:])
+        self.assertEqual(b'\x5a' * (1024 * 1024), read[:1024 * 1024])
+        self.assertEqual(0, read[1024 * 1024:].count(b'\xa5'))
+        self.assertEqual(bytes(cluster - 1024 * 1024), read[1024 * 1024:])
 
 
 class TestNVMeoFDataPath(RemoteHostMixin, scenarios.DriverTestBase,

@@ -455,11 +455,12 @@ def replicated(layout, venv):
     """A storage node dies under a running guest: a volume of type
     spdk-replicated (two copies, one per storage node) attached to a
     server whose guest writes to it all along; the second storage node's
-    nvmf_tgt is killed (kill -9). The guest's writes must go on without an
-    error, Cinder must show the volume degraded (replication_status
-    error, the spdk_copies metadata), and once the node's target is back
-    the compute host's mirror rebuilds the copy and Cinder shows it
-    enabled again.
+    nvmf_tgt is killed (kill -9), and later the node's link is taken down
+    (it holds its connections and answers nothing). Each time the guest's
+    writes must go on without an error, Cinder must show the volume
+    degraded (replication_status error, the spdk_copies metadata), and
+    once the node is back the compute host's mirror rebuilds the copy and
+    Cinder shows it enabled again.
     """
     storage = layout_mod.storage_nodes(layout)
     run = NodeDemo(layout, venv, '')
@@ -473,7 +474,7 @@ def replicated(layout, venv):
         if s['State'] == 'up')[0]
     table = processes.ProcessTable(layout.process_table)
     dead = storage[1].suffix('nvmf_tgt')
-    killed = []
+    killed, cut = [], []
 
     def replication(volume, wanted):
         deadline = time.monotonic() + TIMEOUT
@@ -502,6 +503,41 @@ def replicated(layout, venv):
         os.killpg(table.get(dead).pgid, signal.SIGKILL)
         killed.append(dead)
 
+    def revive():
+        cloud.restart(layout, venv, dead)
+        killed.remove(dead)
+
+    def cut_link(up):
+        fabric.set_link(storage[1].name, up=up)
+        if up:
+            cut.remove(storage[1].name)
+        else:
+            cut.append(storage[1].name)
+
+    def outage(what, fail, repair, before):
+        """One outage of the second storage node; the guest's counts
+        after it.
+        """
+        run.timed(what, fail)
+        shown = run.timed('  Cinder shows the volume degraded',
+                          lambda: replication(volume, 'error'))
+        print('  replication_status %s, spdk_copies: %s'
+              % (shown['replication_status'],
+                 (shown.get('properties') or {}).get('spdk_copies')))
+        during = run.timed('  guest writes go on (20 more)',
+                           lambda: writes_after(server, before[0] + 20))
+        run.timed('  %s back' % storage[1].name, repair)
+        shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
+                          lambda: replication(volume, 'enabled'))
+        print('  spdk_copies: %s'
+              % (shown.get('properties') or {}).get('spdk_copies'))
+        after = run.timed('  guest writes go on (20 more)',
+                          lambda: writes_after(server, during[0] + 20))
+        print('  guest writes: %d while degraded, %d after; %d failed in '
+              'all' % (during[0] - before[0], after[0] - during[0],
+                       after[1]))
+        return after
+
     passed = False
     try:
         volume = run.timed(
@@ -524,37 +560,24 @@ def replicated(layout, venv):
         written = run.timed(
             '  guest wrote the pattern: console log checksum',
             lambda: run.cli.console_report(server, 'write', volume))
-        before = run.timed('  guest writes (20 or more)',
+        counts = run.timed('  guest writes (20 or more)',
                            lambda: writes_after(server, 20))
-        run.timed('kill -9 %s' % dead, kill)
-        shown = run.timed('  Cinder shows the volume degraded',
-                          lambda: replication(volume, 'error'))
-        print('  replication_status %s, spdk_copies: %s'
-              % (shown['replication_status'],
-                 (shown.get('properties') or {}).get('spdk_copies')))
-        during = run.timed('  guest writes go on (20 more)',
-                           lambda: writes_after(server, before[0] + 20))
-        run.timed('%s restarted' % dead,
-                  lambda: cloud.restart(layout, venv, dead))
-        killed.remove(dead)
-        shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
-                          lambda: replication(volume, 'enabled'))
-        print('  spdk_copies: %s'
-              % (shown.get('properties') or {}).get('spdk_copies'))
-        after = run.timed('  guest writes go on (20 more)',
-                          lambda: writes_after(server, during[0] + 20))
+        counts = outage('kill -9 %s' % dead, kill, revive, counts)
+        counts = outage('%s link down' % storage[1].name,
+                        lambda: cut_link(False), lambda: cut_link(True),
+                        counts)
+        after = counts
         read = run.timed('  guest reads the pattern: console log checksum',
                          lambda: run.cli.console_report(server, 'read',
                                                         volume))
-        print('  guest writes: %d before, %d while degraded, %d after; '
-              '%d failed' % (before[0], during[0] - before[0],
-                             after[0] - during[0], after[1]))
         print('checksum written %s, read %s' % (written, read))
         passed = (after[1] == 0 and written == read
                   and written != demo.EMPTY_BLOCK_MD5)
     except demo.DemoError as exc:
         print('demo: %s' % exc)
     finally:
+        for name in cut:
+            fabric.set_link(name, up=True)
         for name in killed:
             try:
                 cloud.restart(layout, venv, name)

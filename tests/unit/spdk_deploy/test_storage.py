@@ -24,6 +24,7 @@ class TestTargetConfig(base.TestCase):
                 {'subsystem': 'bdev', 'config': [{
                     'method': 'bdev_aio_create',
                     'params': {'name': 'aio0', 'filename': '/data/lvs.img',
+                               'fallocate': True,
                                'block_size': 512}}]},
                 {'subsystem': 'nvmf', 'config': [{
                     'method': 'nvmf_set_max_subsystems',
