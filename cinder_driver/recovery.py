@@ -64,9 +64,15 @@ class ExportRecovery:
             if generation == self._current and not self._pending:
                 return None
             restarted = not self._exports.transport_present()
+            # A new connection after an earlier one: SPDK may have
+            # restarted even with a transport there (another driver of the
+            # same target, such as a storage node's own back end next to a
+            # back end of storage nodes, may have made it first). The
+            # replay sends only what is missing.
+            reconnected = self._current is not None
             pending, self._pending = self._pending, False
             restored = []
-            if restarted or pending:
+            if restarted or pending or reconnected:
                 started = time.monotonic()
                 try:
                     restored, failed = self._exports.replay()

@@ -33,9 +33,13 @@ class StorageNodeEndpoint:
     def __init__(self, node):
         self._node = node
 
+    # SPDK's answers are the caller's to handle (a look-up of what is
+    # not there is routine): not logged here as the service's failures.
+    @messaging.expected_exceptions(spdk_exc.SPDKException)
     def spdk_call(self, context, spdk_method=None, params=None):
         return self._node.spdk_call(spdk_method, params)
 
+    @messaging.expected_exceptions(spdk_exc.SPDKException)
     def describe(self, context):
         return self._node.describe()
 
