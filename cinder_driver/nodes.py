@@ -95,6 +95,9 @@ class Node:
         if not self.down:
             return False
         found = self.client.describe()
+        # What the node's lvols are (sizes, hidden snapshots), whenever it
+        # first answers: at start or later.
+        self.lvols.load(self.client.call('bdev_get_bdevs'))
         self._make_exports(found['addresses'], found['port'])
         for volume_id, record in self._waiting.items():
             self.exports.remember(volume_id, *record)

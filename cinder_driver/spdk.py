@@ -306,10 +306,11 @@ class SPDKDriver(driver.VolumeDriver):
             try:
                 if self._remote:
                     node.connect()
+                else:
+                    node.lvols.load(node.client.call('bdev_get_bdevs'))
                 version = node.client.call('spdk_get_version')
                 node.exports.ensure_transport()
                 node.recovery.check()
-                node.lvols.load(node.client.call('bdev_get_bdevs'))
             except spdk_exc.SPDKException as exc:
                 if not self._remote:
                     raise _backend_error(exc)
