@@ -177,8 +177,10 @@ class TestHooks(base.TestCase):
                 hooks_driver.SPDKLibvirtDriver.__new__(
                     hooks_driver.SPDKLibvirtDriver), inst)
         offered = connector(instance(pagesize=2048, nodes=(0, 1)))
-        self.assertEqual({'version': '1.0', 'host_nqn': AGENT_NQN,
-                          'numa_nodes': [0, 1]}, offered['spdk_vhost'])
+        # 1.1: the agent mirrors the copies of replicated volumes.
+        self.assertEqual({'version': '1.1', 'host_nqn': AGENT_NQN,
+                          'numa_nodes': [0, 1], 'max_replicas': 3},
+                         offered['spdk_vhost'])
         self.assertNotIn('spdk_vhost', connector(instance(pagesize=4)))
         self.assertNotIn('spdk_vhost', connector(instance(pagesize=None)))
         self.agent.down = True
