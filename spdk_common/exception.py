@@ -10,6 +10,11 @@ as keyword arguments.
 import errno
 import os
 
+# Where the errors of every spdk-openstack RPC service are defined: the
+# allowed_remote_exmods of their transports, so that callers get these very
+# classes back.
+REMOTE_EXMODS = [__name__]
+
 
 class SPDKException(Exception):
     """Base of every spdk-openstack error."""

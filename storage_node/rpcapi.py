@@ -19,12 +19,11 @@ from spdk_common import exception as spdk_exc
 TOPIC = 'spdk-storage-node'
 EXCHANGE = TOPIC
 API_VERSION = '1.0'
-REMOTE_EXMODS = ['spdk_common.exception']
 
 
 def get_transport(conf):
-    return messaging.get_rpc_transport(conf,
-                                       allowed_remote_exmods=REMOTE_EXMODS)
+    return messaging.get_rpc_transport(
+        conf, allowed_remote_exmods=spdk_exc.REMOTE_EXMODS)
 
 
 class StorageNodeEndpoint:

@@ -14,18 +14,17 @@ Version history:
 
 import oslo_messaging as messaging
 
+from spdk_common import exception as spdk_exc
 from vhost_target import agent as vhost_agent
 
 TOPIC = 'spdk-vhost-target'
 EXCHANGE = TOPIC
 API_VERSION = '1.0'
-# Every error the agent raises is defined there.
-REMOTE_EXMODS = ['spdk_common.exception']
 
 
 def get_transport(conf):
-    return messaging.get_rpc_transport(conf,
-                                       allowed_remote_exmods=REMOTE_EXMODS)
+    return messaging.get_rpc_transport(
+        conf, allowed_remote_exmods=spdk_exc.REMOTE_EXMODS)
 
 
 class VhostTargetEndpoint:
