@@ -41,14 +41,17 @@ class ExportRecovery:
         self._pending = False
         self._replay_lock = threading.Lock()
         self._stopping = threading.Event()
+        # Set when the watcher should look now, not at its next interval.
+        self._wake = threading.Event()
         self._thread = None
         self.replays = 0
 
     def request_replay(self):
         """Exports were added to the desired set (ensure_export at start):
-        the next check replays them.
+        the watcher replays them now.
         """
         self._pending = True
+        self._wake.set()
 
     def check(self):
         """Replay when the target restarted or exports wait; return the
@@ -118,12 +121,15 @@ class ExportRecovery:
 
     def stop(self):
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
 
     def _watch(self):
         retry = FIRST_RETRY
         while not self._stopping.is_set():
+            # Cleared before the look: a request during it wakes the next.
+            self._wake.clear()
             try:
                 self.check()
             except spdk_exc.SPDKException as exc:
@@ -141,7 +147,8 @@ class ExportRecovery:
             retry = FIRST_RETRY
             # Wakes when the connection ends: the target exited.
             while not self._stopping.is_set():
-                if self._client.wait_disconnected(self._interval):
+                if self._client.wait_disconnected(self._interval,
+                                                  wake=self._wake):
                     break
                 if self._pending:
                     break

@@ -26,6 +26,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 
 from oslo_log import log as logging
 
@@ -35,6 +36,25 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
 _RECV_CHUNK = 1 << 20
+
+
+# How often a wait on several events looks at them (threading has no
+# select over events; a look costs nothing but a lock).
+_WAIT_SLICE = 0.05
+
+
+def wait_any(events, timeout):
+    """Wait until one of ``events`` (None entries ignored) is set, at most
+    ``timeout`` seconds; True when one is.
+    """
+    events = [event for event in events if event is not None]
+    deadline = time.monotonic() + timeout
+    while not any(event.is_set() for event in events):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        events[0].wait(min(left, _WAIT_SLICE))
+    return True
 
 
 class _PendingCall:
@@ -155,15 +175,17 @@ class SPDKClient:
                 self._conn = self._connect()
             return self.connections
 
-    def wait_disconnected(self, timeout):
+    def wait_disconnected(self, timeout, wake=None):
         """Wait until the open connection ends, at most ``timeout``
-        seconds; True when none is open (any more).
+        seconds or until ``wake`` (an Event) is set; True when none is
+        open (any more).
         """
         with self._lock:
             conn = self._conn
         if conn is None:
             return True
-        return conn.gone.wait(timeout)
+        wait_any((conn.gone, wake), timeout)
+        return conn.gone.is_set()
 
     def _connection_lost(self, conn, reason):
         with self._lock:

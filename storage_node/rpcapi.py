@@ -15,6 +15,7 @@ import threading
 import oslo_messaging as messaging
 
 from spdk_common import exception as spdk_exc
+from spdk_common import rpc
 
 TOPIC = 'spdk-storage-node'
 EXCHANGE = TOPIC
@@ -91,16 +92,18 @@ class StorageNodeClient:
     def connection_generation(self):
         return self.describe()['generation']
 
-    def wait_disconnected(self, timeout):
-        """True when the node's generation changed within ``timeout``, or
-        the node does not answer (there is no connection to watch: this
-        looks at the start and at the end).
+    def wait_disconnected(self, timeout, wake=None):
+        """True when the node's generation changed within ``timeout`` (or
+        until ``wake``, an Event, is set), or the node does not answer
+        (there is no connection to watch: this looks at the start and at
+        the end).
         """
         try:
             before = self.connection_generation()
         except spdk_exc.SPDKException:
             return True
-        if self._closed.wait(timeout):
+        if rpc.wait_any((self._closed, wake), timeout) and \
+                self._closed.is_set():
             return False
         try:
             return self.connection_generation() != before

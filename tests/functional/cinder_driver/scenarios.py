@@ -779,11 +779,15 @@ class DriverScenarios(DriverTestBase):
         volume.save()
         self.driver.create_export(self.ctxt, volume, self.connector())
         self.driver.initialize_connection(volume, self.connector())
+        # The old cinder-volume is gone: only the new one may restore.
+        self.driver._recovery.stop()
         self.target.restart()
         # cinder-volume restarts too: ensure_export from its database.
         manager = importutils.import_object(CONF.volume_manager, host=HOST)
         manager.init_host(service_id=None)
+        self.addCleanup(manager.driver._recovery.stop)
         self.assertTrue(manager.driver.initialized)
-        sub = self.subsystem(volume)
+        # ensure_export wakes the new driver's watcher: no interval wait.
+        sub = self.wait_for_subsystem(volume, timeout=5)
         self.assertEqual([HOST_NQN], [h['nqn'] for h in sub['hosts']])
         self.assertEqual(volume.id, sub['namespaces'][0]['uuid'])

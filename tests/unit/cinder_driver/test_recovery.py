@@ -105,6 +105,22 @@ class TestExportRecovery(base.TestCase):
         self.recovery.request_replay()
         self.assertEqual([self.exports.nqn(VOLS[1])], self.recovery.check())
 
+    def test_the_watcher_replays_a_request_at_once(self):
+        # ensure_export at cinder-volume's start requests the replay; it
+        # must not wait for the watcher's next interval.
+        watcher = recovery.ExportRecovery(
+            self.client, self.exports, self.target.socket_path, 60)
+        self.addCleanup(watcher.stop)
+        watcher.start()
+        # Its first look found the target current; now it waits.
+        base.wait_until(lambda: watcher._current is not None)
+        self.client.call('nvmf_delete_subsystem',
+                         {'nqn': self.exports.nqn(VOLS[1])})
+        watcher.request_replay()
+        base.wait_until(lambda: len(self.present()) == len(VOLS),
+                        timeout=5)
+        self.assertEqual(1, watcher.replays)
+
     def test_exports_a_replay_could_not_restore_stay_due(self):
         self.restart()
         real = self.exports._restore

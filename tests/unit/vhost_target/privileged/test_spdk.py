@@ -9,9 +9,9 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 
 from spdk_common import exception as spdk_exc
+from tests.base import wait_until
 from tests.unit.vhost_target import privileged as base
 from tests.unit.vhost_target import spawn_fake_spdk
 from vhost_target.privileged import spdk
@@ -31,14 +31,6 @@ LISTENER = ('import socket, sys, time\n'
             's.bind(sys.argv[sys.argv.index("-r") + 1])\n'
             's.listen(1)\n'
             'time.sleep(60)\n')
-
-
-def wait_until(condition, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out')
-        time.sleep(0.02)
 
 
 def state_of(pid):
