@@ -287,6 +287,17 @@ class NVMeoFExports:
             LOG.info('Host %(host)s may no longer connect to %(nqn)s',
                      {'host': host_nqn, 'nqn': export.nqn})
 
+    def forget(self, volume_id):
+        """Stop wanting the volume's export here without asking SPDK (the
+        target does not answer): a replay no longer restores it.
+        """
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            with self._desired_lock:
+                export = self._desired.pop(volume_id, None)
+            if export and self._keys:
+                for key in filter(None, export.hosts.values()):
+                    self._keys.remove(key)
+
     def forget_host(self, volume_id, host_nqn):
         """Take a host off the volume's ACL while this target does not
         answer: the next replay (requested by the caller) removes it from

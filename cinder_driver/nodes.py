@@ -8,13 +8,17 @@ message bus (:mod:`storage_node.rpcapi`); a volume has a copy on each of
 ``spdk:replicas`` of those nodes, and its ``provider_location`` names them.
 """
 
+import json
 import os
 
+from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from cinder_driver import exports as nvmf_exports
 from cinder_driver import lvols as spdk_lvols
 from cinder_driver import recovery as export_recovery
+from spdk_common import exception as spdk_exc
+from spdk_common import files
 
 LOG = logging.getLogger(__name__)
 
@@ -55,10 +59,15 @@ class Node:
         self.name = name
         self.client = client
         self._conf = conf
+        prefix = '-'.join(filter(None, [conf.config_group or 'spdk', name]))
         self.lvols = spdk_lvols.Lvols(
             client, conf.spdk_lvol_clear_method,
-            os.path.join(state_dir, '%s.json' % '-'.join(
-                filter(None, [conf.config_group or 'spdk', name]))))
+            os.path.join(state_dir, '%s.json' % prefix))
+        # Copies this node no longer holds for their volume (replaced
+        # elsewhere while it did not answer): {volume id: lvol alias},
+        # removed when it answers; kept on disk until then.
+        self._discard_path = os.path.join(state_dir,
+                                          '%s-discard.json' % prefix)
         self._keys = keys
         self.exports = self.recovery = None
         # ensure_export's records for a node that has not answered yet.
@@ -108,6 +117,7 @@ class Node:
                  '%(addresses)s port %(port)s',
                  {'node': self.name, 'addresses': found['addresses'],
                   'port': found['port']})
+        self.discard_leftovers()
         return True
 
     def start(self):
@@ -131,6 +141,52 @@ class Node:
             return
         self.exports.remember(volume_id, bdev, hosts, qos_limits)
         self.recovery.request_replay()
+
+    def discard(self, volume_id, alias):
+        """The copy of ``volume_id`` here is no longer the volume's: its
+        export and lvol go now, or when the node answers again.
+        """
+        self._waiting.pop(volume_id, None)
+        if self.exports is not None:
+            self.exports.forget(volume_id)
+        with lockutils.lock(self._discard_path):
+            leftovers = self._leftovers()
+            leftovers[volume_id] = alias
+            files.write_atomically(self._discard_path,
+                                   json.dumps(leftovers), 0o600)
+        if not self.down:
+            self.discard_leftovers()
+
+    def _leftovers(self):
+        try:
+            with open(self._discard_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+
+    def discard_leftovers(self):
+        """Remove the copies :meth:`discard` recorded (no RPC when there
+        are none): at the node's first answer and with every stats
+        refresh. One the node does not let go stays recorded.
+        """
+        with lockutils.lock(self._discard_path):
+            leftovers = self._leftovers()
+            for volume_id, alias in sorted(leftovers.items()):
+                try:
+                    self.exports.unexport(volume_id)
+                    self.lvols.delete(alias)
+                except spdk_exc.SPDKException as exc:
+                    LOG.warning('Storage node %(node)s: the old copy of '
+                                'volume %(id)s goes later: %(err)s',
+                                {'node': self, 'id': volume_id, 'err': exc})
+                    return
+                LOG.warning('Storage node %(node)s: removed %(alias)s, the '
+                            'old copy of volume %(id)s (replaced on another '
+                            'node)', {'node': self, 'alias': alias,
+                                      'id': volume_id})
+                del leftovers[volume_id]
+                files.write_atomically(self._discard_path,
+                                       json.dumps(leftovers), 0o600)
 
     def forget_host(self, volume_id, host_nqn):
         """Take a host off a copy's ACL on a node that does not answer;

@@ -9,14 +9,17 @@ NQN ACL per attachment. See doc/source/driver.rst for the extra specs.
 import os
 import re
 
+from oslo_concurrency import lockutils
 from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging as messaging
 from oslo_utils import excutils
 from oslo_utils import strutils
 from oslo_utils import units
+from oslo_utils import uuidutils
 
 from cinder.common import constants
+from cinder import context
 from cinder import exception
 from cinder.i18n import _
 from cinder import interface
@@ -32,6 +35,7 @@ from cinder_driver import image_copy
 from cinder_driver import lvols as spdk_lvols
 from cinder_driver import nodes as nodes_mod
 from cinder_driver import qos
+from cinder_driver import rpcapi as backend_rpcapi
 from spdk_common import connection
 from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
@@ -39,6 +43,7 @@ from spdk_common import naming
 from spdk_common import notifications
 from spdk_common import rpc
 from storage_node import rpcapi as storage_rpcapi
+from vhost_target import rpcapi as vhost_rpcapi
 
 LOG = logging.getLogger(__name__)
 
@@ -215,6 +220,8 @@ class SPDKDriver(driver.VolumeDriver):
         # The message bus to storage nodes (spdk_storage_nodes), and the
         # listener of the compute hosts' copy notifications.
         self._transport = self._copy_health = None
+        # The operator's API (spdk-volume-replicas), with storage nodes.
+        self._operator_api = None
         self._client = None
         self._lvols = None
         self._exports = None
@@ -331,6 +338,7 @@ class SPDKDriver(driver.VolumeDriver):
                     map(str, self._nodes.values())))
         if self._copy_health is not None:
             self._copy_health.start()
+            self._start_operator_api()
         LOG.info('SPDK on %(nodes)s: pools %(pools)s',
                  {'nodes': ', '.join(found),
                   'pools': ', '.join(sorted(lvstores))})
@@ -363,6 +371,8 @@ class SPDKDriver(driver.VolumeDriver):
                 node.lvstores = {}
                 continue
             there.update(found)
+            if self._remote:
+                node.discard_leftovers()
             node.lvstores = {name: lvs for name, lvs in found.items()
                              if not wanted or name in wanted}
             for name, lvs in node.lvstores.items():
@@ -598,16 +608,19 @@ class SPDKDriver(driver.VolumeDriver):
 
     # -- volumes ------------------------------------------------------------
 
-    def _place(self, volume, lvstore, copies, thin):
+    def _place(self, volume, lvstore, copies, thin, exclude=()):
         """The nodes of a new volume's copies: the local node, or the
         storage nodes with the lvstore that answer, the most free space
-        first, one copy each; refused when fewer have room.
+        first, one copy each; refused when fewer have room. Nodes named in
+        ``exclude`` (holding a copy already) are not taken.
         """
         if not self._remote:
             return [self._nodes[None]]
         needed = volume.size * units.Gi if not thin else 1
         room, short = [], []
         for node in self._nodes.values():
+            if node.name in exclude:
+                continue
             if node.down or lvstore not in node.lvstores:
                 short.append(_('%s (no lvstore %s there)') % (node, lvstore)
                              if not node.down else
@@ -905,6 +918,141 @@ class SPDKDriver(driver.VolumeDriver):
             if node.exports.is_exported(volume.id):
                 self._call(node.exports.export, volume.id, alias,
                            qos.limits_for_type(volume.volume_type_id))
+
+    # -- re-replication -----------------------------------------------------
+
+    def _start_operator_api(self):
+        """Serve the operator's API (:mod:`cinder_driver.rpcapi`) of a back
+        end of storage nodes.
+        """
+        self._operator_api = backend_rpcapi.get_server(
+            self._transport, self.host, self)
+        self._operator_api.start()
+
+    def replace_copy(self, volume_id, node, to=None):
+        """Put a new copy of a replicated volume on another storage node
+        in place of its copy on ``node`` (one that stays dead): the
+        compute host mirroring the volume rebuilds it from the others.
+
+        :raises CopyNotReplaced: naming why; nothing is changed then.
+        """
+        try:
+            return self._replace_copy(volume_id, node, to)
+        except (exception.CinderException, spdk_exc.SPDKException) as exc:
+            if isinstance(exc, spdk_exc.CopyNotReplaced):
+                raise
+            raise spdk_exc.CopyNotReplaced(volume=volume_id, reason=exc)
+
+    def _replace_copy(self, volume_id, node_name, to):
+        def refuse(reason, **kwargs):
+            raise spdk_exc.CopyNotReplaced(volume=volume_id,
+                                           reason=reason % kwargs)
+        if not isinstance(volume_id, str) or not uuidutils.is_uuid_like(
+                volume_id):
+            refuse('volume_id=%(v)r is not a volume id', v=volume_id)
+        ctxt = context.get_admin_context()
+        volume = objects.Volume.get_by_id(ctxt, volume_id)
+        if volume_utils.extract_host(volume.host, 'backend') != self.host:
+            refuse('it is on back end %(there)s, not %(here)s',
+                   there=volume.host, here=self.host)
+        with lockutils.lock('spdk-volume-%s' % volume.id):
+            names = nodes_mod.placement(volume) or []
+            if len(names) < 2:
+                refuse('it has one copy; only replicated volumes '
+                       '(spdk:replicas >= 2) have copies to replace')
+            if node_name not in names:
+                refuse('node=%(node)r: it has no copy there (its copies are '
+                       'on %(names)s)', node=node_name,
+                       names=', '.join(names))
+            if to is not None and (to not in self._nodes or to in names):
+                refuse('to=%(to)r: not one of this back end\'s storage '
+                       'nodes without a copy of the volume (%(free)s)',
+                       to=to, free=', '.join(
+                           n for n in self._nodes if n not in names)
+                       or 'none')
+            self._check_replaceable(volume, names, node_name, refuse)
+            attachments = [a for a in volume.volume_attachment
+                           if a.attach_status in ('attached', 'attaching')]
+            if len(attachments) != 1:
+                refuse('it is %(state)s; a copy is replaced under the '
+                       'compute host that mirrors it, which rebuilds the new '
+                       'copy: attach it to one server first', state=(
+                           'detached' if not attachments else
+                           'attached %d times' % len(attachments)))
+            connector = attachments[0].connector or {}
+            if not self._vhost_allowed(volume, connector):
+                refuse('it is attached through the host\'s kernel (nvmeof),'
+                       ' whose MD RAID1 the driver does not manage')
+            return self._put_new_copy(volume, names, names.index(node_name),
+                                      to, connector)
+
+    @staticmethod
+    def _check_replaceable(volume, names, node_name, refuse):
+        if volume.status not in ('available', 'in-use'):
+            refuse('its status is %(status)s', status=volume.status)
+        if volume.replication_status == fields.ReplicationStatus.ENABLING:
+            refuse('a copy is being rebuilt; try again when the volume\'s '
+                   'replication_status is enabled or error')
+        states = dict(item.split('=', 1) for item in (
+            volume.metadata or {}).get(copy_health.METADATA_KEY, '').split()
+            if '=' in item)
+        stale = ['%s=%s' % (n, states[n]) for n in names
+                 if n != node_name and states.get(
+                     n, notifications.COPY_IN_SYNC)
+                 != notifications.COPY_IN_SYNC]
+        if stale:
+            refuse('the copies that stay are not all in sync (%(stale)s); '
+                   'the new copy would be rebuilt from them',
+                   stale=', '.join(stale))
+        snapshots = objects.SnapshotList.get_all_for_volume(
+            context.get_admin_context(), volume.id)
+        if snapshots:
+            refuse('it has %(n)d snapshot(s), which a new copy would not '
+                   'have; delete them first', n=len(snapshots))
+
+    def _put_new_copy(self, volume, names, index, to, connector):
+        lvstore = self._lvstore_of(volume)
+        thin = self._is_thin(volume)
+        if to is not None:
+            new = self._nodes[to]
+            self._place(volume, lvstore, 1, thin, exclude=set(
+                self._nodes) - {to})
+        else:
+            [new] = self._place(volume, lvstore, 1, thin, exclude=names)
+        alias = self._volume_alias(volume)
+        old_location = volume.provider_location
+        new_names = list(names)
+        new_names[index] = new.name
+        self._call(new.lvols.create, lvstore,
+                   naming.volume_lvol_name(volume.id), volume.size, thin)
+        host = connector.get('host')
+        try:
+            volume.provider_location = nodes_mod.location(new_names)
+            info = self.initialize_connection(volume, connector)
+            agent = vhost_rpcapi.VhostTargetClient(
+                self._transport, host,
+                timeout=self.configuration.spdk_rpc_timeout)
+            agent.replace_copy(volume.id, info)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                volume.provider_location = old_location
+                if new.exports.is_exported(volume.id):
+                    self._call(new.exports.unexport, volume.id)
+                self._call(new.lvols.delete, alias)
+        states = dict.fromkeys(names, notifications.COPY_IN_SYNC)
+        states[new.name] = notifications.COPY_REBUILDING
+        volume.replication_status = fields.ReplicationStatus.ENABLING
+        volume.metadata = dict(volume.metadata or {}, **{
+            copy_health.METADATA_KEY: ' '.join(
+                '%s=%s' % (n, states[n]) for n in new_names)})
+        volume.save()
+        self._nodes[names[index]].discard(volume.id, alias)
+        LOG.warning('Volume %(id)s: its copy on %(old)s is replaced by a new '
+                    'one on %(new)s, which %(host)s rebuilds',
+                    {'id': volume.id, 'old': names[index], 'new': new.name,
+                     'host': host})
+        return {'volume_id': volume.id, 'index': index,
+                'from': names[index], 'to': new.name, 'host': host}
 
     # -- exports ------------------------------------------------------------
 

@@ -196,6 +196,13 @@ class UnknownVolume(SPDKException):
     message = 'Volume %(volume)s is not attached on this host.'
 
 
+class CopyNotReplaced(SPDKException):
+    """The operator's replacement of a replicated volume's copy was
+    refused or failed; nothing changed.
+    """
+    message = 'Volume %(volume)s: the copy was not replaced: %(reason)s'
+
+
 class NoRoom(SPDKException):
     message = ('This host\'s SPDK vhost holds at most %(limit)d '
                'attachment(s) in hugepage_mib_per_node=%(memory)d MiB, and '

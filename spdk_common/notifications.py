@@ -20,6 +20,10 @@ DEGRADED = 'attachment.degraded'
 REBUILDING = 'attachment.rebuilding'
 MIRRORED = 'attachment.mirrored'
 MIRROR_EVENTS = (DEGRADED, REBUILDING, MIRRORED)
+# A copy's state in those payloads (and in Cinder's spdk_copies metadata).
+COPY_IN_SYNC = 'in_sync'
+COPY_MISSING = 'missing'
+COPY_REBUILDING = 'rebuilding'
 
 
 def event_type(event):

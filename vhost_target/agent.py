@@ -7,6 +7,7 @@ parallel.
 
 import collections
 import concurrent.futures
+import dataclasses
 import time
 
 from oslo_concurrency import lockutils
@@ -55,7 +56,7 @@ def refuse_unknown_arguments(method, arguments):
         raise spdk_exc.InvalidRequest(
             method=method, field='argument %s' % spdk_exc.shown(name),
             value='(a %s)' % type(arguments[name]).__name__,
-            reason='is not an argument of %s in API version 1.0' % method)
+            reason='is not an argument of %s' % method)
 
 
 # What a repeated attach of one volume may not change without a detach:
@@ -255,6 +256,96 @@ class VhostAgent:
                                 attachment.replicas is not None)
             attachment.qos = qos
             self._desired.put(attachment)
+
+    def replace_copy(self, volume_id, connection_info):
+        """Mirror a new copy of a replicated volume in place of one whose
+        storage node is gone (the operator's re-replication).
+
+        ``connection_info`` is the volume's connection as Cinder now gives
+        it: the attachment's, but for one copy. The old copy leaves the
+        mirror, the new one is connected and added, and SPDK rebuilds it
+        from the others; the health check reports the rebuild and the
+        mirror in sync, as after a copy came back. Repeating the call once
+        done does nothing. Returns the index of the copy replaced (None
+        when nothing changed).
+        """
+        request = checked('replace_copy', validation.attach, volume_id,
+                          connection_info, None, None)
+        volume_id = request.volume_id
+        with _lock(volume_id):
+            existing = self._require(volume_id)
+            index = self._copy_to_replace(existing, request)
+            if index is None:
+                return None
+            new = dataclasses.replace(existing, replicas=request.replicas)
+            raid = self._vhost.mirror.get(naming.raid_bdev_name(volume_id))
+            others = [m for i, m in enumerate(self._members(existing))
+                      if i != index]
+            states = mirror.copy_states(raid, others)
+            if (raid is None or raid['state'] != mirror.ONLINE
+                    or raid.get('process') or mirror.IN_SYNC not in
+                    states.values()):
+                raise spdk_exc.InvalidRequest(
+                    method='replace_copy', field='volume_id',
+                    value=volume_id,
+                    reason='the mirror has no other copy in sync to rebuild '
+                           'copy %d from, or a rebuild is running (%s); '
+                           'try again once it is done' % (index, ', '.join(
+                               '%s=%s' % kv for kv in sorted(states.items()))
+                               or 'no mirror'))
+            member = self._vhost.replace_copy(existing, new, index)
+            vhost_mod.crash_point('replace:before-state-write')
+            self._desired.put(new)
+            try:
+                self._vhost.mirror.add(naming.raid_bdev_name(volume_id),
+                                       member)
+            except spdk_exc.SPDKException as exc:
+                # The health check adds it on its next look.
+                LOG.warning('Volume %(id)s: the mirror did not take the '
+                            'new copy %(index)d yet: %(err)s',
+                            {'id': volume_id, 'index': index, 'err': exc})
+        LOG.warning('Volume %(id)s: copy %(index)d is now %(target)s; the '
+                    'mirror rebuilds it', {
+                        'id': volume_id, 'index': index,
+                        'target': request.replicas[index][0]})
+        return index
+
+    @staticmethod
+    def _members(attachment):
+        return [naming.namespace_bdev_name(name)
+                for name, _nqn, _portals in attachment.targets()]
+
+    @staticmethod
+    def _copy_to_replace(existing, request):
+        """The index of the one copy ``request`` changes; None when it
+        changes none. Anything else that differs is refused.
+        """
+        def refuse(field, value, reason):
+            raise spdk_exc.InvalidRequest(
+                method='replace_copy', field=field,
+                value=spdk_exc.shown(value, secret='dhchap' in field),
+                reason=reason)
+        if existing.replicas is None:
+            refuse('volume_id', existing.volume_id,
+                   'is a volume of one copy on this host: nothing to '
+                   'replace')
+        for attr, field in _CONNECTION_FIELDS:
+            if attr != 'replicas' and _normalized(
+                    attr, getattr(existing, attr)) != getattr(request, attr):
+                refuse(field, getattr(request, attr),
+                       'differs from the attachment this host serves; '
+                       'only one copy may change')
+        old = _normalized('replicas', existing.replicas)
+        new = request.replicas or []
+        if len(new) != len(old):
+            refuse('connection_info.data.volume_replicas', len(new),
+                   'copies: the attachment has %d; a replacement keeps '
+                   'their number' % len(old))
+        changed = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
+        if len(changed) > 1:
+            refuse('connection_info.data.volume_replicas', changed,
+                   'copies changed; one is replaced at a time')
+        return changed[0] if changed else None
 
     def _check_room(self):
         attached = len(self._desired.all())

@@ -19,15 +19,16 @@ from oslo_log import log as logging
 
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
+from spdk_common import notifications
 
 LOG = logging.getLogger(__name__)
 
 # bdev_raid_get_bdevs' states (module/bdev/raid/bdev_raid.c, v25.09).
 ONLINE = 'online'
 # Copy states the agent reports.
-IN_SYNC = 'in_sync'
-MISSING = 'missing'
-REBUILDING = 'rebuilding'
+IN_SYNC = notifications.COPY_IN_SYNC
+MISSING = notifications.COPY_MISSING
+REBUILDING = notifications.COPY_REBUILDING
 # How long SPDK's examine may take to assemble a mirror whose copies
 # carry its superblock, once their bdevs are there.
 ASSEMBLE_TIMEOUT = 10.0
@@ -202,6 +203,16 @@ class Mirror:
         """Take a copy back; SPDK rebuilds it from the others."""
         self._client.call('bdev_raid_add_base_bdev',
                           {'raid_bdev': name, 'base_bdev': member})
+
+    def remove(self, member):
+        """Take a copy out of its mirror (the others' superblocks record
+        it gone); a copy already out is fine.
+        """
+        try:
+            self._client.call('bdev_raid_remove_base_bdev',
+                              {'name': member})
+        except spdk_exc.SPDKNotFound:
+            pass
 
 
 def copy_states(raid, members):

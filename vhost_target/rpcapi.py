@@ -10,6 +10,7 @@ can tell a bad request from an SPDK failure.
 Version history:
 
 * 1.0 - attach_volume, detach_volume, extend_volume, set_qos, get_status
+* 1.1 - replace_copy
 """
 
 import oslo_messaging as messaging
@@ -19,7 +20,9 @@ from vhost_target import agent as vhost_agent
 
 TOPIC = 'spdk-vhost-target'
 EXCHANGE = TOPIC
-API_VERSION = '1.0'
+API_VERSION = '1.1'
+# What a caller needs of the agent for each call it makes.
+REPLACE_COPY_VERSION = '1.1'
 
 
 def get_transport(conf):
@@ -58,6 +61,11 @@ class VhostTargetEndpoint:
         vhost_agent.refuse_unknown_arguments('set_qos', unknown)
         self._agent.set_qos(volume_id, qos)
 
+    def replace_copy(self, context, volume_id=None, connection_info=None,
+                     **unknown):
+        vhost_agent.refuse_unknown_arguments('replace_copy', unknown)
+        return self._agent.replace_copy(volume_id, connection_info)
+
     def get_status(self, context, **unknown):
         vhost_agent.refuse_unknown_arguments('get_status', unknown)
         return self._agent.get_status()
@@ -79,8 +87,8 @@ class VhostTargetClient:
         self._client = messaging.get_rpc_client(transport, target,
                                                 timeout=timeout)
 
-    def _call(self, method, **kwargs):
-        return self._client.prepare(version=API_VERSION).call(
+    def _call(self, method, version='1.0', timeout=None, **kwargs):
+        return self._client.prepare(version=version, timeout=timeout).call(
             {}, method, **kwargs)
 
     def attach_volume(self, volume_id, connection_info, numa_nodes=None,
@@ -98,6 +106,10 @@ class VhostTargetClient:
     def set_qos(self, volume_id, qos):
         return self._call('set_qos', volume_id=volume_id, qos=qos)
 
+    def replace_copy(self, volume_id, connection_info, timeout=None):
+        return self._call('replace_copy', version=REPLACE_COPY_VERSION,
+                          timeout=timeout, volume_id=volume_id,
+                          connection_info=connection_info)
+
     def get_status(self, timeout=None):
-        client = self._client.prepare(version=API_VERSION, timeout=timeout)
-        return client.call({}, 'get_status')
+        return self._call('get_status', timeout=timeout)

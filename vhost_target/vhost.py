@@ -22,6 +22,7 @@ import socket
 import time
 
 from oslo_log import log as logging
+from oslo_utils import excutils
 
 from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
@@ -540,6 +541,37 @@ class VhostTarget:
         key = (naming.agent_key_name(attachment.volume_id)
                if attachment.dhchap_secret else None)
         return self._connect(attachment, name, target_nqn, portals, key, [])
+
+    def replace_copy(self, old, new, index):
+        """Put the copy ``index`` of ``new`` (an attachment the same as
+        ``old`` but for that copy) in the place of ``old``'s: the old copy
+        leaves the mirror and its controller goes, the new copy's
+        controller takes the same name and the mirror adds it, rebuilding
+        it from the others (a full copy).
+
+        :raises AttachError: when the new copy cannot be connected; the
+            old copy's controller is connected again (the health check
+            puts it back in the mirror).
+        """
+        volume_id = old.volume_id
+        raid_name = naming.raid_bdev_name(volume_id)
+        name = old.targets()[index][0]
+        member = naming.namespace_bdev_name(name)
+        raid = self.mirror.get(raid_name)
+        if raid is not None and member in {
+                b.get('name') for b in raid.get('base_bdevs_list') or ()}:
+            self.mirror.remove(member)
+        self._disconnect(name)
+        crash_point('replace:old-copy-gone')
+        try:
+            self.reconnect_copy(new, index)
+        except spdk_exc.SPDKException:
+            with excutils.save_and_reraise_exception():
+                try:
+                    self.reconnect_copy(old, index)
+                except spdk_exc.SPDKException:
+                    pass   # the health check keeps trying
+        return member
 
     def controllers(self):
         """What SPDK has now: vhost controllers and NVMe controllers."""

@@ -18,7 +18,9 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 from oslo_messaging.notify import notifier as messaging_notifier
 
+from cinder import objects
 from cinder_driver import nodes
+from cinder_driver import rpcapi as backend_rpcapi
 from spdk_common import connection
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
@@ -28,6 +30,7 @@ from storage_node import rpcapi
 from tests.fixtures import rabbitmq
 from tests.fixtures import spdk as spdk_fixtures
 from tests.functional.cinder_driver import scenarios
+from vhost_target import rpcapi as vhost_rpcapi
 
 CONF = cfg.CONF
 NODES = ('store1', 'store2', 'store3')
@@ -67,6 +70,9 @@ class StorageNodesTestBase(scenarios.DriverTestBase,
             node.stop()
         self.driver._copy_health.stop()
         self.driver._copy_health.wait()
+        if self.driver._operator_api is not None:
+            self.driver._operator_api.stop()
+            self.driver._operator_api.wait()
         self.driver._transport.cleanup()
 
     def start_node(self, name, index):
@@ -300,6 +306,128 @@ class TestReplicatedOperations(StorageNodesTestBase):
             time.sleep(0.2)
         self.assertEqual([scenarios.HOST_NQN], [
             h['nqn'] for h in self.subsystem(name, self.volume)['hosts']])
+
+
+class RecordingAgent:
+    """Stands in for a compute host's agent behind its real RPC server;
+    the agent's own replace_copy runs against real SPDK in the SPDK tier
+    (tests/spdk/test_replicated_volume.py).
+    """
+
+    def __init__(self):
+        self.replaced = []
+        self.fail = None
+
+    def replace_copy(self, volume_id, connection_info):
+        if self.fail:
+            raise self.fail
+        self.replaced.append((volume_id, connection_info))
+        return 1
+
+
+class TestReplaceCopy(StorageNodesTestBase):
+    """The operator's re-replication (spdk-volume-replicas replace-copy)."""
+
+    def setUp(self):
+        super().setUp()
+        self.agent = RecordingAgent()
+        server = vhost_rpcapi.get_server(self.transport, 'compute1',
+                                         self.agent)
+        server.start()
+        self.addCleanup(server.wait)
+        self.addCleanup(server.stop)
+        self.vhost = connection.capability(scenarios.HOST_NQN, [0])
+        self.vtype = self.replicated_type(
+            **{'spdk:vhost_attach': '<is> True'})
+        self.volume = self.create_volume(size=1, volume_type=self.vtype)
+        # store2 and store1 hold it; store3 has room for a new copy.
+        self.copies = nodes.placement(self.volume)
+        self.client = backend_rpcapi.ReplicatedBackendClient(
+            self.transport, self.driver.host, timeout=30)
+
+    def attach(self):
+        connector = self.connector(spdk_vhost=self.vhost)
+        objects.VolumeAttachment(
+            self.ctxt, volume_id=self.volume.id, attach_status='attached',
+            connector=connector, attached_host='compute1').create()
+        self.driver.initialize_connection(self.volume, connector)
+        self.volume.status = 'in-use'
+        self.volume.save()
+
+    def refused(self, *args, words):
+        exc = self.assertRaises(spdk_exc.CopyNotReplaced,
+                                self.client.replace_copy, *args)
+        self.assertIn(words, str(exc))
+        self.assertEqual([], self.holders(
+            naming.volume_lvol_name(self.volume.id))[2:])
+        self.assertEqual([], self.agent.replaced)
+        return exc
+
+    def test_a_dead_nodes_copy_is_made_again_elsewhere(self):
+        self.attach()
+        dead = self.copies[1]
+        self.stop_node(dead)
+        done = self.client.replace_copy(self.volume.id, dead)
+        self.assertEqual({'volume_id': self.volume.id, 'index': 1,
+                          'from': dead, 'to': 'store3', 'host': 'compute1'},
+                         done)
+        name = naming.volume_lvol_name(self.volume.id)
+        self.assertIn('store3', self.holders(name))
+        # The agent was given the volume's connection with the new copy,
+        # which only the host may connect to.
+        [(volume_id, info)] = self.agent.replaced
+        props = connection.SPDKVhostConnProps(info, self.volume.id)
+        self.assertEqual(naming.replica_nqn(
+            CONF.backend_defaults.spdk_nqn_prefix, self.volume.id,
+            'store3'), props.replicas[1][0])
+        store3 = TestReplicatedOperations.subsystem(self, 'store3',
+                                                    self.volume)
+        self.assertEqual([scenarios.HOST_NQN],
+                         [h['nqn'] for h in store3['hosts']])
+        self.volume.refresh()
+        self.assertEqual([self.copies[0], 'store3'],
+                         nodes.placement(self.volume))
+        self.assertEqual('enabling', self.volume.replication_status)
+        self.assertEqual('%s=in_sync store3=rebuilding' % self.copies[0],
+                         self.volume.metadata['spdk_copies'])
+        # The dead node comes back: its old copy goes, export and lvol.
+        self.start_node(dead, NODES.index(dead))
+        self.driver.get_volume_stats(refresh=True)
+        self.assertNotIn(dead, self.holders(name))
+        self.assertIsNone(TestReplicatedOperations.subsystem(
+            self, dead, self.volume))
+
+    def test_an_agent_refusing_leaves_nothing(self):
+        self.attach()
+        self.agent.fail = spdk_exc.InvalidRequest(
+            method='replace_copy', field='volume_id', value=self.volume.id,
+            reason='no copy in sync')
+        self.refused(self.volume.id, self.copies[1],
+                     words='no copy in sync')
+        self.volume.refresh()
+        self.assertEqual(self.copies, nodes.placement(self.volume))
+        self.assertIsNone(TestReplicatedOperations.subsystem(
+            self, 'store3', self.volume))
+
+    def test_what_cannot_be_replaced_is_refused_by_name(self):
+        self.refused(self.volume.id, self.copies[1],
+                     words='it is detached; a copy is replaced under the '
+                           'compute host that mirrors it')
+        self.attach()
+        self.refused(self.volume.id, 'store3',
+                     words="node='store3': it has no copy there")
+        self.refused(self.volume.id, self.copies[1], 'store9',
+                     words="to='store9': not one of this back end")
+        self.refused('not-a-volume', 'store1', words="volume_id='not-a-"
+                     "volume' is not a volume id")
+        self.volume.metadata = {'spdk_copies': '%s=missing %s=in_sync' % (
+            self.copies[0], self.copies[1])}
+        self.volume.save()
+        self.refused(self.volume.id, self.copies[1],
+                     words='the copies that stay are not all in sync (%s='
+                           'missing)' % self.copies[0])
+        single = self.create_volume(size=1)
+        self.refused(single.id, 'store2', words='it has one copy')
 
 
 class TestCopyHealth(StorageNodesTestBase):

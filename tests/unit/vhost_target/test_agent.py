@@ -47,6 +47,9 @@ class RecordingMirror:
         self.calls.append(('raid_listing',))
         return dict(self.raids)
 
+    def get(self, name):
+        return self.raids.get(name)
+
     def set_rebuild_bandwidth(self, mib_sec):
         self.calls.append(('rebuild_bandwidth', mib_sec))
 
@@ -105,6 +108,13 @@ class RecordingVhost:
         self.calls.append(('reconnect_copy', attachment.volume_id, index))
         if self.fail:
             raise self.fail
+
+    def replace_copy(self, old, new, index):
+        self.calls.append(('replace_copy', old.volume_id, index,
+                           new.replicas[index][0]))
+        if self.fail:
+            raise self.fail
+        return '%s-r%dn1' % (old.volume_id, index)
 
     def secure_socket(self, volume_id):
         self.calls.append(('secure_socket', volume_id))
@@ -540,10 +550,10 @@ class TestHealth(base.TestCase):
         self.assertEqual('ok', self.health())
 
 
-def replicated_info():
+def replicated_info(nodes=(1, 2, 3)):
     return connection.spdk_vhost_replicated_info(
         [('nqn.2010-10.org.openstack:volume-%s:store%d' % (V, i),
-          [('10.0.0.%d' % i, '4420', 'tcp')], None) for i in (1, 2, 3)],
+          [('10.0.0.%d' % i, '4420', 'tcp')], None) for i in nodes],
         V, HOST)
 
 
@@ -660,3 +670,94 @@ class TestMirrorHealth(base.TestCase):
     def test_detach_removes_every_copy(self):
         self.agent.detach_volume(V)
         self.assertEqual(3, self.vhost.copies_detached)
+
+
+class TestReplaceCopy(base.TestCase):
+    """The operator's re-replication: one copy of an attached replicated
+    volume replaced by a new one, which the mirror rebuilds.
+    """
+
+    make_agent = TestAgent.make_agent
+
+    def setUp(self):
+        super().setUp()
+        self.make_agent()
+        self.agent.attach_volume(V, replicated_info())
+        # Copy 1's node died: the mirror took it out.
+        self.vhost.mirror.raids[V] = raid([True, False, True])
+        del self.vhost.calls[:]
+
+    def replaced(self):
+        return [c for c in self.vhost.calls
+                if c[0] in ('replace_copy', 'raid_add')]
+
+    def test_the_new_copy_takes_the_old_ones_place_and_is_rebuilt(self):
+        self.assertEqual(1, self.agent.replace_copy(
+            V, replicated_info((1, 4, 3))))
+        self.assertEqual(
+            [('replace_copy', V, 1,
+              'nqn.2010-10.org.openstack:volume-%s:store4' % V),
+             ('raid_add', V, '%s-r1n1' % V)], self.replaced())
+        # The state a restart replays has the new copy.
+        [saved] = state.DesiredState(self.state_dir).load()
+        self.assertEqual(
+            'nqn.2010-10.org.openstack:volume-%s:store4' % V,
+            saved.replicas[1][0])
+        # Once done, the same call changes nothing.
+        del self.vhost.calls[:]
+        self.assertIsNone(self.agent.replace_copy(
+            V, replicated_info((1, 4, 3))))
+        self.assertEqual([], self.replaced())
+
+    def refused(self, field, *args):
+        exc = self.assertRaises(spdk_exc.InvalidRequest,
+                                self.agent.replace_copy, *args)
+        self.assertEqual(field, exc.kwargs['field'])
+        self.assertEqual([], self.replaced())
+        return exc
+
+    def test_more_than_one_copy_changing_is_refused(self):
+        self.refused('connection_info.data.volume_replicas', V,
+                     replicated_info((4, 5, 3)))
+
+    def test_another_number_of_copies_is_refused(self):
+        self.refused('connection_info.data.volume_replicas', V,
+                     replicated_info((1, 4)))
+
+    def test_another_host_is_refused(self):
+        info = replicated_info((1, 4, 3))
+        info['data']['host_nqn'] = HOST.replace('0f8d', '1f8d')
+        self.refused('connection_info.data.host_nqn', V, info)
+
+    def test_a_volume_not_attached_here_is_refused(self):
+        info = connection.spdk_vhost_replicated_info(
+            [('nqn.2010-10.org.openstack:volume-%s:store%d' % (A, i),
+              [('10.0.0.%d' % i, '4420', 'tcp')], None) for i in (1, 2)],
+            A, HOST)
+        self.assertRaises(spdk_exc.UnknownVolume, self.agent.replace_copy,
+                          A, info)
+
+    def test_a_bad_connection_is_refused_naming_the_field(self):
+        info = replicated_info((1, 4, 3))
+        info['data']['volume_replicas'][1]['target_nqn'] = 'not an nqn'
+        self.refused('connection_info.data.volume_replicas[1].target_nqn',
+                     V, info)
+
+    def test_no_copy_in_sync_to_rebuild_from_is_refused(self):
+        self.vhost.mirror.raids[V] = raid([False, False, True],
+                                          rebuilding=2)
+        exc = self.refused('volume_id', V, replicated_info((1, 4, 3)))
+        self.assertIn('rebuild', str(exc))
+
+    def test_a_copy_that_does_not_connect_leaves_the_state(self):
+        self.vhost.fail = spdk_exc.AttachError(volume=V, reason='refused')
+        self.assertRaises(spdk_exc.AttachError, self.agent.replace_copy,
+                          V, replicated_info((1, 4, 3)))
+        [saved] = state.DesiredState(self.state_dir).load()
+        self.assertEqual('nqn.2010-10.org.openstack:volume-%s:store2' % V,
+                         saved.replicas[1][0])
+
+    def test_a_volume_of_one_copy_is_refused(self):
+        self.agent.attach_volume(A, info())
+        self.refused('volume_id', A, info(target_nqn='nqn.2010-10.org.'
+                                          'openstack:volume-2'))
