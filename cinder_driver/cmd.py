@@ -7,10 +7,11 @@ Run where cinder.conf is (its database and message bus): puts a new copy
 of VOLUME_ID on another storage node (or on ``--to``) in place of its
 copy on NODE, a storage node that stays dead. The volume's back end
 (``spdk_storage_nodes``) does it; the compute host that mirrors the
-volume rebuilds the new copy from the others, and the volume's
-``replication_status`` goes from ``enabling`` to ``enabled`` when it is in
-sync. The old copy is removed when NODE answers again. Prints what was
-done; exits 1, naming why, when the copy was not replaced.
+volume rebuilds the new copy from the others (a detached volume's at its
+next attach), and the volume's ``replication_status`` goes from
+``enabling`` to ``enabled`` when it is in sync. The old copy is removed
+when NODE answers again. Prints what was done; exits 1, naming why, when
+the copy was not replaced.
 """
 
 import sys
@@ -74,9 +75,14 @@ def main(argv=None):
                                                     backend),
               file=sys.stderr)
         return 1
-    print('volume %(volume_id)s: copy %(index)d moved from %(from)s to '
-          '%(to)s; %(host)s rebuilds it (replication_status enabling, then '
-          'enabled)' % done)
+    if done['host']:
+        print('volume %(volume_id)s: copy %(index)d moved from %(from)s to '
+              '%(to)s; %(host)s rebuilds it (replication_status enabling, '
+              'then enabled)' % done)
+    else:
+        print('volume %(volume_id)s: copy %(index)d moved from %(from)s to '
+              '%(to)s; it is rebuilt when the volume is next attached '
+              '(replication_status error until then)' % done)
     return 0
 
 

@@ -973,16 +973,22 @@ class SPDKDriver(driver.VolumeDriver):
             self._check_replaceable(volume, names, node_name, refuse)
             attachments = [a for a in volume.volume_attachment
                            if a.attach_status in ('attached', 'attaching')]
-            if len(attachments) != 1:
-                refuse('it is %(state)s; a copy is replaced under the '
-                       'compute host that mirrors it, which rebuilds the new '
-                       'copy: attach it to one server first', state=(
-                           'detached' if not attachments else
-                           'attached %d times' % len(attachments)))
-            connector = attachments[0].connector or {}
-            if not self._vhost_allowed(volume, connector):
-                refuse('it is attached through the host\'s kernel (nvmeof),'
-                       ' whose MD RAID1 the driver does not manage')
+            if len(attachments) > 1:
+                refuse('it is attached %(n)d times (a migration?); try again '
+                       'when it is attached once or detached',
+                       n=len(attachments))
+            connector = attachments[0].connector or {} if attachments else (
+                None)
+            if not _spec_true(self._extra_specs(volume).get(
+                    VHOST_ATTACH_SPEC)) or (
+                        connector is not None
+                        and not self._vhost_allowed(volume, connector)):
+                refuse('it is %(how)s through the host\'s kernel (nvmeof), '
+                       'whose MD RAID1 cannot rebuild a copy; only copies '
+                       'that compute hosts\' agents mirror (spdk:vhost_'
+                       'attach) are replaced', how=(
+                           'attached' if connector is not None else
+                           'attached (its type has no spdk:vhost_attach)'))
             return self._put_new_copy(volume, names, names.index(node_name),
                                       to, connector)
 
@@ -1025,14 +1031,15 @@ class SPDKDriver(driver.VolumeDriver):
         new_names[index] = new.name
         self._call(new.lvols.create, lvstore,
                    naming.volume_lvol_name(volume.id), volume.size, thin)
-        host = connector.get('host')
+        host = (connector or {}).get('host')
         try:
             volume.provider_location = nodes_mod.location(new_names)
-            info = self.initialize_connection(volume, connector)
-            agent = vhost_rpcapi.VhostTargetClient(
-                self._transport, host,
-                timeout=self.configuration.spdk_rpc_timeout)
-            agent.replace_copy(volume.id, info)
+            if connector is not None:
+                info = self.initialize_connection(volume, connector)
+                agent = vhost_rpcapi.VhostTargetClient(
+                    self._transport, host,
+                    timeout=self.configuration.spdk_rpc_timeout)
+                agent.replace_copy(volume.id, info)
         except Exception:
             with excutils.save_and_reraise_exception():
                 volume.provider_location = old_location
@@ -1040,8 +1047,12 @@ class SPDKDriver(driver.VolumeDriver):
                     self._call(new.exports.unexport, volume.id)
                 self._call(new.lvols.delete, alias)
         states = dict.fromkeys(names, notifications.COPY_IN_SYNC)
-        states[new.name] = notifications.COPY_REBUILDING
-        volume.replication_status = fields.ReplicationStatus.ENABLING
+        # A detached volume's new copy is rebuilt at its next attach.
+        states[new.name] = (notifications.COPY_REBUILDING if host else
+                            notifications.COPY_MISSING)
+        volume.replication_status = (fields.ReplicationStatus.ENABLING
+                                     if host else
+                                     fields.ReplicationStatus.ERROR)
         volume.metadata = dict(volume.metadata or {}, **{
             copy_health.METADATA_KEY: ' '.join(
                 '%s=%s' % (n, states[n]) for n in new_names)})
@@ -1050,7 +1061,7 @@ class SPDKDriver(driver.VolumeDriver):
         LOG.warning('Volume %(id)s: its copy on %(old)s is replaced by a new '
                     'one on %(new)s, which %(host)s rebuilds',
                     {'id': volume.id, 'old': names[index], 'new': new.name,
-                     'host': host})
+                     'host': host or _('the next host it is attached to')})
         return {'volume_id': volume.id, 'index': index,
                 'from': names[index], 'to': new.name, 'host': host}
 
@@ -1192,6 +1203,8 @@ class SPDKDriver(driver.VolumeDriver):
             raise exception.InvalidConnectorException(missing='nqn')
         vhost = self._vhost_allowed(volume, connector)
         nodes = [self._up(node, volume) for node in self._copies(volume)]
+        if len(nodes) > 1 and not vhost:
+            self._check_copies_in_sync(volume)
         replicas = []
         for node in nodes:
             self._call(node.recovery.before_operation, volume.id)
@@ -1226,6 +1239,22 @@ class SPDKDriver(driver.VolumeDriver):
                   'copies': len(replicas),
                   'ies': 'y' if len(replicas) == 1 else 'ies'})
         return info
+
+    @staticmethod
+    def _check_copies_in_sync(volume):
+        """The kernel's MD RAID1 (os-brick) takes every copy as in sync:
+        a copy that is not (a replaced one not rebuilt yet) would serve
+        other data than the rest.
+        """
+        copies = (volume.metadata or {}).get(copy_health.METADATA_KEY, '')
+        behind = [item for item in copies.split() if '=' in item
+                  and item.split('=', 1)[1] != notifications.COPY_IN_SYNC]
+        if behind:
+            raise exception.InvalidVolume(reason=_(
+                'volume %(id)s has copies that are not in sync (%(copies)s); '
+                'only a compute host\'s SPDK agent (spdk_vhost) rebuilds '
+                'them, the kernel\'s MD RAID1 would not') % {
+                    'id': volume.id, 'copies': ' '.join(behind)})
 
     def terminate_connection(self, volume, connector, **kwargs):
         nodes = self._copies(volume)

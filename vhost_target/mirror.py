@@ -102,8 +102,68 @@ class Mirror:
                     raise
             if found is None:
                 return name, True
+        if found['state'] != ONLINE:
+            found = self._without_gone_copies(volume_id, found, members)
         self._check_members(volume_id, found, members)
         return name, False
+
+    def _without_gone_copies(self, volume_id, raid, members):
+        """Start a mirror whose superblock still counts a copy in sync
+        that is no longer one of the volume's: the operator replaced it
+        (``spdk-volume-replicas replace-copy``, which requires the copies
+        that stay to be in sync) while the volume was detached. Anything
+        else is left as it is, for :meth:`_check_members` to refuse.
+
+        SPDK v25.09 cannot start such a mirror without the copy, nor drop
+        it: a null bdev with the gone copy's UUID stands in for it until
+        the mirror is online, and then leaves it as a failed copy would
+        (the others' superblocks record it gone). Nothing reads it: the
+        mirror is served to no one yet, and raid1 starts without a resync.
+        The copies' own superblocks are never rewritten by hand, so a
+        crash at any point leaves them as SPDK wrote them. The volume's
+        new copies are then taken in, and rebuilt, by the health check.
+        """
+        slots = raid.get('base_bdevs_list') or ()
+        gone = [b for b in slots if not b.get('is_configured')]
+        ours = {}
+        for member in members:
+            found = self._client.call('bdev_get_bdevs', {'name': member})
+            if found:
+                ours[found[0]['uuid']] = found[0]
+        if (not gone or not any(b.get('is_configured') for b in slots)
+                or any(not b.get('uuid') or b['uuid'] in ours
+                       for b in gone)):
+            return raid
+        template = next(iter(ours.values()))
+        stand_ins = []
+        try:
+            for slot in gone:
+                stand_in = '%s-gone-%s' % (volume_id, slot['uuid'][:8])
+                self._client.call('bdev_null_create', {
+                    'name': stand_in, 'uuid': slot['uuid'],
+                    'num_blocks': template['num_blocks'],
+                    'block_size': template['block_size']})
+                stand_ins.append(stand_in)
+                self.add(raid['name'], stand_in)
+            started = self._settled(raid['name'])
+            if started is None or started['state'] != ONLINE:
+                return started or raid
+            for stand_in in stand_ins:
+                self.remove(stand_in)
+        finally:
+            for stand_in in stand_ins:
+                try:
+                    self._client.call('bdev_null_delete',
+                                      {'name': stand_in})
+                except spdk_exc.SPDKException as exc:
+                    LOG.warning('Could not delete %(bdev)s: %(err)s',
+                                {'bdev': stand_in, 'err': exc})
+        LOG.warning('Volume %(id)s: its mirror counted %(n)d cop%(ies)s in '
+                    'sync that the volume no longer has (replaced); it runs '
+                    'on the others and rebuilds the new ones',
+                    {'id': volume_id, 'n': len(gone),
+                     'ies': 'y' if len(gone) == 1 else 'ies'})
+        return self._settled(raid['name'])
 
     def _create(self, name, members):
         self._client.call('bdev_raid_create', {

@@ -409,10 +409,33 @@ class TestReplaceCopy(StorageNodesTestBase):
         self.assertIsNone(TestReplicatedOperations.subsystem(
             self, 'store3', self.volume))
 
+    def test_a_detached_volumes_copy_is_rebuilt_at_its_next_attach(self):
+        dead = self.copies[1]
+        self.stop_node(dead)
+        done = self.client.replace_copy(self.volume.id, dead, 'store3')
+        self.assertEqual((1, 'store3', None),
+                         (done['index'], done['to'], done['host']))
+        self.assertEqual([], self.agent.replaced)
+        self.volume.refresh()
+        self.assertEqual([self.copies[0], 'store3'],
+                         nodes.placement(self.volume))
+        self.assertEqual('error', self.volume.replication_status)
+        self.assertEqual('%s=in_sync store3=missing' % self.copies[0],
+                         self.volume.metadata['spdk_copies'])
+        # Until it is rebuilt, the kernel's MD RAID1 may not have it.
+        exc = self.assertRaises(exception.InvalidVolume,
+                                self.driver.initialize_connection,
+                                self.volume, self.connector())
+        self.assertIn('store3=missing', str(exc))
+        info = self.driver.initialize_connection(
+            self.volume, self.connector(spdk_vhost=self.vhost))
+        self.assertEqual('spdk_vhost', info['driver_volume_type'])
+
     def test_what_cannot_be_replaced_is_refused_by_name(self):
-        self.refused(self.volume.id, self.copies[1],
-                     words='it is detached; a copy is replaced under the '
-                           'compute host that mirrors it')
+        kernel = self.create_volume(size=1,
+                                    volume_type=self.replicated_type())
+        self.refused(kernel.id, nodes.placement(kernel)[0],
+                     words='its type has no spdk:vhost_attach')
         self.attach()
         self.refused(self.volume.id, 'store3',
                      words="node='store3': it has no copy there")
