@@ -266,6 +266,64 @@ class TestTwoCopies(ReplicatedTestBase):
         self.assertEqual(source_sums, self.sha256_of_copies(clones))
 
 
+class TestReplacedCopy(ReplicatedTestBase):
+    """A storage node that stays dead: the operator's re-replication
+    (the driver's replace_copy) gives the agent a new copy on another
+    node, which the mirror rebuilds under the running guest.
+    """
+
+    def test_a_dead_copy_is_replaced_and_rebuilt(self):
+        self.attach_and_boot()
+        self.replicas[1].kill()
+        self.wait_for('attachment.degraded', lambda: self.event('degraded'))
+        time.sleep(2)   # the guest writes on one copy
+        new = self.new_copy()
+        copies = [self.replicas[0], new]
+        info = connection.spdk_vhost_replicated_info(
+            [c.replica() for c in copies], self.volume_id,
+            scenarios.HOST_NQN)
+        self.assertEqual(1, self.agent.replace_copy(self.volume_id, info))
+        self.mirrored_after(0)
+        self.assertEqual(['in_sync', 'in_sync'], self.copy_states())
+        # Repeated (the driver's retry): nothing changes.
+        self.assertIsNone(self.agent.replace_copy(self.volume_id, info))
+        gap, count, errors, bad = self.verify()
+        self.assertEqual((0, 0), (errors, bad), (gap, count))
+        self.assertGreater(count, 0)
+        first, second = self.sha256_of_copies(copies)
+        self.assertEqual(first, second)
+
+    def test_a_detached_volumes_new_copy_is_rebuilt_at_attach(self):
+        """Replaced while detached: the copy that stays still counts the
+        dead one in sync in its superblock, which SPDK cannot start
+        without; the agent starts the mirror without it and rebuilds the
+        new copy.
+        """
+        self.attach_and_boot()
+        gap, count, errors, bad = self.verify()
+        self.assertEqual((0, 0), (errors, bad), (gap, count))
+        before = self.sha256_of_copies()   # detaches, both copies in sync
+        self.assertEqual(1, len(set(before)))
+        self.replicas[1].kill()
+        new = self.new_copy()
+        copies = [self.replicas[0], new]
+        self.agent.attach_volume(self.volume_id, connection.
+                                 spdk_vhost_replicated_info(
+                                     [c.replica() for c in copies],
+                                     self.volume_id, scenarios.HOST_NQN),
+                                 numa_nodes=[0])
+        self.mirrored_after(0)
+        self.assertEqual(['in_sync', 'in_sync'], self.copy_states())
+        self.assertEqual(before, self.sha256_of_copies(copies))
+
+    def new_copy(self):
+        target = self.useFixture(spdk_fixtures.SPDKTarget(
+            lvstore='lvs%d' % self.copies, size_mib=2048))
+        new = Copy(target, FIRST_COPY_PORT + self.copies, self.volume_id)
+        new.export(scenarios.HOST_NQN)
+        return new
+
+
 class TestThreeCopies(ReplicatedTestBase):
     copies = 3
 
