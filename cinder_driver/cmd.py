@@ -27,6 +27,7 @@ from cinder.volume import volume_utils
 
 from cinder_driver import rpcapi
 from spdk_common import exception as spdk_exc
+from spdk_common import rpc_bus
 
 CONF = cfg.CONF
 
@@ -60,9 +61,8 @@ def main(argv=None):
         print('volume %s: %s' % (command.volume_id, exc), file=sys.stderr)
         return 1
     backend = volume_utils.extract_host(volume.host, 'backend')
-    client = rpcapi.ReplicatedBackendClient(
-        messaging.get_rpc_transport(
-            CONF, allowed_remote_exmods=spdk_exc.REMOTE_EXMODS), backend)
+    client = rpcapi.ReplicatedBackendClient(rpc_bus.get_transport(CONF),
+                                            backend)
     try:
         done = client.replace_copy(command.volume_id, command.node,
                                    command.to)

@@ -14,9 +14,9 @@ Version history:
 import oslo_messaging as messaging
 
 from spdk_common import exception as spdk_exc
+from spdk_common import rpc_bus
 
-TOPIC = 'spdk-replicated-backend'
-EXCHANGE = TOPIC
+EXCHANGE = 'spdk-replicated-backend'
 API_VERSION = '1.0'
 
 
@@ -32,20 +32,15 @@ class ReplicatedBackendEndpoint:
 
 
 def get_server(transport, backend_host, driver):
-    target = messaging.Target(exchange=EXCHANGE, topic=TOPIC,
-                              server=backend_host)
-    return messaging.get_rpc_server(transport, target,
-                                    [ReplicatedBackendEndpoint(driver)],
-                                    executor='threading')
+    return rpc_bus.get_server(transport, EXCHANGE, backend_host,
+                              ReplicatedBackendEndpoint(driver))
 
 
 class ReplicatedBackendClient:
     def __init__(self, transport, backend_host, timeout=600):
-        target = messaging.Target(exchange=EXCHANGE, topic=TOPIC,
-                                  server=backend_host, version=API_VERSION)
-        self._client = messaging.get_rpc_client(transport, target,
-                                                timeout=timeout)
+        self._client = rpc_bus.Client(transport, EXCHANGE, backend_host,
+                                      API_VERSION, timeout)
 
     def replace_copy(self, volume_id, node, to=None):
-        return self._client.prepare(version=API_VERSION).call(
-            {}, 'replace_copy', volume_id=volume_id, node=node, to=to)
+        return self._client.call('replace_copy', API_VERSION,
+                                 volume_id=volume_id, node=node, to=to)

@@ -16,15 +16,14 @@ import oslo_messaging as messaging
 
 from spdk_common import exception as spdk_exc
 from spdk_common import rpc
+from spdk_common import rpc_bus
 
 TOPIC = 'spdk-storage-node'
 EXCHANGE = TOPIC
 API_VERSION = '1.0'
 
 
-def get_transport(conf):
-    return messaging.get_rpc_transport(
-        conf, allowed_remote_exmods=spdk_exc.REMOTE_EXMODS)
+get_transport = rpc_bus.get_transport
 
 
 class StorageNodeEndpoint:
@@ -45,10 +44,8 @@ class StorageNodeEndpoint:
 
 
 def get_server(transport, host, node):
-    target = messaging.Target(exchange=EXCHANGE, topic=TOPIC, server=host)
-    return messaging.get_rpc_server(transport, target,
-                                    [StorageNodeEndpoint(node)],
-                                    executor='threading')
+    return rpc_bus.get_server(transport, EXCHANGE, host,
+                              StorageNodeEndpoint(node))
 
 
 class StorageNodeClient:
@@ -63,16 +60,14 @@ class StorageNodeClient:
     def __init__(self, transport, node, timeout=60):
         self.node = node
         self._timeout = timeout
-        target = messaging.Target(exchange=EXCHANGE, topic=TOPIC,
-                                  server=node, version=API_VERSION)
-        self._client = messaging.get_rpc_client(transport, target,
-                                                timeout=timeout)
+        self._client = rpc_bus.Client(transport, EXCHANGE, node,
+                                      API_VERSION, timeout)
         self._closed = threading.Event()
 
     def _rpc(self, name, timeout=None, **kwargs):
-        client = self._client.prepare(timeout=timeout or self._timeout)
         try:
-            return client.call({}, name, **kwargs)
+            return self._client.call(name, API_VERSION, timeout=timeout,
+                                     **kwargs)
         except messaging.MessagingTimeout:
             raise spdk_exc.SPDKUnavailable(
                 socket='storage node %s' % self.node,

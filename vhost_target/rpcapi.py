@@ -15,7 +15,7 @@ Version history:
 
 import oslo_messaging as messaging
 
-from spdk_common import exception as spdk_exc
+from spdk_common import rpc_bus
 from vhost_target import agent as vhost_agent
 
 TOPIC = 'spdk-vhost-target'
@@ -25,9 +25,7 @@ API_VERSION = '1.1'
 REPLACE_COPY_VERSION = '1.1'
 
 
-def get_transport(conf):
-    return messaging.get_rpc_transport(
-        conf, allowed_remote_exmods=spdk_exc.REMOTE_EXMODS)
+get_transport = rpc_bus.get_transport
 
 
 class VhostTargetEndpoint:
@@ -72,24 +70,19 @@ class VhostTargetEndpoint:
 
 
 def get_server(transport, host, agent):
-    target = messaging.Target(exchange=EXCHANGE, topic=TOPIC, server=host)
-    return messaging.get_rpc_server(transport, target,
-                                    [VhostTargetEndpoint(agent)],
-                                    executor='threading')
+    return rpc_bus.get_server(transport, EXCHANGE, host,
+                              VhostTargetEndpoint(agent))
 
 
 class VhostTargetClient:
     """What nova-compute (or an operator tool) calls on one host's agent."""
 
     def __init__(self, transport, host, timeout=60):
-        target = messaging.Target(exchange=EXCHANGE, topic=TOPIC,
-                                  server=host, version=API_VERSION)
-        self._client = messaging.get_rpc_client(transport, target,
-                                                timeout=timeout)
+        self._client = rpc_bus.Client(transport, EXCHANGE, host,
+                                      API_VERSION, timeout)
 
     def _call(self, method, version='1.0', timeout=None, **kwargs):
-        return self._client.prepare(version=version, timeout=timeout).call(
-            {}, method, **kwargs)
+        return self._client.call(method, version, timeout=timeout, **kwargs)
 
     def attach_volume(self, volume_id, connection_info, numa_nodes=None,
                       qos=None):

@@ -460,7 +460,9 @@ def replicated(layout, venv):
     writes must go on without an error, Cinder must show the volume
     degraded (replication_status error, the spdk_copies metadata), and
     once the node is back the compute host's mirror rebuilds the copy and
-    Cinder shows it enabled again.
+    Cinder shows it enabled again. With a third storage node, the second
+    then dies for good and the operator's ``spdk-volume-replicas
+    replace-copy`` puts its copy on the third, which the mirror rebuilds.
     """
     storage = layout_mod.storage_nodes(layout)
     run = NodeDemo(layout, venv, '')
@@ -514,7 +516,7 @@ def replicated(layout, venv):
         else:
             cut.append(storage[1].name)
 
-    def outage(what, fail, repair, before):
+    def outage(what, fail, repair, before, repaired=None):
         """One outage of the second storage node; the guest's counts
         after it.
         """
@@ -526,7 +528,7 @@ def replicated(layout, venv):
                  (shown.get('properties') or {}).get('spdk_copies')))
         during = run.timed('  guest writes go on (20 more)',
                            lambda: writes_after(server, before[0] + 20))
-        run.timed('  %s back' % storage[1].name, repair)
+        run.timed('  ' + (repaired or '%s back' % storage[1].name), repair)
         shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
                           lambda: replication(volume, 'enabled'))
         print('  spdk_copies: %s'
@@ -536,6 +538,31 @@ def replicated(layout, venv):
         print('  guest writes: %d while degraded, %d after; %d failed in '
               'all' % (during[0] - before[0], after[0] - during[0],
                        after[1]))
+        return after
+
+    def replace_copy():
+        """The operator's command, as run where cinder.conf is."""
+        done = subprocess.run(
+            [os.path.join(venv, 'bin', 'spdk-volume-replicas'),
+             '--config-file', layout.etc('cinder', 'cinder.conf'),
+             'replace-copy', volume, '--node', storage[1].name],
+            capture_output=True, text=True, timeout=TIMEOUT)
+        if done.returncode:
+            raise demo.DemoError('spdk-volume-replicas: %s'
+                                 % done.stderr.strip()[-500:])
+        return done.stdout.strip()
+
+    def stays_dead(before):
+        """With a third storage node: the second one's copy is replaced
+        there while the second stays dead; then it comes back.
+        """
+        said = []
+        after = outage('kill -9 %s (it stays dead)' % dead, kill,
+                       lambda: said.append(replace_copy()), before,
+                       repaired='spdk-volume-replicas replace-copy --node '
+                                '%s' % storage[1].name)
+        print('  the command said: %s' % ' '.join(said))
+        run.timed('  %s back (its old copy goes)' % storage[1].name, revive)
         return after
 
     passed = False
@@ -566,6 +593,8 @@ def replicated(layout, venv):
         counts = outage('%s link down' % storage[1].name,
                         lambda: cut_link(False), lambda: cut_link(True),
                         counts)
+        if len(storage) > 2:
+            counts = stays_dead(counts)
         after = counts
         read = run.timed('  guest reads the pattern: console log checksum',
                          lambda: run.cli.console_report(server, 'read',
