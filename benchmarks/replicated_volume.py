@@ -9,11 +9,25 @@ the test guest's packages). Run from the repository root:
     .venv/bin/python -m benchmarks.replicated_volume [--rounds N]
         [--seconds S] [--rebuilds N] [--part all|mirror|failover]
 
-Parts 1 and 2, storage: two ``nvmf_tgt`` in interrupt mode on core 0, one
-per copy (storage nodes), each copy a 1 GiB thin lvol exported with the
-driver's own export code (``NVMeoFExports`` with ``node``), as the SPDK
-tier's harness makes them (its ``Copy``); the initiator (bdevperf, then
-spdk_dd) polls core 1.
+Parts 1 and 2, storage: two ``nvmf_tgt`` in interrupt mode, one per copy
+(storage nodes), each copy a 1 GiB thin lvol exported with the driver's
+own export code (``NVMeoFExports`` with ``node``), as the SPDK tier's
+harness makes them (its ``Copy``); the initiator (bdevperf, then spdk_dd)
+polls a core of its own. Placement: each storage node has its own CPU in
+production, so with three cores or more each target gets a core of its
+own (0 and 1) and the initiator core 2. The initiator cannot sleep:
+SPDK v25.09's bdev_nvme refuses interrupt mode for any transport but PCIe
+("Interrupt mode is only supported with PCIe transport"), so it takes a
+core whole, and on a two-core host the targets share core 0 and the
+initiator polls core 1: a mirrored write's two halves are then served one
+after the other, where two storage nodes serve them at once (a target on
+the initiator's core instead shares it with a poller that never yields).
+The single bdev and the mirror are measured under the same placement.
+bdevperf has the memory of the agent's SPDK vhost at the agent's default
+``hugepage_mib_per_node`` (``--socket-mem``/``--socket-limit`` and the
+buffer pools ``spdk_common.memory`` sizes for it, as ``planner.plan``
+starts it), so that the rebuild's buffers come out of what the agent's
+SPDK really has.
 
 1. ``write_latency_ratio``: SPDK's ``bdevperf`` (``-z``, driven over its
    RPC socket) writes 4 KiB blocks at random offsets at queue depth 1.
@@ -44,17 +58,20 @@ spdk_dd) polls core 1.
    median of ``--rebuilds``), with the agent's rebuild options
    (``Mirror.set_rebuild_bandwidth`` of its default
    ``rebuild_max_bandwidth_mib_sec``, which also sets its rebuild
-   window); ``rebuild_unbounded_mib_s`` is the same with no bound.
+   window, ``mirror.REBUILD_WINDOW_KIB``); ``rebuild_unbounded_mib_s`` is
+   the same with no bound.
    ``raw_copy_mib_s``: once bdevperf is gone, ``spdk_dd`` copies the
    same bytes (the mirror's data region, 1 MiB blocks, spdk_dd's default
    queue depth of 2) from the first copy's namespace to the second's over
-   NVMe/TCP, as SPDK's own copy between the same two kinds of bdevs; its
-   own average speed (the median of ``--rebuilds`` copies).
+   NVMe/TCP, as SPDK's own copy between the same two kinds of bdevs, on
+   the initiator's core; its own average speed (the median of
+   ``--rebuilds`` copies).
 3. ``failover_stall_s``: the SPDK tier's replicated-volume harness (its
    ``ReplicatedTestBase``, whose fixtures clean up everything: two
    polling ``nvmf_tgt`` for the copies on core 0, health checks every
-   0.5 s, the agent's other options at their defaults) with the
-   agent's supervised SPDK vhost (core 1) serving the mirror to a TCG
+   0.5 s, the agent's other options at their defaults but for the
+   harness' ``hugepage_mib_per_node`` of 256) with the agent's
+   supervised SPDK vhost (core 1) serving the mirror to a TCG
    guest that writes and fsyncs a numbered 512-byte record per block
    (``VERIFY_LOOP``); one copy's ``nvmf_tgt`` gets kill -9, the agent
    reports the volume degraded, the target is started again and the
@@ -77,6 +94,7 @@ import os
 import re
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -92,13 +110,13 @@ from cinder_driver import lvols as spdk_lvols
 from spdk_common import binaries
 from spdk_common import connection
 from spdk_common import exception as spdk_exc
+from spdk_common import memory as spdk_memory
 from spdk_common import naming
 from spdk_common import rpc
 from tests.fixtures import guest as guest_fixtures
 from tests.fixtures import hugepages
 from tests.fixtures import privsep
 from tests.fixtures import spdk as spdk_fixtures
-from tests.fixtures import spdk_apps
 from tests.functional.cinder_driver import scenarios
 from tests.spdk import test_replicated_volume as replicated
 from vhost_target import config
@@ -110,9 +128,23 @@ from vhost_target import vhost
 
 # Ports of the copies' targets here; the guest part uses the harness'.
 PORT = 4570
-# Where bdevperf polls; the targets (interrupt mode) share core 0.
-INITIATOR_CPUMASK = '0x2' if (os.cpu_count() or 1) > 1 else '0x1'
-INITIATOR_MEM_MIB = 256
+# Where things run. Each copy's storage node has CPUs of its own in
+# production, and the compute node its own. SPDK's NVMe/TCP initiator must
+# poll (v25.09's bdev_nvme refuses interrupt mode for any transport but
+# PCIe: "Interrupt mode is only supported with PCIe transport"), so the
+# initiator (bdevperf, spdk_dd) takes a core whole. With three cores or
+# more each target (interrupt mode) gets a core of its own and the
+# initiator a third; on two cores the targets share core 0 and the
+# initiator polls core 1, and a mirrored write's two halves are served one
+# after the other on core 0.
+CORES = os.cpu_count() or 1
+if CORES >= 3:
+    TARGET_CPUMASKS = ('0x1', '0x2')
+    INITIATOR_CPUMASK = '0x4'
+else:
+    TARGET_CPUMASKS = ('0x1', '0x1')
+    INITIATOR_CPUMASK = '0x2' if CORES > 1 else '0x1'
+DD_MEM_MIB = 128
 TARGET_MIB = 4096
 MIB = 1 << 20
 COPY_BLOCK = MIB
@@ -153,22 +185,26 @@ def attachment(volume_id, info):
 class Bdevperf:
     """SPDK's bdevperf in -z mode: it runs a test when its RPC socket
     says so, on every bdev nobody claimed.
+
+    Its memory is the agent's SPDK vhost's on a one-node host with one
+    reactor, as ``planner.plan`` makes it: ``memory_mib`` of hugepages
+    (``--socket-mem`` and ``--socket-limit``) and buffer pools sized to
+    fit (``spdk_common.memory``), so that a rebuild's buffers come out of
+    what the agent's SPDK really has.
     """
 
-    def __init__(self, workdir, bdev_nvme_options):
+    def __init__(self, workdir, bdev_nvme_options, memory_mib):
         nvmf_tgt = binaries.find('nvmf_tgt')
         build = os.path.dirname(os.path.dirname(nvmf_tgt))
         self.binary = os.path.join(build, 'examples', 'bdevperf')
         self.socket_path = os.path.join(workdir, 'bdevperf.sock')
         self.log_path = os.path.join(workdir, 'bdevperf.log')
         self.config_path = os.path.join(workdir, 'bdevperf.json')
-        methods = []
-        if bdev_nvme_options:
-            methods.append({'method': 'bdev_nvme_set_options',
-                            'params': bdev_nvme_options})
+        self.memory_mib = memory_mib
         with open(self.config_path, 'w') as f:
-            json.dump({'subsystems': [{'subsystem': 'bdev',
-                                       'config': methods}]}, f)
+            json.dump(spdk_memory.startup_config(
+                spdk_memory.buffer_pools(memory_mib, 1),
+                bdev_nvme_options), f)
         self.proc = None
         self.client = None
 
@@ -176,10 +212,12 @@ class Bdevperf:
         return os.access(self.binary, os.X_OK)
 
     def start(self):
-        hugepages.reserve(spdk_fixtures.footprint_mib(INITIATOR_MEM_MIB),
-                          'bdevperf -s %d' % INITIATOR_MEM_MIB)
+        hugepages.reserve(self.memory_mib,
+                          'bdevperf of %d MiB' % self.memory_mib)
         argv = [self.binary, '--no-pci', '-m', INITIATOR_CPUMASK,
-                '-s', str(INITIATOR_MEM_MIB), '-r', self.socket_path,
+                '--env-context', '--socket-mem=%d --socket-limit=%d' % (
+                    self.memory_mib, self.memory_mib),
+                '-r', self.socket_path,
                 '--disable-cpumask-locks', '--json', self.config_path,
                 '-z', '-q', '1', '-o', '4096', '-w', 'randwrite',
                 '-t', '5', '-f']
@@ -261,8 +299,18 @@ def dd_config(path, controllers):
 
 def spdk_dd(args):
     """(MiB/s spdk_dd reports, wall seconds) of one spdk_dd run."""
+    binary = binaries.find('spdk_dd')
+    if binary is None:
+        raise RuntimeError('spdk_dd not found next to the SPDK target')
+    hugepages.reserve(spdk_fixtures.footprint_mib(DD_MEM_MIB),
+                      'spdk_dd -s %d' % DD_MEM_MIB)
+    # As tests/fixtures/spdk_apps.run_spdk_app runs it, on the initiator's
+    # core.
+    cmd = [binary, '--no-pci', '-s', str(DD_MEM_MIB), '-m', INITIATOR_CPUMASK,
+           '--disable-cpumask-locks', '--no-rpc-server'] + list(args)
     started = time.monotonic()
-    result = spdk_apps.run_spdk_app('spdk_dd', args, timeout=600)
+    result = subprocess.run(cmd, env=binaries.environment(binary),
+                            capture_output=True, timeout=600)
     wall = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError('spdk_dd %s failed (%d): %s' % (
@@ -295,7 +343,7 @@ class MirrorBenchmark(testtools.TestCase):
         for index in range(2):
             target = self.useFixture(spdk_fixtures.SPDKTarget(
                 lvstore='lvs%d' % index, size_mib=TARGET_MIB,
-                interrupt=True))
+                interrupt=True, cpumask=TARGET_CPUMASKS[index]))
             copy = replicated.Copy(target, PORT + index, self.volume_id)
             copy.export(scenarios.HOST_NQN)
             self.copies.append(copy)
@@ -515,7 +563,8 @@ class MirrorBenchmark(testtools.TestCase):
     def test_benchmark(self):
         self.fill()
         self.bdevperf = Bdevperf(self.workdir,
-                                 planner.nvme_options(self.group))
+                                 planner.nvme_options(self.group),
+                                 self.group.hugepage_mib_per_node)
         if not self.bdevperf.available():
             self.skipTest('bdevperf not found at %s' % self.bdevperf.binary)
         self.addCleanup(self.bdevperf.stop)

@@ -66,15 +66,16 @@ def minimum_memory_mib(reactors):
 ATTACHMENT_MIB = 1.05
 
 
-def attachment_capacity(memory_mib, reactors):
+def attachment_capacity(memory_mib, reactors, reserved_mib=0):
     """How many attachments fit in ``memory_mib`` beside the buffer pools
-    :func:`buffer_pools` sizes for it.
+    :func:`buffer_pools` sizes for it and ``reserved_mib`` kept for other
+    uses (running rebuilds).
     """
     if memory_mib < minimum_memory_mib(reactors):
         return 0
     beside_pools = (memory_mib - SPDK_FIXED_MIB -
-                    SPDK_PER_REACTOR_MIB * reactors) / 2
-    return int(beside_pools / ATTACHMENT_MIB)
+                    SPDK_PER_REACTOR_MIB * reactors) / 2 - reserved_mib
+    return max(0, int(beside_pools / ATTACHMENT_MIB))
 
 
 def buffer_pools(memory_mib, reactors):

@@ -107,6 +107,8 @@ class VhostAgent:
         # monotonic time, 'nvme_state': SPDK's word, 'reason': text}.
         # Written by check_health and attach_volume.
         self._health = {}
+        # Rebuilds the current health check may still start.
+        self._rebuild_slots = 0
         self._clock = time.monotonic
 
     def _notify(self, event, payload, error=False):
@@ -414,6 +416,9 @@ class VhostAgent:
         attachments = self._desired.all()
         raids = (self._vhost.mirror.listing()
                  if any(a.replicas for a in attachments) else {})
+        # Rebuilds this look may start: SPDK's memory holds only so many.
+        self._rebuild_slots = self._vhost_conf('max_concurrent_rebuilds') - (
+            sum(1 for raid in raids.values() if raid.get('process')))
         now = self._clock()
         for attachment in attachments:
             volume_id = attachment.volume_id
@@ -503,6 +508,12 @@ class VhostAgent:
         self._note_copies(record, targets, members, copies, raid)
         if raid.get('process'):
             return
+        if self._rebuild_slots <= 0:
+            LOG.debug('Volume %(id)s: its copies wait for one of the '
+                      '%(max)d rebuilds running to end',
+                      {'id': volume_id,
+                       'max': self._vhost_conf('max_concurrent_rebuilds')})
+            return
         # One copy at a time: SPDK v25.09 rebuilds one copy per mirror, and
         # a second copy its examine re-adds during a rebuild is taken in
         # without one (seen on a 3-copy mirror: reads then returned bytes
@@ -510,6 +521,7 @@ class VhostAgent:
         for index in missing:
             if self._put_back(attachment, index, members[index], states,
                               record):
+                self._rebuild_slots -= 1
                 break
 
     @staticmethod

@@ -44,7 +44,27 @@ _SB_WIPE_BYTES = 4096
 _NVME_READ = 0x02
 _NVME_WRITE_ZEROES = 0x08
 _NVME_IO_TIMEOUT_MS = 10000
-REBUILD_WINDOW_KIB = 256
+# The rebuild's window (bdev_raid_set_options process_window_size_kb):
+# SPDK v25.09's raid1 copies one window at a time (quiesce its range, read
+# it whole from a copy in sync, write it whole, update every channel,
+# unquiesce), so a window's fixed cost (~0.3 ms here) bounds the speed:
+# unbounded, 256 KiB windows rebuilt 212-475 MiB/s, 1 MiB 342-646 and
+# 2 MiB 328-923 (mostly above 560) against spdk_dd's 520-1160 MiB/s copy
+# between the same NVMe/TCP bdevs (benchmarks/replicated_volume.py, on a
+# busy 2-core host; doc/source/benchmarks.rst). SPDK allocates 16
+# windows of DMA buffers per running rebuild (32 MiB at 2 MiB): in the
+# agent's default vhost (hugepage_mib_per_node=1024, pools sized by
+# spdk_common.memory) 14 rebuilds ran at once and the 15th failed to
+# start with ENOMEM (57 with 256 KiB windows, 28 with 1 MiB); SPDK takes
+# a copy whose rebuild fails to start out of the mirror again, for the
+# agent's next health check to put back (not tested).
+REBUILD_WINDOW_KIB = 2048
+REBUILD_BUFFERED_WINDOWS = 16
+
+
+def rebuild_memory_mib(rebuilds):
+    """SPDK memory ``rebuilds`` running rebuilds hold."""
+    return rebuilds * REBUILD_BUFFERED_WINDOWS * REBUILD_WINDOW_KIB / 1024
 
 
 def _io_command(opcode, blocks):
@@ -251,9 +271,9 @@ class Mirror:
         """Bound every rebuild of this SPDK (0: unbounded); SPDK forgets
         it when it stops.
 
-        The rebuild copies a window at a time and holds 16 windows of
-        buffers: SPDK's 1 MiB default failed to start rebuilds with
-        ENOMEM in a vhost of 256 MiB; 256 KiB windows did not.
+        The rebuild copies a window (REBUILD_WINDOW_KIB) at a time and
+        holds 16 windows of buffers while it runs: larger windows rebuild
+        faster and take more of SPDK's memory per running rebuild.
         """
         self._client.call('bdev_raid_set_options', {
             'process_max_bandwidth_mb_sec': mib_sec,

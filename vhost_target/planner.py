@@ -14,6 +14,7 @@ import math
 from oslo_log import log as logging
 
 from spdk_common import memory
+from vhost_target import mirror
 from vhost_target import topology as topo
 
 LOG = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ def plan(conf, topology):
                 notes=notes,
                 explicit=explicit,
                 attachment_capacity=memory.attachment_capacity(
-                    memory_mib, len(reactors)))
+                    memory_mib, len(reactors), mirror.rebuild_memory_mib(
+                        conf.max_concurrent_rebuilds)))
 
 
 # bdev_nvme's timeout for I/O commands when admin commands are timed: an

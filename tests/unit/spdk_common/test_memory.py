@@ -29,3 +29,8 @@ class TestBufferPools(base.TestCase):
             memory.minimum_memory_mib(1) - 1, 1))
         self.assertGreater(memory.attachment_capacity(2048, 1),
                            2 * memory.attachment_capacity(1024, 1))
+
+    def test_memory_kept_for_rebuilds_holds_no_attachment(self):
+        # Two running rebuilds of 16 windows of 2 MiB: 64 MiB.
+        self.assertEqual(456 - 61, memory.attachment_capacity(1024, 1, 64))
+        self.assertEqual(0, memory.attachment_capacity(1024, 1, 10 ** 6))

@@ -72,7 +72,8 @@ class RecordingVhost:
         # volume -> its NVMe controller's state; 'gone': SPDK deleted it.
         self.states = {}
         self.conf = types.SimpleNamespace(stall_report_after_sec=30,
-                                          rebuild_max_bandwidth_mib_sec=256)
+                                          rebuild_max_bandwidth_mib_sec=256,
+                                          max_concurrent_rebuilds=2)
         self.mirror = RecordingMirror(self.calls)
         self.replica_states = {}
 
@@ -670,6 +671,24 @@ class TestMirrorHealth(base.TestCase):
     def test_detach_removes_every_copy(self):
         self.agent.detach_volume(V)
         self.assertEqual(3, self.vhost.copies_detached)
+
+    def test_rebuilds_wait_for_a_free_slot(self):
+        # Copy 1 of V is out; another mirror already rebuilds and the
+        # host runs one rebuild at a time.
+        self.vhost.conf.max_concurrent_rebuilds = 1
+        self.vhost.mirror.raids[V] = raid([True, False, True])
+        self.vhost.mirror.raids['other'] = raid([True, True], rebuilding=1)
+        self.agent.check_health()
+        self.assertEqual([], [c for c in self.vhost.calls
+                              if c[0] in ('reconnect_copy', 'raid_add')])
+        self.assertEqual(('degraded', ['in_sync', 'missing', 'in_sync']),
+                         self.status())
+        # The other rebuild ended: copy 1 goes back.
+        del self.vhost.mirror.raids['other']
+        self.agent.check_health()
+        self.assertEqual([('raid_add', V, '%s-r1n1' % V)], [
+            c for c in self.vhost.calls if c[0] in ('reconnect_copy',
+                                                    'raid_add')])
 
 
 class TestReplaceCopy(base.TestCase):
