@@ -10,6 +10,7 @@ message bus (:mod:`storage_node.rpcapi`); a volume has a copy on each of
 
 import json
 import os
+import threading
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
@@ -73,6 +74,8 @@ class Node:
         # ensure_export's records for a node that has not answered yet.
         self._waiting = {}
         self._watching = False
+        # Stats refreshes and operations may both find the node back.
+        self._connect_lock = threading.Lock()
         # The lvstores' last figures, by name.
         self.lvstores = {}
         if addresses is not None:
@@ -101,6 +104,10 @@ class Node:
 
         :raises SPDKException: when the node's service does not answer.
         """
+        with self._connect_lock:
+            return self._connect()
+
+    def _connect(self):
         if not self.down:
             return False
         found = self.client.describe()
@@ -118,6 +125,9 @@ class Node:
                  {'node': self.name, 'addresses': found['addresses'],
                   'port': found['port']})
         self.discard_leftovers()
+        # A node that first answers after the back end started is watched
+        # from now on, as the others (its restarts replay its exports).
+        self.start()
         return True
 
     def start(self):

@@ -308,6 +308,32 @@ class TestReplicatedOperations(StorageNodesTestBase):
             h['nqn'] for h in self.subsystem(name, self.volume)['hosts']])
 
 
+class TestLateNode(StorageNodesTestBase):
+    """A node whose service first answers after the back end started."""
+
+    def prepare_backend(self):
+        super().prepare_backend()
+        self.stop_node('store3')
+
+    def test_a_node_that_joins_late_is_watched_for_restarts(self):
+        self.assertTrue(self.driver._nodes['store3'].down)
+        self.start_node('store3', 2)
+        self.driver.get_volume_stats(refresh=True)
+        volume = self.create_volume(size=1,
+                                    volume_type=self.replicated_type(3))
+        self.driver.initialize_connection(volume, self.connector())
+        # Its SPDK restarts: the back end replays the copy's export.
+        self.stop_node('store3')
+        self.targets['store3'].restart()
+        self.start_node('store3', 2)
+        deadline = time.monotonic() + 30
+        while TestReplicatedOperations.subsystem(
+                self, 'store3', volume) is None:
+            self.assertLess(time.monotonic(), deadline,
+                            'the export was not replayed')
+            time.sleep(0.2)
+
+
 class RecordingAgent:
     """Stands in for a compute host's agent behind its real RPC server;
     the agent's own replace_copy runs against real SPDK in the SPDK tier
