@@ -26,6 +26,8 @@ LOG = logging.getLogger(__name__)
 # provider_location of a volume (or snapshot) on storage nodes:
 # 'spdk-nodes:<node>[,<node>...]', its copies' nodes in mirror order.
 PLACEMENT_PREFIX = 'spdk-nodes:'
+# Seconds a node's service has to answer the back end's first call.
+FIRST_ANSWER_TIMEOUT = 10
 
 
 def location(node_names):
@@ -110,7 +112,10 @@ class Node:
     def _connect(self):
         if not self.down:
             return False
-        found = self.client.describe()
+        # Short: a call sent before the node's service listens is lost
+        # (RabbitMQ drops it), and the back end's start waits for it.
+        found = self.client.describe(timeout=min(
+            self._conf.spdk_rpc_timeout, FIRST_ANSWER_TIMEOUT))
         # What the node's lvols are (sizes, hidden snapshots), whenever it
         # first answers: at start or later.
         self.lvols.load(self.client.call('bdev_get_bdevs'))

@@ -156,9 +156,14 @@ def _up_steps(layout, secret, svc):
         ('cinder api, scheduler', svc.start_cinder_control)]
     storage, compute = svc.storage_nodes, svc.compute_nodes
     if storage[0].name:
-        steps += [('%s: nvmf_tgt on %s, cinder-volume'
+        # Every node's spdk-storage-node before any cinder-volume: the
+        # replicated back end asks each node's service at its start.
+        steps += [('%s: nvmf_tgt on %s, spdk-storage-node'
                    % (node.name, node.address),
                    functools.partial(svc.start_storage_node, node))
+                  for node in storage]
+        steps += [('%s: cinder-volume' % node.name,
+                   functools.partial(svc.start_cinder_volume, node))
                   for node in storage]
     else:
         steps += [('SPDK nvmf_tgt (AIO bdev, lvstore)',

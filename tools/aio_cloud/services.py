@@ -331,7 +331,6 @@ class Services:
         self.start_namespaces(node)
         self.start_storage_target(node)
         self.start_storage_service(node)
-        self.start_cinder_volume(node)
 
     def start_namespaces(self, node):
         """A node's network namespace on the bridge, and the namespaces
