@@ -27,7 +27,12 @@ class ReplicatedBackendEndpoint:
         self._driver = driver
 
     @messaging.expected_exceptions(spdk_exc.CopyNotReplaced)
-    def replace_copy(self, context, volume_id=None, node=None, to=None):
+    def replace_copy(self, context, volume_id=None, node=None, to=None,
+                     **unknown):
+        if unknown:
+            raise spdk_exc.CopyNotReplaced(
+                volume=volume_id, reason='%s is not an argument of '
+                'replace_copy' % spdk_exc.shown(sorted(unknown, key=str)[0]))
         return self._driver.replace_copy(volume_id, node, to)
 
 

@@ -950,6 +950,11 @@ class SPDKDriver(driver.VolumeDriver):
         if not isinstance(volume_id, str) or not uuidutils.is_uuid_like(
                 volume_id):
             refuse('volume_id=%(v)r is not a volume id', v=volume_id)
+        for field, value in (('node', node_name), ('to', to)):
+            if not isinstance(value, str) and (field == 'node'
+                                               or value is not None):
+                refuse('%(field)s=%(v)r is not a storage node name',
+                       field=field, v=value)
         ctxt = context.get_admin_context()
         volume = objects.Volume.get_by_id(ctxt, volume_id)
         if volume_utils.extract_host(volume.host, 'backend') != self.host:

@@ -469,6 +469,15 @@ class TestReplaceCopy(StorageNodesTestBase):
                      words="to='store9': not one of this back end")
         self.refused('not-a-volume', 'store1', words="volume_id='not-a-"
                      "volume' is not a volume id")
+        self.refused(self.volume.id, ['store1'],
+                     words="node=['store1'] is not a storage node name")
+        self.refused(self.volume.id, self.copies[1], {'x': 1},
+                     words="to={'x': 1} is not a storage node name")
+        exc = self.assertRaises(
+            spdk_exc.CopyNotReplaced, self.client._client.call,
+            'replace_copy', backend_rpcapi.API_VERSION,
+            volume_id=self.volume.id, node=self.copies[1], force=True)
+        self.assertIn('force', str(exc))
         self.volume.metadata = {'spdk_copies': '%s=missing %s=in_sync' % (
             self.copies[0], self.copies[1])}
         self.volume.save()
