@@ -51,6 +51,20 @@ def summary(names, copies):
                     for index, name in enumerate(names))
 
 
+def recorded(volume):
+    """{node: state} of the volume's ``spdk_copies`` metadata, in its
+    order; empty when nothing was recorded (never degraded).
+    """
+    text = (volume.metadata or {}).get(METADATA_KEY, '')
+    return dict(item.split('=', 1) for item in text.split() if '=' in item)
+
+
+def record(volume, states):
+    """Set the volume's ``spdk_copies`` from {node: state} (in order)."""
+    volume.metadata = dict(volume.metadata or {}, **{
+        METADATA_KEY: ' '.join('%s=%s' % item for item in states.items())})
+
+
 class CopyHealthEndpoint:
     """Takes the agents' mirror notifications for one back end."""
 

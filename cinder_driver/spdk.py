@@ -1004,9 +1004,7 @@ class SPDKDriver(driver.VolumeDriver):
         if volume.replication_status == fields.ReplicationStatus.ENABLING:
             refuse('a copy is being rebuilt; try again when the volume\'s '
                    'replication_status is enabled or error')
-        states = dict(item.split('=', 1) for item in (
-            volume.metadata or {}).get(copy_health.METADATA_KEY, '').split()
-            if '=' in item)
+        states = copy_health.recorded(volume)
         stale = ['%s=%s' % (n, states[n]) for n in names
                  if n != node_name and states.get(
                      n, notifications.COPY_IN_SYNC)
@@ -1058,9 +1056,7 @@ class SPDKDriver(driver.VolumeDriver):
         volume.replication_status = (fields.ReplicationStatus.ENABLING
                                      if host else
                                      fields.ReplicationStatus.ERROR)
-        volume.metadata = dict(volume.metadata or {}, **{
-            copy_health.METADATA_KEY: ' '.join(
-                '%s=%s' % (n, states[n]) for n in new_names)})
+        copy_health.record(volume, {n: states[n] for n in new_names})
         volume.save()
         self._nodes[names[index]].discard(volume.id, alias)
         LOG.warning('Volume %(id)s: its copy on %(old)s is replaced by a new '
@@ -1251,9 +1247,8 @@ class SPDKDriver(driver.VolumeDriver):
         a copy that is not (a replaced one not rebuilt yet) would serve
         other data than the rest.
         """
-        copies = (volume.metadata or {}).get(copy_health.METADATA_KEY, '')
-        behind = [item for item in copies.split() if '=' in item
-                  and item.split('=', 1)[1] != notifications.COPY_IN_SYNC]
+        behind = ['%s=%s' % item for item in copy_health.recorded(
+            volume).items() if item[1] != notifications.COPY_IN_SYNC]
         if behind:
             raise exception.InvalidVolume(reason=_(
                 'volume %(id)s has copies that are not in sync (%(copies)s); '

@@ -108,6 +108,23 @@ class StorageNodesTestBase(scenarios.DriverTestBase,
         specs['spdk:replicas'] = str(copies)
         return self.make_type('r%d-%s' % (copies, uuid.uuid4()), specs)
 
+    def subsystem(self, name, volume):
+        nqn = naming.replica_nqn(CONF.backend_defaults.spdk_nqn_prefix,
+                                 volume.id, name)
+        found = self.targets[name].client.call('nvmf_get_subsystems')
+        return next((s for s in found if s['nqn'] == nqn), None)
+
+    def wait_for_replay(self, name, volume, timeout=30):
+        """The copy's export on node ``name``, once the back end replayed
+        it.
+        """
+        deadline = time.monotonic() + timeout
+        while self.subsystem(name, volume) is None:
+            self.assertLess(time.monotonic(), deadline,
+                            'the export was not replayed')
+            time.sleep(0.2)
+        return self.subsystem(name, volume)
+
 
 class TestPlacement(StorageNodesTestBase):
 
@@ -181,12 +198,6 @@ class TestReplicatedOperations(StorageNodesTestBase):
             **{'spdk:vhost_attach': '<is> True'})
         self.volume = self.create_volume(size=1, volume_type=self.vtype)
         self.copies = nodes.placement(self.volume)
-
-    def subsystem(self, name, volume):
-        nqn = naming.replica_nqn(CONF.backend_defaults.spdk_nqn_prefix,
-                                 volume.id, name)
-        found = self.targets[name].client.call('nvmf_get_subsystems')
-        return next((s for s in found if s['nqn'] == nqn), None)
 
     def test_vhost_connection_names_every_copy(self):
         vhost = connection.capability(scenarios.HOST_NQN, [0])
@@ -299,13 +310,9 @@ class TestReplicatedOperations(StorageNodesTestBase):
         self.targets[name].restart()
         time.sleep(2)
         self.start_node(name, NODES.index(name))
-        deadline = time.monotonic() + 30
-        while self.subsystem(name, self.volume) is None:
-            self.assertLess(time.monotonic(), deadline,
-                            'the export was not replayed')
-            time.sleep(0.2)
         self.assertEqual([scenarios.HOST_NQN], [
-            h['nqn'] for h in self.subsystem(name, self.volume)['hosts']])
+            h['nqn'] for h in self.wait_for_replay(name, self.volume)[
+                'hosts']])
 
 
 class TestLateNode(StorageNodesTestBase):
@@ -326,12 +333,7 @@ class TestLateNode(StorageNodesTestBase):
         self.stop_node('store3')
         self.targets['store3'].restart()
         self.start_node('store3', 2)
-        deadline = time.monotonic() + 30
-        while TestReplicatedOperations.subsystem(
-                self, 'store3', volume) is None:
-            self.assertLess(time.monotonic(), deadline,
-                            'the export was not replayed')
-            time.sleep(0.2)
+        self.wait_for_replay('store3', volume)
 
 
 class RecordingAgent:
@@ -406,8 +408,7 @@ class TestReplaceCopy(StorageNodesTestBase):
         self.assertEqual(naming.replica_nqn(
             CONF.backend_defaults.spdk_nqn_prefix, self.volume.id,
             'store3'), props.replicas[1][0])
-        store3 = TestReplicatedOperations.subsystem(self, 'store3',
-                                                    self.volume)
+        store3 = self.subsystem('store3', self.volume)
         self.assertEqual([scenarios.HOST_NQN],
                          [h['nqn'] for h in store3['hosts']])
         self.volume.refresh()
@@ -420,8 +421,8 @@ class TestReplaceCopy(StorageNodesTestBase):
         self.start_node(dead, NODES.index(dead))
         self.driver.get_volume_stats(refresh=True)
         self.assertNotIn(dead, self.holders(name))
-        self.assertIsNone(TestReplicatedOperations.subsystem(
-            self, dead, self.volume))
+        self.assertIsNone(self.subsystem(
+            dead, self.volume))
 
     def test_an_agent_refusing_leaves_nothing(self):
         self.attach()
@@ -432,8 +433,8 @@ class TestReplaceCopy(StorageNodesTestBase):
                      words='no copy in sync')
         self.volume.refresh()
         self.assertEqual(self.copies, nodes.placement(self.volume))
-        self.assertIsNone(TestReplicatedOperations.subsystem(
-            self, 'store3', self.volume))
+        self.assertIsNone(self.subsystem(
+            'store3', self.volume))
 
     def test_a_detached_volumes_copy_is_rebuilt_at_its_next_attach(self):
         dead = self.copies[1]
