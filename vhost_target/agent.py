@@ -473,6 +473,7 @@ class VhostAgent:
             self._lost(attachment, record, now)
             return
         targets = attachment.targets()
+        self._drop_failed_copies(attachment, targets, states)
         members = [naming.namespace_bdev_name(name)
                    for name, _nqn, _portals in targets]
         copies = mirror.copy_states(raid, members)
@@ -523,6 +524,28 @@ class VhostAgent:
                               record):
                 self._rebuild_slots -= 1
                 break
+
+    def _drop_failed_copies(self, attachment, targets, states):
+        """Detach the controllers SPDK stopped reconnecting (a copy's
+        reconnect failed, with replica_ctrlr_loss_timeout_sec 0): the
+        mirror takes out a copy it still counted (no I/O went to it since),
+        and ``_put_back`` connects it again as one SPDK deleted.
+        """
+        for name, _nqn, _portals in targets:
+            if states.get(name) != vhost_mod.NVME_FAILED:
+                continue
+            with _lock(attachment.volume_id):
+                if self._desired.get(attachment.volume_id) is None:
+                    return   # detached since the listing
+                try:
+                    self._vhost.disconnect(name)
+                except spdk_exc.SPDKException as exc:
+                    LOG.warning('Volume %(id)s: could not detach the failed '
+                                'controller %(name)s: %(err)s',
+                                {'id': attachment.volume_id, 'name': name,
+                                 'err': exc})
+                    continue
+            del states[name]
 
     @staticmethod
     def _note_copies(record, targets, members, copies, raid):

@@ -217,6 +217,11 @@ def main(argv=None, conf=None):
     # The global CONF by default: oslo.messaging registers options there.
     conf = _conf(sys.argv[1:] if argv is None else argv,
                  cfg.CONF if conf is None else conf)
+    problems = config.loss_setting_problems(conf.spdk_vhost_target)
+    for problem in problems:
+        print('ERROR: [%s] %s' % (config.GROUP, problem), file=sys.stderr)
+    if problems:
+        return 2
     return COMMANDS[conf.command.name or 'run'](conf)
 
 

@@ -110,28 +110,33 @@ nvme_opts = [
                     'network keeps its TCP connections and answers '
                     'nothing: this is how it is noticed. Set at SPDK\'s '
                     'start.'),
+    cfg.IntOpt('replica_ctrlr_loss_timeout_sec',
+               default=0, min=0,
+               help='For each copy of a replicated volume: seconds SPDK '
+                    'keeps reconnecting a copy whose connection broke. '
+                    '0: none; the copy\'s I/O fails during SPDK\'s one '
+                    'reconnect attempt, the mirror takes the copy out and '
+                    'the guest goes on with the others at once (a node\'s '
+                    'death stalls the guest\'s writes for milliseconds), '
+                    'and the agent connects the copy again on each health '
+                    'check until its storage node is back, when the mirror '
+                    'rebuilds it. More than 0: a network outage shorter '
+                    'than replica_fast_io_fail_timeout_sec costs no '
+                    'rebuild, but a node\'s death stalls the guest\'s '
+                    'writes about a second longer than that (SPDK v25.09 '
+                    'retries a waiting I/O once a second and fails it only '
+                    'once a reconnect failed that long after the connection '
+                    'broke); past this many seconds SPDK deletes the '
+                    'controller and the agent connects it again.'),
     cfg.IntOpt('replica_fast_io_fail_timeout_sec',
                default=1, min=1,
-               help='For each copy of a replicated volume: seconds after '
-                    'which I/O to a copy that stopped answering fails, so '
-                    'that the mirror takes the copy out and the guest '
-                    'goes on with the others. The guest\'s I/O waits '
-                    'about a second longer than this when a storage node '
-                    'dies (2.03-2.06 s measured with 1): SPDK v25.09 '
-                    'fails I/O only once a reconnect fails this long '
-                    'after the connection broke, and retries a waiting '
-                    'I/O once a second, so the retry due at 1 s comes '
-                    'just before that reconnect fails and the I/O fails '
-                    'at the next one. 1 is SPDK\'s least (it must be at '
-                    'least reconnect_delay_sec, itself at least 1).'),
-    cfg.IntOpt('replica_ctrlr_loss_timeout_sec',
-               default=5, min=1,
-               help='For each copy of a replicated volume: seconds SPDK '
-                    'keeps reconnecting a copy that stopped answering '
-                    'before it deletes the controller; the agent then '
-                    'connects it again on each health check until its '
-                    'storage node is back, and the mirror rebuilds it. '
-                    'At least replica_fast_io_fail_timeout_sec.'),
+               help='For each copy of a replicated volume, with '
+                    'replica_ctrlr_loss_timeout_sec more than 0: seconds '
+                    'after which I/O to a copy that stopped answering '
+                    'fails, so that the mirror takes the copy out. At least '
+                    'reconnect_delay_sec and at most '
+                    'replica_ctrlr_loss_timeout_sec (SPDK refuses the copy\'s '
+                    'connection otherwise).'),
     cfg.IntOpt('rebuild_max_bandwidth_mib_sec',
                default=768, min=0,
                help='Bandwidth (MiB/s) of the rebuild of a copy that '
@@ -189,6 +194,47 @@ host_opt = cfg.StrOpt('host', default=socket.gethostname(),
                       sample_default='<hostname>',
                       help='Name of this compute host, as nova-compute\'s '
                            '[DEFAULT] host: the agent\'s RPC server name.')
+
+
+def loss_settings(ctrlr_loss_timeout_sec, reconnect_delay_sec,
+                  fast_io_fail_timeout_sec):
+    """bdev_nvme_attach_controller's loss settings: with no loss timeout
+    SPDK makes one reconnect attempt and fails I/O while it runs, and
+    wants all three 0.
+    """
+    if ctrlr_loss_timeout_sec == 0:
+        reconnect_delay_sec = fast_io_fail_timeout_sec = 0
+    return {'ctrlr_loss_timeout_sec': ctrlr_loss_timeout_sec,
+            'reconnect_delay_sec': reconnect_delay_sec,
+            'fast_io_fail_timeout_sec': fast_io_fail_timeout_sec}
+
+
+def loss_setting_problems(group):
+    """The options SPDK would refuse at every attach
+    (bdev_nvme_check_io_error_resiliency_params in v25.09): one line each,
+    naming the options and their values.
+    """
+    problems = []
+    for loss, fast_fail in (
+            ('ctrlr_loss_timeout_sec', 'fast_io_fail_timeout_sec'),
+            ('replica_ctrlr_loss_timeout_sec',
+             'replica_fast_io_fail_timeout_sec')):
+        settings = loss_settings(getattr(group, loss),
+                                 group.reconnect_delay_sec,
+                                 getattr(group, fast_fail))
+        limit = settings['ctrlr_loss_timeout_sec']
+        delay = settings['reconnect_delay_sec']
+        fail = settings['fast_io_fail_timeout_sec']
+        if limit > 0 and delay > limit:
+            problems.append('reconnect_delay_sec = %d is more than %s = %d'
+                            % (delay, loss, limit))
+        if fail and fail < delay:
+            problems.append('%s = %d is less than reconnect_delay_sec = %d'
+                            % (fast_fail, fail, delay))
+        if limit > 0 and fail > limit:
+            problems.append('%s = %d is more than %s = %d'
+                            % (fast_fail, fail, loss, limit))
+    return problems
 
 
 def register(conf=cfg.CONF):

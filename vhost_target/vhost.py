@@ -28,6 +28,7 @@ from spdk_common import dhchap
 from spdk_common import exception as spdk_exc
 from spdk_common import naming
 from spdk_common import qos as spdk_qos
+from vhost_target import config
 from vhost_target import mirror as mirror_mod
 from vhost_target.privileged import files as privileged_files
 from vhost_target.privileged import vhost_user
@@ -56,8 +57,10 @@ _CONNECT_FAILED = (-errno.EIO, -errno.ENODEV)
 PROBE_TIMEOUT = 2.0
 # How long SPDK may take to stop the sessions whose socket was shut down.
 SESSION_END_TIMEOUT = 5.0
-# bdev_nvme_get_controllers' state of a connected controller.
+# bdev_nvme_get_controllers' state of a connected controller, and of one
+# SPDK no longer reconnects (a copy's with replica_ctrlr_loss_timeout_sec 0).
 NVME_CONNECTED = 'enabled'
+NVME_FAILED = 'failed'
 
 
 def bdev_name(volume_id, replicated):
@@ -176,14 +179,12 @@ class VhostTarget:
         """
         conf = self._conf
         if attachment.replicas is None:
-            return {'ctrlr_loss_timeout_sec': conf.ctrlr_loss_timeout_sec,
-                    'reconnect_delay_sec': conf.reconnect_delay_sec,
-                    'fast_io_fail_timeout_sec':
-                        conf.fast_io_fail_timeout_sec}
-        timeouts = {
-            'ctrlr_loss_timeout_sec': conf.replica_ctrlr_loss_timeout_sec,
-            'reconnect_delay_sec': conf.reconnect_delay_sec,
-            'fast_io_fail_timeout_sec': conf.replica_fast_io_fail_timeout_sec}
+            return config.loss_settings(conf.ctrlr_loss_timeout_sec,
+                                        conf.reconnect_delay_sec,
+                                        conf.fast_io_fail_timeout_sec)
+        timeouts = config.loss_settings(conf.replica_ctrlr_loss_timeout_sec,
+                                        conf.reconnect_delay_sec,
+                                        conf.replica_fast_io_fail_timeout_sec)
         if conf.target_answer_timeout_sec:
             # A node that accepts TCP connections and answers nothing
             # (hung) must not hold the agent's connect for long.
@@ -220,7 +221,7 @@ class VhostTarget:
                     return naming.namespace_bdev_name(name)
                 failures.append((address, port, exc))
                 continue
-            made.append(lambda: self._disconnect(name))
+            made.append(lambda: self.disconnect(name))
             if not bdevs:
                 raise spdk_exc.AttachError(
                     volume=attachment.volume_id,
@@ -300,7 +301,8 @@ class VhostTarget:
                                str, hosts))), target_nqn,
                        attachment.host_nqn))
 
-    def _disconnect(self, name):
+    def disconnect(self, name):
+        """Detach the NVMe controller ``name`` (gone already: done)."""
         try:
             self._client.call('bdev_nvme_detach_controller', {'name': name})
         except spdk_exc.SPDKNotFound:
@@ -407,10 +409,10 @@ class VhostTarget:
             # recorded missing in the others' superblocks.
             self.mirror.delete(naming.raid_bdev_name(volume_id))
             for index in range(copies):
-                self._disconnect(naming.replica_controller_name(volume_id,
-                                                                index))
+                self.disconnect(naming.replica_controller_name(volume_id,
+                                                               index))
         else:
-            self._disconnect(naming.nvme_controller_name(volume_id))
+            self.disconnect(naming.nvme_controller_name(volume_id))
         crash_point('detach:nvme-detached')
         self._keys.remove(naming.agent_key_name(volume_id))
         self._remove_socket(volume_id)
@@ -468,7 +470,7 @@ class VhostTarget:
                     '(NVMe controller %(state)s); detaching the controller '
                     'so that the I/O its vhost-user session waits for '
                     'fails', {'id': volume_id, 'state': state})
-        self._disconnect(naming.nvme_controller_name(volume_id))
+        self.disconnect(naming.nvme_controller_name(volume_id))
         return self._wait_sessions_end(volume_id, controller)
 
     def _wait_sessions_end(self, volume_id, controller):
@@ -561,7 +563,7 @@ class VhostTarget:
         if raid is not None and member in {
                 b.get('name') for b in raid.get('base_bdevs_list') or ()}:
             self.mirror.remove(member)
-        self._disconnect(name)
+        self.disconnect(name)
         crash_point('replace:old-copy-gone')
         try:
             self.reconnect_copy(new, index)

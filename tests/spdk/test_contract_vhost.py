@@ -538,15 +538,15 @@ class Copies:
             self.nodes.export(copy_id, HOST)
 
     def connect(self, index):
-        """VhostTarget._connect() of copy ``index``, with a copy's short
-        loss timeouts.
+        """VhostTarget._connect() of copy ``index``, with a copy's
+        default loss timeouts (none: SPDK fails the copy at once).
         """
         return self.nodes.call('bdev_nvme_attach_controller', {
             'name': naming.replica_controller_name(self.volume_id, index),
             'trtype': 'tcp', 'adrfam': 'IPv4', 'traddr': '127.0.0.1',
             'trsvcid': self.nodes.port, 'subnqn': NQN % self.ids[index],
-            'hostnqn': HOST, 'ctrlr_loss_timeout_sec': 5,
-            'reconnect_delay_sec': 1, 'fast_io_fail_timeout_sec': 1})
+            'hostnqn': HOST, 'ctrlr_loss_timeout_sec': 0,
+            'reconnect_delay_sec': 0, 'fast_io_fail_timeout_sec': 0})
 
     def disconnect(self, index):
         self.nodes.call('bdev_nvme_detach_controller', {
@@ -841,6 +841,22 @@ def test_mirror_takes_back_a_copy_that_was_away(copies):
     assert_error(lambda: copies.add(members[1]), -22,
                  raid_failure(name, 'Invalid argument', members[1]))
     assert copies.served() == name
+
+
+def test_copy_losing_its_target_is_failed(agent, copies):
+    """A copy's controller (no loss timeout) whose target turns it away
+    is listed failed, not reconnecting: the agent detaches it; taken back,
+    it is enabled again by SPDK's own tries.
+    """
+    names = [naming.replica_controller_name(copies.volume_id, index)
+             for index in range(2)]
+    agent.nodes.storage_call('nvmf_subsystem_remove_host',
+                             {'nqn': NQN % copies.ids[1], 'host': HOST})
+    failed = {names[0]: 'enabled', names[1]: 'failed'}
+    assert eventually(agent.target.nvme_states, failed) == failed
+    agent.nodes.allow(NQN % copies.ids[1], HOST)
+    enabled = dict.fromkeys(names, 'enabled')
+    assert eventually(agent.target.nvme_states, enabled) == enabled
 
 
 def test_mirror_lost_then_put_back(copies):

@@ -105,6 +105,10 @@ class RecordingVhost:
     def copies_found(objects):
         return objects.get('copies', 0)
 
+    def disconnect(self, name):
+        self.calls.append(('disconnect', name))
+        self.replica_states.pop(name, None)
+
     def reconnect_copy(self, attachment, index):
         self.calls.append(('reconnect_copy', attachment.volume_id, index))
         if self.fail:
@@ -658,6 +662,27 @@ class TestMirrorHealth(base.TestCase):
         self.assertEqual(3, self.vhost.calls.count(('reconnect_copy', V, 2)))
         self.assertEqual(1, logger.output.count('is not back yet'))
         self.assertEqual(1, len(self.events()))
+
+    def test_a_copy_spdk_stopped_reconnecting_is_detached_and_put_back(self):
+        # SPDK failed copy 1 (replica_ctrlr_loss_timeout_sec 0); no I/O
+        # went to it yet, so the mirror still counts it.
+        self.vhost.replica_states['%s-r1' % V] = 'failed'
+        self.agent.check_health()
+        self.assertEqual([('disconnect', '%s-r1' % V)], [
+            c for c in self.vhost.calls if c[0] in (
+                'disconnect', 'reconnect_copy', 'raid_add')])
+        # The detach took it out of the mirror: reported, connected again.
+        self.vhost.mirror.raids[V] = raid([True, False, True])
+        self.agent.check_health()
+        self.assertEqual([('spdk_vhost_target.attachment.degraded',
+                           'ERROR')], self.events())
+        self.assertIn(('reconnect_copy', V, 1), self.vhost.calls)
+        # Controllers SPDK still reconnects are left to it.
+        del self.vhost.calls[:]
+        self.vhost.replica_states['%s-r1' % V] = 'resetting'
+        self.agent.check_health()
+        self.assertEqual([], [c for c in self.vhost.calls if c[0] in (
+            'disconnect', 'reconnect_copy', 'raid_add')])
 
     def test_no_online_mirror_is_a_lost_chain(self):
         del self.vhost.mirror.raids[V]

@@ -106,6 +106,20 @@ class TestCommands(base.TestCase):
             for line in out.splitlines():
                 self.assertRegex(line, r'^(ERROR|WARNING): [a-z_]+: ')
 
+    def test_loss_settings_spdk_refuses_stop_every_command(self):
+        err = io.StringIO()
+        with mock.patch('sys.stderr', err):
+            status, out = self.run_command(
+                'run', replica_ctrlr_loss_timeout_sec=3,
+                replica_fast_io_fail_timeout_sec=5, reconnect_delay_sec=4)
+        self.assertEqual((2, ''), (status, out))
+        self.assertEqual(
+            '[spdk_vhost_target] reconnect_delay_sec = 4 is more than '
+            'replica_ctrlr_loss_timeout_sec = 3\n'
+            'ERROR: [spdk_vhost_target] replica_fast_io_fail_timeout_sec = 5 '
+            'is more than replica_ctrlr_loss_timeout_sec = 3\n',
+            err.getvalue().replace('ERROR: ', '', 1))
+
     def test_status_without_spdk(self):
         status, out = self.run_command('status')
         self.assertEqual(1, status)
