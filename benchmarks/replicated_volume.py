@@ -380,7 +380,7 @@ class MirrorBenchmark(testtools.TestCase):
 
     def detach_single(self):
         [(name, _nqn, _portals)] = self.single_attachment.targets()
-        self.vhost._disconnect(name)
+        self.vhost.disconnect(name)
 
     def attach_mirror(self):
         """The steps of VhostTarget._attach up to the vhost controller."""
@@ -395,7 +395,7 @@ class MirrorBenchmark(testtools.TestCase):
     def detach_mirror(self):
         self.vhost.mirror.delete(naming.raid_bdev_name(self.volume_id))
         for name, _nqn, _portals in self.mirror_attachment.targets():
-            self.vhost._disconnect(name)
+            self.vhost.disconnect(name)
 
     # -- the parts -----------------------------------------------------
 
@@ -472,7 +472,7 @@ class MirrorBenchmark(testtools.TestCase):
         time.sleep(1)
         # The second copy leaves the mirror while the writes go on.
         out_name, _nqn, _portals = self.mirror_attachment.targets()[1]
-        self.vhost._disconnect(out_name)
+        self.vhost.disconnect(out_name)
         writer.join()
         if failures:
             raise failures[0]
