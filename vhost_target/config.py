@@ -108,8 +108,10 @@ nvme_opts = [
                     'controller and reconnects (0: SPDK\'s defaults, which '
                     'never notice). A node that hangs or is cut off the '
                     'network keeps its TCP connections and answers '
-                    'nothing: this is how it is noticed. Set at SPDK\'s '
-                    'start.'),
+                    'nothing: this is how it is noticed. A reconnect\'s '
+                    'TCP connect gives up after half this (without it, '
+                    'after the kernel\'s SYN retries, over 2 minutes). '
+                    'Set at SPDK\'s start.'),
     cfg.IntOpt('replica_ctrlr_loss_timeout_sec',
                default=0, min=0,
                help='For each copy of a replicated volume: seconds SPDK '

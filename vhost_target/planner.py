@@ -180,13 +180,18 @@ def nvme_options(conf):
     unanswered (a node that hangs, or is cut off the network, holding its
     TCP connections) has its controller reset after about
     target_answer_timeout_sec, so that copies of a replicated volume fail
-    over and single copies reconnect. Without them SPDK v25.09 never
-    notices such a target.
+    over and single copies reconnect, and a reconnect's TCP connect gives
+    up after half that. Without them SPDK v25.09 never notices such a
+    target.
     """
     if not conf.target_answer_timeout_sec:
         return {}
     timeout_ms = conf.target_answer_timeout_sec * 1000
+    # A reconnect's TCP connect to a node cut off the network otherwise
+    # waits out the kernel's SYN retries (135 s measured), and a mirror
+    # taking the copy out waits for that reconnect with its I/O held.
     return {'keep_alive_timeout_ms': timeout_ms,
+            'tcp_connect_timeout_ms': timeout_ms // 2,
             'timeout_admin_us': timeout_ms * 1000 // 2,
             'timeout_us': IO_COMMAND_TIMEOUT_US,
             'action_on_timeout': 'reset'}

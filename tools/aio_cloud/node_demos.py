@@ -442,13 +442,29 @@ done) &
 """.replace('@MARK@', REPLICA)
 
 
+def replica_reports(console):
+    """The guest's reports: [(its uptime in s, writes, failed writes)]."""
+    return [tuple(int(field) for field in found) for found in re.findall(
+        r'^%s (\d+) (\d+) (\d+)\s*$' % REPLICA, console, re.MULTILINE)]
+
+
 def replica_counts(console):
     """(writes, failed writes) of the guest's latest report; None before
     its first.
     """
-    found = re.findall(r'^%s (\d+) (\d+) (\d+)\s*$' % REPLICA, console,
-                       re.MULTILINE)
-    return (int(found[-1][1]), int(found[-1][2])) if found else None
+    found = replica_reports(console)
+    return found[-1][1:] if found else None
+
+
+def longest_silence(reports, since_writes):
+    """The longest time (s) the guest went without a report from its
+    report of ``since_writes`` writes on: it reports every 2 s of its
+    uptime, between two writes, so a write that waits shows as a longer
+    time between reports.
+    """
+    times = [uptime for uptime, writes, _failed in reports
+             if writes >= since_writes]
+    return max((b - a for a, b in zip(times, times[1:])), default=0)
 
 
 def replicated(layout, venv):
@@ -536,8 +552,10 @@ def replicated(layout, venv):
         after = run.timed('  guest writes go on (20 more)',
                           lambda: writes_after(server, during[0] + 20))
         print('  guest writes: %d while degraded, %d after; %d failed in '
-              'all' % (during[0] - before[0], after[0] - during[0],
-                       after[1]))
+              'all; at most %d s between its reports (every 2 s)'
+              % (during[0] - before[0], after[0] - during[0], after[1],
+                 longest_silence(replica_reports(run.console(server)),
+                                 before[0])))
         return after
 
     def replace_copy():

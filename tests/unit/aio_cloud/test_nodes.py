@@ -255,3 +255,16 @@ class TestHeartbeats(base.TestCase):
                    'SPDK-FENCE 5.20 0123456789abcdef0123 2 foreign:b00t\r\n')
         self.assertEqual([(3.1, 1, 'ok'), (5.2, 2, 'foreign:b00t')],
                          node_demos.fence_marks(console, volume))
+
+    def test_replica_writer_reports_and_its_longest_silence(self):
+        console = ('SPDK-REPL 10 5 0\n'
+                   'SPDK-REPL 12 9 0\r\n'
+                   'SPDK-REPL 14 12 0\n'
+                   'SPDK-REPL 20 13 0\n'
+                   'SPDK-REPL 22 20 1\n')
+        reports = node_demos.replica_reports(console)
+        self.assertEqual((20, 1), node_demos.replica_counts(console))
+        self.assertIsNone(node_demos.replica_counts('booting\n'))
+        # From the report of 9 writes on: 12, 14, 20, 22.
+        self.assertEqual(6, node_demos.longest_silence(reports, 9))
+        self.assertEqual(0, node_demos.longest_silence(reports, 20))

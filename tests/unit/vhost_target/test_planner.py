@@ -261,6 +261,14 @@ class TestMemoryPlan(base.TestCase):
                           'large_pool_count': pools.large},
                          iobuf['config'][0]['params'])
         self.assertEqual('bdev_set_options', bdev['config'][0]['method'])
+        # A target that answers nothing is given up on: keep-alive,
+        # admin commands, and a reconnect's TCP connect.
+        self.assertEqual(
+            {'method': 'bdev_nvme_set_options', 'params': {
+                'keep_alive_timeout_ms': 2000, 'tcp_connect_timeout_ms': 1000,
+                'timeout_admin_us': 1000000, 'timeout_us': 60000000,
+                'action_on_timeout': 'reset'}},
+            bdev['config'][1])
         self.assertEqual([], plan.notes)
         plan = planner.plan(make_conf(self, hugepage_mib_per_node=64), host)
         self.assertIn('below the', plan.notes[-1])
