@@ -314,6 +314,26 @@ class NVMeoFExports:
                         'next time its target answers',
                         {'host': host_nqn, 'nqn': export.nqn})
 
+    def allow_host_later(self, volume_id, bdev, host_nqn, qos_limits=None):
+        """Put a host on the volume's ACL while this target does not
+        answer: the next replay (requested by the caller) exports the
+        volume if it is not, and lets the host in, whether the target
+        restarted or was only cut off. No DH-HMAC-CHAP key: storage nodes
+        have none.
+        """
+        naming.validate_nqn(host_nqn)
+        with lockutils.lock('spdk-export-%s' % volume_id):
+            with self._desired_lock:
+                export = self._desired.setdefault(volume_id, _Export(
+                    volume_id, self.nqn(volume_id), bdev,
+                    self.namespace_uuid(volume_id), qos_limits))
+            if host_nqn in export.hosts:
+                return
+            export.hosts[host_nqn] = None
+            LOG.warning('Host %(host)s is on the ACL of %(nqn)s from the '
+                        'next time its target answers',
+                        {'host': host_nqn, 'nqn': export.nqn})
+
     # -- temporary exports ------------------------------------------------
 
     @contextlib.contextmanager

@@ -135,6 +135,20 @@ class Node:
         self.start()
         return True
 
+    def answers(self):
+        """Whether the node may be asked now: not when it did not answer
+        the export recovery's last look nor a short look now (an attach
+        must not wait ``spdk_rpc_timeout`` for a node that is down).
+        """
+        if not self.recovery.away:
+            return True
+        try:
+            self.client.describe(timeout=min(self._conf.spdk_rpc_timeout,
+                                             FIRST_ANSWER_TIMEOUT))
+        except spdk_exc.SPDKException:
+            return False
+        return True
+
     def start(self):
         """Watch the node for restarts (its export recovery)."""
         if not self._watching:

@@ -45,6 +45,8 @@ class ExportRecovery:
         self._wake = threading.Event()
         self._thread = None
         self.replays = 0
+        # Whether the target did not answer the watcher's last look.
+        self.away = False
 
     def request_replay(self):
         """Exports were added to the desired set (ensure_export at start):
@@ -133,6 +135,7 @@ class ExportRecovery:
             try:
                 self.check()
             except spdk_exc.SPDKException as exc:
+                self.away = True
                 LOG.debug('Export recovery: the target at %(socket)s is '
                           'not back yet: %(err)s',
                           {'socket': self._socket_path, 'err': exc})
@@ -144,6 +147,7 @@ class ExportRecovery:
                 LOG.exception('Export recovery failed; retrying')
                 self._stopping.wait(self._interval)
                 continue
+            self.away = False
             retry = FIRST_RETRY
             # Wakes when the connection ends: the target exited.
             while not self._stopping.is_set():

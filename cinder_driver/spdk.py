@@ -1206,22 +1206,41 @@ class SPDKDriver(driver.VolumeDriver):
         nodes = [self._up(node, volume) for node in self._copies(volume)]
         if len(nodes) > 1 and not vhost:
             self._check_copies_in_sync(volume)
-        replicas = []
+        replicas, away = [], []
         for node in nodes:
-            self._call(node.recovery.before_operation, volume.id)
-            if not node.exports.is_exported(volume.id):
-                self._call(node.exports.export, volume.id,
-                           self._volume_alias(volume),
-                           qos.limits_for_type(volume.volume_type_id))
             try:
-                secret = node.exports.allow_host(
-                    volume.id, host_nqn,
-                    authenticate=vhost and self.configuration.spdk_dhchap)
+                if len(nodes) > 1 and not node.answers():
+                    raise spdk_exc.SPDKUnavailable(
+                        socket='storage node %s' % node,
+                        reason=_('it does not answer'))
+                secret = self._allow(node, volume, host_nqn, vhost)
+            except spdk_exc.SPDKUnavailable as exc:
+                if len(nodes) == 1 or not vhost:
+                    raise _backend_error(exc)
+                # The compute agent mirrors the copies that answer when
+                # their superblocks let it (it refuses otherwise), and
+                # takes this one in when its node answers again, which
+                # lets the host in then (restarted or cut off alike).
+                away.append('%s (%s)' % (node, exc))
+                node.exports.allow_host_later(
+                    volume.id, self._volume_alias(volume), host_nqn,
+                    qos.limits_for_type(volume.volume_type_id))
+                node.recovery.request_replay()
             except spdk_exc.SPDKException as exc:
                 raise _backend_error(exc)
             replicas.append((node.exports.nqn(volume.id),
                              node.exports.portals(),
                              node.exports.namespace_uuid(volume.id)))
+        if len(away) == len(nodes):
+            raise exception.VolumeBackendAPIException(data=_(
+                'volume %(id)s: no storage node of its copies answers: '
+                '%(away)s') % {'id': volume.id, 'away': ', '.join(away)})
+        if away:
+            LOG.warning('Volume %(id)s connects to %(host)s while the '
+                        'storage node(s) of some of its copies do not '
+                        'answer: %(away)s', {'id': volume.id,
+                                             'host': host_nqn,
+                                             'away': ', '.join(away)})
         if len(replicas) > 1:
             build = (connection.spdk_vhost_replicated_info if vhost
                      else connection.nvmeof_replicated_info)
@@ -1240,6 +1259,18 @@ class SPDKDriver(driver.VolumeDriver):
                   'copies': len(replicas),
                   'ies': 'y' if len(replicas) == 1 else 'ies'})
         return info
+
+    def _allow(self, node, volume, host_nqn, vhost):
+        """Export a copy if it is not, and let the host in; its
+        DH-HMAC-CHAP secret (or None).
+        """
+        node.recovery.before_operation(volume.id)
+        if not node.exports.is_exported(volume.id):
+            node.exports.export(volume.id, self._volume_alias(volume),
+                                qos.limits_for_type(volume.volume_type_id))
+        return node.exports.allow_host(
+            volume.id, host_nqn,
+            authenticate=vhost and self.configuration.spdk_dhchap)
 
     @staticmethod
     def _check_copies_in_sync(volume):

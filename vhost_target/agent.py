@@ -233,6 +233,8 @@ class VhostAgent:
                                _copies(existing) if existing else 0)
             vhost_mod.crash_point('detach:before-state-write')
             self._desired.remove(volume_id)
+            # Attached again, its health is looked at (and told) afresh.
+            self._health.pop(volume_id, None)
         LOG.info('Volume %s detached', volume_id)
         self._notify('detach.end', {'volume_id': volume_id})
 

@@ -92,17 +92,24 @@ class Mirror:
     def get(self, name):
         return self.listing().get(name)
 
-    def assemble(self, volume_id, controllers):
+    def assemble(self, volume_id, controllers, absent=None):
         """The online raid1 over the namespaces of ``controllers`` (the
         copies' NVMe controllers, in the connection's order); made when
         none exists.
 
         A mirror SPDK already assembled from the copies' superblocks is
         taken if its copies are these: another set would serve someone
-        else's data under this volume's name.
+        else's data under this volume's name. ``absent``: {index: why} of
+        copies not connected (their nodes do not answer); the mirror runs
+        without them only as SPDK assembles it from the others'
+        superblocks, never made or completed by hand.
         """
         name = naming.raid_bdev_name(volume_id)
         members = [naming.namespace_bdev_name(c) for c in controllers]
+        if absent:
+            return name, self._without_absent(
+                volume_id, self._settled(name, len(members) - len(absent)),
+                members, absent)
         found = self._settled(name)
         if found is None:
             try:
@@ -126,6 +133,36 @@ class Mirror:
             found = self._without_gone_copies(volume_id, found, members)
         self._check_members(volume_id, found, members)
         return name, False
+
+    def _without_absent(self, volume_id, raid, members, absent):
+        """The mirror SPDK started without the ``absent`` copies (False:
+        not made here), or AttachError.
+
+        Only the copies' superblocks tell which copies have every write:
+        one that left the mirror under a guest is recorded out of it by
+        the others, and SPDK starts without it. Otherwise the copies that
+        answer may be the ones that left (a copy taken out keeps a
+        superblock that counts every copy in sync), and serving them could
+        go back in time: the attach is refused, and the mirror SPDK waits
+        with goes, to be assembled again at the next attach.
+        """
+        why = '; '.join('copy %d cannot be connected (%s)' % item
+                        for item in sorted(absent.items()))
+        if raid is None:
+            raise spdk_exc.AttachError(volume=volume_id, reason=(
+                '%s, and the copies that do carry no superblock of its '
+                'mirror (never attached): nothing tells that they are in '
+                'sync; wait for its storage node, or replace the copy '
+                '(spdk-volume-replicas replace-copy)' % why))
+        if raid['state'] != ONLINE:
+            self.delete(raid['name'])
+            raise spdk_exc.AttachError(volume=volume_id, reason=(
+                '%s, and the mirror superblock on the copies that do counts '
+                'it in sync: they may be older than it; wait for its '
+                'storage node, or replace the copy (spdk-volume-replicas '
+                'replace-copy)' % why))
+        self._check_members(volume_id, raid, members)
+        return False
 
     def _without_gone_copies(self, volume_id, raid, members):
         """Start a mirror whose superblock still counts a copy in sync
@@ -223,16 +260,24 @@ class Mirror:
             wiped = True
         return wiped
 
-    def _settled(self, name):
+    def _settled(self, name, connected=None):
         """The raid, once examine is done with it: it assembles a mirror
         copy by copy, and one copy short of its superblock's count it is
-        still configuring.
+        still configuring. With ``connected``, the number of copies
+        connected when some are not: examine reads each one's superblock
+        after its controller is connected, so no raid yet may be one on
+        its way, and a raid configuring is done once it has them all.
         """
         deadline = time.monotonic() + ASSEMBLE_TIMEOUT
         while True:
             found = self.get(name)
-            if (found is None or found['state'] == ONLINE
-                    or time.monotonic() >= deadline):
+            if found is None:
+                done = connected is None
+            else:
+                done = found['state'] == ONLINE or (
+                    connected is not None
+                    and found['num_base_bdevs_discovered'] >= connected)
+            if done or time.monotonic() >= deadline:
                 return found
             time.sleep(POLL_INTERVAL)
 

@@ -131,17 +131,12 @@ class VhostTarget:
         made = []
         try:
             key = self._load_key(attachment, made)
-            bdevs = [self._connect(attachment, name, nqn, portals, key, made)
-                     for name, nqn, portals in attachment.targets()]
-            crash_point('attach:nvme-connected')
             if attachment.replicas is None:
-                bdev = bdevs[0]
+                bdev = self._connect(attachment, *attachment.targets()[0],
+                                     key, made)
+                crash_point('attach:nvme-connected')
             else:
-                bdev, created = self.mirror.assemble(
-                    attachment.volume_id,
-                    [name for name, _nqn, _p in attachment.targets()])
-                if created:
-                    made.append(lambda: self.mirror.delete(bdev))
+                bdev = self._mirror(attachment, key, made)
             self._create_controller(attachment, bdev, made)
             crash_point('attach:vhost-created')
             if attachment.qos:
@@ -161,6 +156,44 @@ class VhostTarget:
                 raise spdk_exc.AttachError(volume=attachment.volume_id,
                                            reason=str(exc)) from exc
             raise
+
+    def _mirror(self, attachment, key, made):
+        """Connect the copies that answer and mirror them; return the
+        mirror's bdev.
+
+        A copy whose storage node does not answer is left out when SPDK
+        starts the mirror without it, which it does only when the other
+        copies' superblocks record it out of the mirror (it left under a
+        guest's writes, which they all have): a VM started, rebooted or
+        moved, or an SPDK restarted, while a storage node is down. The
+        health check connects it when it answers, and it is rebuilt.
+        """
+        volume_id = attachment.volume_id
+        targets = attachment.targets()
+        absent = {}
+        for index, (name, nqn, portals) in enumerate(targets):
+            try:
+                self._connect(attachment, name, nqn, portals, key, made)
+            except spdk_exc.AttachError as exc:
+                absent[index] = exc.kwargs['reason']
+        crash_point('attach:nvme-connected')
+        if len(absent) == len(targets):
+            raise spdk_exc.AttachError(
+                volume=volume_id, reason='no copy can be connected: %s' % (
+                    '; '.join('copy %d: %s' % item
+                              for item in sorted(absent.items()))))
+        bdev, created = self.mirror.assemble(
+            volume_id, [name for name, _nqn, _portals in targets], absent)
+        if created:
+            made.append(lambda: self.mirror.delete(bdev))
+        if absent:
+            LOG.warning('Volume %(id)s: mirrored without copy %(copies)s, '
+                        'which cannot be connected (%(why)s); it is put '
+                        'back and rebuilt when it can',
+                        {'id': volume_id,
+                         'copies': ', '.join(str(i) for i in sorted(absent)),
+                         'why': '; '.join(absent.values())})
+        return bdev
 
     def _load_key(self, attachment, made):
         if not attachment.dhchap_secret:

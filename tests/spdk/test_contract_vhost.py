@@ -899,17 +899,22 @@ def test_mirror_lost_then_put_back(copies):
     assert copies.claimed(0) == (True, 'exclusive_write')
 
 
+def mirrored_attachment(agent, copies):
+    """The agent's attachment of a volume of ``copies``."""
+    return state.Attachment(
+        volume_id=agent.volume_id, target_nqn=None, portals=None,
+        host_nqn=HOST, cpu=int(COMPUTE_CPUMASK, 16).bit_length() - 1,
+        replicas=[(NQN % copy_id, [('127.0.0.1', agent.nodes.port, 'tcp')])
+                  for copy_id in copies.ids])
+
+
 def test_mirror_attached_by_the_agent(agent):
     """VhostTarget's attach of a replicated volume: a mirror of its
     copies, served; detached and attached again, the copies' superblocks
     bring back the same mirror, which the attach takes.
     """
     copies = Copies(agent)
-    attachment = state.Attachment(
-        volume_id=agent.volume_id, target_nqn=None, portals=None,
-        host_nqn=HOST, cpu=int(COMPUTE_CPUMASK, 16).bit_length() - 1,
-        replicas=[(NQN % copy_id, [('127.0.0.1', agent.nodes.port, 'tcp')])
-                  for copy_id in copies.ids])
+    attachment = mirrored_attachment(agent, copies)
     path = agent.target.attach(attachment)
     raid = copies.raid()
     assert raid == copies.entry(raid['uuid'])
@@ -926,3 +931,54 @@ def test_mirror_attached_by_the_agent(agent):
     assert agent.target.attach(attachment) == path
     assert copies.raid() == raid
     assert copies.served() == copies.name
+
+
+def test_mirror_attached_without_a_copy_it_cannot_connect(agent):
+    """A copy whose target turns the host away: the attach mirrors the
+    other copy when that one's superblock records the copy out of the
+    mirror (it left under the guest's writes), and is refused, leaving
+    nothing, when it counts the copy in sync (the copy may be the newer
+    one). Connected again, the copy is rebuilt.
+    """
+    copies = Copies(agent)
+    attachment = mirrored_attachment(agent, copies)
+    nqn = NQN % copies.ids[1]
+    # The rebuild's buffers in the test's small vhost app.
+    assert agent.nodes.call('bdev_raid_set_options',
+                            {'process_window_size_kb': 64}) is True
+    for copy_id in copies.ids:
+        agent.nodes.storage_call('nvmf_subsystem_remove_host',
+                                 {'nqn': NQN % copy_id, 'host': HOST})
+    assert 'no copy can be connected' in agent.refused(attachment)
+    for copy_id in copies.ids:
+        agent.nodes.allow(NQN % copy_id, HOST)
+    path = agent.target.attach(attachment)
+    raid_uuid = copies.raid()['uuid']
+    agent.target.detach(agent.volume_id, copies=2)
+    agent.nodes.storage_call('nvmf_subsystem_remove_host',
+                             {'nqn': nqn, 'host': HOST})
+    text = agent.refused(attachment)
+    assert 'copy 1 cannot be connected' in text
+    assert 'counts it in sync' in text
+    assert copies.listing() == {}
+    agent.nodes.allow(nqn, HOST)
+    assert agent.target.attach(attachment) == path
+    # The health check takes a failed copy's controller away so.
+    agent.target.disconnect(
+        naming.replica_controller_name(agent.volume_id, 1))
+    degraded = copies.entry(raid_uuid, [copies.slot(0), GONE],
+                            discovered=1, operational=1)
+    assert eventually(copies.raid, degraded) == degraded
+    agent.target.detach(agent.volume_id, copies=2)
+    agent.nodes.storage_call('nvmf_subsystem_remove_host',
+                             {'nqn': nqn, 'host': HOST})
+    assert agent.target.attach(attachment) == path
+    assembled = copies.entry(raid_uuid, [
+        copies.slot(0), dict(GONE, data_offset=RAID_DATA_OFFSET)],
+        discovered=1, operational=1)
+    assert eventually(copies.raid, assembled) == assembled
+    assert copies.served() == copies.name
+    agent.nodes.allow(nqn, HOST)
+    agent.target.reconnect_copy(attachment, 1)
+    assert eventually(copies.raid, copies.entry(raid_uuid)) == copies.entry(
+        raid_uuid)

@@ -240,6 +240,34 @@ class TestTwoCopies(ReplicatedTestBase):
         first, second = self.sha256_of_copies()
         self.assertEqual(first, second)
 
+    def test_a_guest_started_while_a_copy_is_down_runs_on_the_other(self):
+        """The guest stopped and started again (a hard reboot, a move)
+        while a copy's node is down: the attach mirrors the copy that
+        answers, whose superblock records the other out of the mirror, and
+        the copy is rebuilt when its node returns.
+        """
+        self.attach_and_boot()
+        self.replicas[1].kill()
+        self.wait_for('attachment.degraded', lambda: self.event('degraded'))
+        self.libvirt.virsh('destroy', self.domain)
+        self.console.close()
+        self.agent.detach_volume(self.volume_id)
+        self.agent.attach_volume(self.volume_id, self.info, numa_nodes=[0])
+        self.console = libvirt_fixtures.restart_vhost_user_guest(
+            self, self.libvirt, self.top, self.domain)
+        self.guest_run(guest_fixtures.VERIFY_LOOP)
+        self.wait_for('attachment.degraded after the attach',
+                      lambda: len(self.event('degraded')) > 1)
+        self.assertEqual(['in_sync', 'missing'], self.copy_states())
+        time.sleep(3)   # the guest writes on one copy
+        self.replicas[1].start(scenarios.HOST_NQN)
+        self.mirrored_after(0)
+        gap, count, errors, bad = self.verify()
+        self.assertEqual((0, 0), (errors, bad), (gap, count))
+        self.assertGreater(count, 0)
+        first, second = self.sha256_of_copies()
+        self.assertEqual(first, second)
+
     def test_a_clone_of_the_copies_is_a_mirror_of_its_own(self):
         """The copies of a clone (made copy by copy from the source's)
         start with the source's mirror superblock: the agent clears it and

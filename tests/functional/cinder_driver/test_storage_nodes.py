@@ -301,6 +301,33 @@ class TestReplicatedOperations(StorageNodesTestBase):
         node.recovery.check()
         self.assertEqual([], self.subsystem(away, self.volume)['hosts'])
 
+    def test_attach_while_a_node_is_away_lets_the_host_in_when_it_returns(
+            self):
+        vhost = connection.capability(scenarios.HOST_NQN, [0])
+        away = self.copies[1]
+        self.stop_node(away)
+        info = self.driver.initialize_connection(
+            self.volume, self.connector(spdk_vhost=vhost))
+        # Every copy: the compute agent mirrors the one that answers (as
+        # its superblock lets it) and takes the other in when it answers.
+        props = connection.SPDKVhostConnProps(info, self.volume.id)
+        self.assertEqual(
+            [naming.replica_nqn(CONF.backend_defaults.spdk_nqn_prefix,
+                                self.volume.id, name)
+             for name in self.copies], [nqn for nqn, _p in props.replicas])
+        self.assertEqual([scenarios.HOST_NQN], [
+            h['nqn'] for h in self.subsystem(self.copies[0],
+                                             self.volume)['hosts']])
+        # The kernel's MD RAID1 (os-brick) is given every copy or none.
+        exc = self.assertRaises(exception.VolumeBackendAPIException,
+                                self.driver.initialize_connection,
+                                self.volume, self.connector())
+        self.assertIn('storage node %s' % away, str(exc))
+        self.start_node(away, NODES.index(away))
+        self.driver._nodes[away].recovery.check()
+        self.assertEqual([scenarios.HOST_NQN], [
+            h['nqn'] for h in self.subsystem(away, self.volume)['hosts']])
+
     def test_exports_come_back_after_a_node_restart(self):
         self.driver.initialize_connection(self.volume, self.connector())
         name = self.copies[0]

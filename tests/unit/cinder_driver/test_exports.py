@@ -77,6 +77,18 @@ class TestExports(base.TestCase):
                                        {'name': self.bdev})[0]
         self.assertEqual(2000, bdev['assigned_rate_limits']['rw_ios_per_sec'])
 
+    def test_a_host_let_in_later_is_exported_and_allowed_by_the_replay(self):
+        # Recorded while the target does not answer: no RPC.
+        self.target.calls.clear()
+        self.exports.allow_host_later(VOL, self.bdev, HOST)
+        self.exports.allow_host_later(VOL, self.bdev, HOST)
+        self.assertEqual(0, sum(self.target.calls.values()))
+        self.assertEqual({HOST}, self.exports.hosts(VOL))
+        self.assertEqual(([self.exports.nqn(VOL)], 0), self.exports.replay())
+        self.assertEqual([HOST], [h['nqn'] for h in self.subsystem()['hosts']])
+        self.assertRaises(spdk_exc.InvalidNQN, self.exports.allow_host_later,
+                          VOL, self.bdev, 'nqn.bad')
+
     def test_unexport_forgets(self):
         self.exports.export(VOL, self.bdev)
         self.exports.unexport(VOL)

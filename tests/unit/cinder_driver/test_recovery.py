@@ -2,11 +2,13 @@
 restores itself, against the in-process SPDK double.
 """
 
+import threading
 import time
 from unittest import mock
 
 from cinder_driver import exports
 from cinder_driver import recovery
+from spdk_common import exception as spdk_exc
 from tests import base
 from tests.fixtures import spdk as spdk_fixtures
 
@@ -120,6 +122,22 @@ class TestExportRecovery(base.TestCase):
         base.wait_until(lambda: len(self.present()) == len(VOLS),
                         timeout=5)
         self.assertEqual(1, watcher.replays)
+
+    def test_the_watcher_tells_whether_the_target_answered_its_last_look(
+            self):
+        answers = threading.Event()
+        check = self.recovery.check
+
+        def look():
+            if not answers.is_set():
+                raise spdk_exc.SPDKUnavailable(socket='node', reason='down')
+            return check()
+        self.assertFalse(self.recovery.away)
+        with mock.patch.object(self.recovery, 'check', look):
+            self.recovery.start()
+            base.wait_until(lambda: self.recovery.away)
+            answers.set()
+            base.wait_until(lambda: not self.recovery.away, timeout=5)
 
     def test_exports_a_replay_could_not_restore_stay_due(self):
         self.restart()

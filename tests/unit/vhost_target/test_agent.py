@@ -697,6 +697,21 @@ class TestMirrorHealth(base.TestCase):
         self.agent.detach_volume(V)
         self.assertEqual(3, self.vhost.copies_detached)
 
+    def test_attached_again_degraded_is_reported_again(self):
+        # A guest started again while a copy's node is down: the attach
+        # mirrors the others, and the health check tells it afresh.
+        self.vhost.mirror.raids[V] = raid([True, False, True])
+        self.agent.check_health()
+        self.agent.detach_volume(V)
+        self.agent.attach_volume(V, replicated_info())
+        self.agent.check_health()
+        self.assertEqual(
+            [('spdk_vhost_target.attachment.degraded', 'ERROR'),
+             ('spdk_vhost_target.detach.end', 'INFO'),
+             ('spdk_vhost_target.attach.end', 'INFO'),
+             ('spdk_vhost_target.attachment.degraded', 'ERROR')],
+            self.events())
+
     def test_rebuilds_wait_for_a_free_slot(self):
         # Copy 1 of V is out; another mirror already rebuilds and the
         # host runs one rebuild at a time.
