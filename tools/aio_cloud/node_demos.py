@@ -456,6 +456,24 @@ def replica_counts(console):
     return found[-1][1:] if found else None
 
 
+def last_boot(reports):
+    """The reports of the guest's latest boot: those after the last drop
+    of its uptime (the console log may keep an earlier boot's).
+    """
+    start = max((i for i in range(1, len(reports))
+                 if reports[i][0] < reports[i - 1][0]), default=0)
+    return reports[start:]
+
+
+def rebooted(reports, uptime_before):
+    """The reports of a guest booted again after its report of uptime
+    ``uptime_before`` (a hard reboot); None until it reported.
+    """
+    if not reports or reports[-1][0] >= uptime_before:
+        return None
+    return last_boot(reports)
+
+
 def longest_silence(reports, since_writes):
     """The longest time (s) the guest went without a report from its
     report of ``since_writes`` writes on: it reports every 2 s of its
@@ -476,7 +494,10 @@ def replicated(layout, venv):
     writes must go on without an error, Cinder must show the volume
     degraded (replication_status error, the spdk_copies metadata), and
     once the node is back the compute host's mirror rebuilds the copy and
-    Cinder shows it enabled again. With a third storage node, the second
+    Cinder shows it enabled again. Then the nvmf_tgt is killed again and
+    the server hard-rebooted while it is dead: Nova attaches the volume on
+    the copy that answers, and the rebooted guest writes on it until the
+    node is back and its copy rebuilt. With a third storage node, the second
     then dies for good and the operator's ``spdk-volume-replicas
     replace-copy`` puts its copy on the third, which the mirror rebuilds.
     """
@@ -493,6 +514,8 @@ def replicated(layout, venv):
     table = processes.ProcessTable(layout.process_table)
     dead = storage[1].suffix('nvmf_tgt')
     killed, cut = [], []
+    # Failed writes of the guest's boots before a reboot.
+    earlier_failures = []
 
     def replication(volume, wanted):
         deadline = time.monotonic() + TIMEOUT
@@ -554,9 +577,54 @@ def replicated(layout, venv):
         print('  guest writes: %d while degraded, %d after; %d failed in '
               'all; at most %d s between its reports (every 2 s)'
               % (during[0] - before[0], after[0] - during[0], after[1],
-                 longest_silence(replica_reports(run.console(server)),
-                                 before[0])))
+                 longest_silence(last_boot(replica_reports(
+                     run.console(server))), before[0])))
         return after
+
+    def reboot_while_down(before):
+        """The server hard-rebooted while the second storage node's
+        nvmf_tgt is dead: Nova attaches the volume again, on the copy
+        that answers (its superblock records the other out of the
+        mirror); the rebooted guest writes; the node comes back and its
+        copy is rebuilt. The guest's counts after it, from its new boot.
+        """
+        run.timed('kill -9 %s' % dead, kill)
+        run.timed('  Cinder shows the volume degraded',
+                  lambda: replication(volume, 'error'))
+        uptime = replica_reports(run.console(server))[-1][0]
+        run.timed('server reboot --hard (%s still dead)' % dead,
+                  lambda: run.cli('server', 'reboot', '--hard', server,
+                                  parse=False))
+        run.timed('  server ACTIVE', lambda: run.cli.wait(
+            'server', server, 'status', 'ACTIVE'))
+
+        def rebooted_writes(count):
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                found = rebooted(replica_reports(run.console(server)),
+                                 uptime)
+                if found and found[-1][1] >= count:
+                    return found
+                if time.monotonic() > deadline:
+                    raise demo.DemoError(
+                        'server %s: %s since its reboot, waiting for %d '
+                        'writes' % (server, found and found[-1], count))
+                time.sleep(2)
+        during = run.timed('  the rebooted guest writes (20)',
+                           lambda: rebooted_writes(20))[-1][1:]
+        run.timed('  %s back' % storage[1].name, revive)
+        shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
+                          lambda: replication(volume, 'enabled'))
+        print('  spdk_copies: %s'
+              % (shown.get('properties') or {}).get('spdk_copies'))
+        after = run.timed('  guest writes go on (20 more)',
+                          lambda: rebooted_writes(during[0] + 20))
+        earlier_failures.append(before[1])
+        print('  guest writes: %d failed before the reboot; since it %d '
+              'while degraded, %d after, %d failed'
+              % (before[1], during[0], after[-1][1] - during[0],
+                 after[-1][2]))
+        return after[-1][1:]
 
     def replace_copy():
         """The operator's command, as run where cinder.conf is."""
@@ -611,6 +679,7 @@ def replicated(layout, venv):
         counts = outage('%s link down' % storage[1].name,
                         lambda: cut_link(False), lambda: cut_link(True),
                         counts)
+        counts = reboot_while_down(counts)
         if len(storage) > 2:
             counts = stays_dead(counts)
         after = counts
@@ -618,7 +687,7 @@ def replicated(layout, venv):
                          lambda: run.cli.console_report(server, 'read',
                                                         volume))
         print('checksum written %s, read %s' % (written, read))
-        passed = (after[1] == 0 and written == read
+        passed = (after[1] + sum(earlier_failures) == 0 and written == read
                   and written != demo.EMPTY_BLOCK_MD5)
     except demo.DemoError as exc:
         print('demo: %s' % exc)

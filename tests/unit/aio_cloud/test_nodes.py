@@ -268,3 +268,14 @@ class TestHeartbeats(base.TestCase):
         # From the report of 9 writes on: 12, 14, 20, 22.
         self.assertEqual(6, node_demos.longest_silence(reports, 9))
         self.assertEqual(0, node_demos.longest_silence(reports, 20))
+
+    def test_replica_writer_reports_of_a_rebooted_guest(self):
+        before = [(40, 30, 0), (42, 33, 0)]
+        self.assertEqual(before, node_demos.last_boot(before))
+        # Not rebooted yet: its console log still ends with the old boot.
+        self.assertIsNone(node_demos.rebooted(before, 42))
+        self.assertIsNone(node_demos.rebooted([], 42))
+        # The log keeps the old boot, or starts again.
+        after = [(6, 2, 0), (8, 7, 0)]
+        self.assertEqual(after, node_demos.rebooted(before + after, 42))
+        self.assertEqual(after, node_demos.rebooted(after, 42))
