@@ -109,6 +109,7 @@ class VhostAgent:
         self._health = {}
         # Rebuilds the current health check may still start.
         self._rebuild_slots = 0
+        self._unreachable = set()
         self._clock = time.monotonic
 
     def _notify(self, event, payload, error=False):
@@ -421,6 +422,10 @@ class VhostAgent:
         # Rebuilds this look may start: SPDK's memory holds only so many.
         self._rebuild_slots = self._vhost_conf('max_concurrent_rebuilds') - (
             sum(1 for raid in raids.values() if raid.get('process')))
+        # Portals a copy's reconnect failed on in this look: each such try
+        # may wait target_answer_timeout_sec, and a node cut off the
+        # network holds copies of many volumes; one try per look will do.
+        self._unreachable = set()
         now = self._clock()
         for attachment in attachments:
             volume_id = attachment.volume_id
@@ -564,14 +569,21 @@ class VhostAgent:
         Whether the copy is back.
         """
         volume_id = attachment.volume_id
-        name = attachment.targets()[index][0]
+        name, _nqn, portals = attachment.targets()[index]
         state = states.get(name)
+        portals = tuple(map(tuple, portals))
+        if state is None and portals in self._unreachable:
+            return False
         with _lock(volume_id):
             if self._desired.get(volume_id) is None:
                 return False   # detached since the listing
             try:
                 if state is None:
-                    self._vhost.reconnect_copy(attachment, index)
+                    try:
+                        self._vhost.reconnect_copy(attachment, index)
+                    except spdk_exc.SPDKException:
+                        self._unreachable.add(portals)
+                        raise
                 elif state == vhost_mod.NVME_CONNECTED:
                     self._vhost.mirror.add(naming.raid_bdev_name(volume_id),
                                            member)

@@ -555,19 +555,19 @@ class TestHealth(base.TestCase):
         self.assertEqual('ok', self.health())
 
 
-def replicated_info(nodes=(1, 2, 3)):
+def replicated_info(nodes=(1, 2, 3), volume_id=V):
     return connection.spdk_vhost_replicated_info(
-        [('nqn.2010-10.org.openstack:volume-%s:store%d' % (V, i),
+        [('nqn.2010-10.org.openstack:volume-%s:store%d' % (volume_id, i),
           [('10.0.0.%d' % i, '4420', 'tcp')], None) for i in nodes],
-        V, HOST)
+        volume_id, HOST)
 
 
-def raid(configured, rebuilding=None):
-    """bdev_raid_get_bdevs' entry of V's mirror: copy i is in it if
+def raid(configured, rebuilding=None, volume_id=V):
+    """bdev_raid_get_bdevs' entry of a volume's mirror: copy i is in it if
     ``configured[i]``; ``rebuilding``: the copy being rebuilt.
     """
-    members = ['%s-r%dn1' % (V, i) for i in range(len(configured))]
-    entry = {'name': V, 'state': 'online', 'raid_level': 'raid1',
+    members = ['%s-r%dn1' % (volume_id, i) for i in range(len(configured))]
+    entry = {'name': volume_id, 'state': 'online', 'raid_level': 'raid1',
              'base_bdevs_list': [
                  {'name': m if on else None, 'is_configured': on}
                  for m, on in zip(members, configured)]}
@@ -662,6 +662,27 @@ class TestMirrorHealth(base.TestCase):
         self.assertEqual(3, self.vhost.calls.count(('reconnect_copy', V, 2)))
         self.assertEqual(1, logger.output.count('is not back yet'))
         self.assertEqual(1, len(self.events()))
+
+    def test_one_reconnect_per_look_to_a_node_that_does_not_answer(self):
+        # Copy 2 of V and of W is on store3, which does not answer: each
+        # try may wait target_answer_timeout_sec.
+        w = V.replace('5', '6')
+        self.agent.attach_volume(w, replicated_info(volume_id=w))
+        for volume_id in (V, w):
+            self.vhost.mirror.raids[volume_id] = raid(
+                [True, True, False], volume_id=volume_id)
+            self.vhost.replica_states.pop('%s-r2' % volume_id, None)
+        self.vhost.fail = spdk_exc.AttachError(volume=V, reason='refused')
+        self.agent.check_health()
+        self.assertEqual(1, len([c for c in self.vhost.calls
+                                 if c[0] == 'reconnect_copy']))
+        # The next look tries again.
+        self.vhost.fail = None
+        del self.vhost.calls[:]
+        self.agent.check_health()
+        self.assertEqual([('reconnect_copy', V, 2), ('reconnect_copy', w, 2)],
+                         [c for c in self.vhost.calls
+                          if c[0] == 'reconnect_copy'])
 
     def test_a_copy_spdk_stopped_reconnecting_is_detached_and_put_back(self):
         # SPDK failed copy 1 (replica_ctrlr_loss_timeout_sec 0); no I/O
