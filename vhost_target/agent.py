@@ -301,19 +301,29 @@ class VhostAgent:
             member = self._vhost.replace_copy(existing, new, index)
             vhost_mod.crash_point('replace:before-state-write')
             self._desired.put(new)
-            try:
-                self._vhost.mirror.add(naming.raid_bdev_name(volume_id),
-                                       member)
-            except spdk_exc.SPDKException as exc:
-                # The health check adds it on its next look.
-                LOG.warning('Volume %(id)s: the mirror did not take the '
-                            'new copy %(index)d yet: %(err)s',
-                            {'id': volume_id, 'index': index, 'err': exc})
+            # Otherwise the health check adds it when a rebuild ends.
+            if self._free_rebuild_slots(self._vhost.mirror.listing()) > 0:
+                try:
+                    self._vhost.mirror.add(naming.raid_bdev_name(volume_id),
+                                           member)
+                except spdk_exc.SPDKException as exc:
+                    # The health check adds it on its next look.
+                    LOG.warning('Volume %(id)s: the mirror did not take the '
+                                'new copy %(index)d yet: %(err)s',
+                                {'id': volume_id, 'index': index,
+                                 'err': exc})
         LOG.warning('Volume %(id)s: copy %(index)d is now %(target)s; the '
                     'mirror rebuilds it', {
                         'id': volume_id, 'index': index,
                         'target': request.replicas[index][0]})
         return index
+
+    def _free_rebuild_slots(self, raids):
+        """How many more rebuilds SPDK's memory holds, given every raid
+        bdev (``Mirror.listing``).
+        """
+        return self._vhost_conf('max_concurrent_rebuilds') - sum(
+            1 for raid in raids.values() if raid.get('process'))
 
     @staticmethod
     def _members(attachment):
@@ -420,8 +430,7 @@ class VhostAgent:
         raids = (self._vhost.mirror.listing()
                  if any(a.replicas for a in attachments) else {})
         # Rebuilds this look may start: SPDK's memory holds only so many.
-        self._rebuild_slots = self._vhost_conf('max_concurrent_rebuilds') - (
-            sum(1 for raid in raids.values() if raid.get('process')))
+        self._rebuild_slots = self._free_rebuild_slots(raids)
         # Portals a copy's reconnect failed on in this look: each such try
         # may wait target_answer_timeout_sec, and a node cut off the
         # network holds copies of many volumes; one try per look will do.

@@ -796,6 +796,19 @@ class TestReplaceCopy(base.TestCase):
         self.assertEqual([], self.replaced())
         return exc
 
+    def test_the_new_copy_waits_for_a_free_rebuild_slot(self):
+        self.vhost.conf.max_concurrent_rebuilds = 1
+        self.vhost.mirror.raids['other'] = raid([True, True], rebuilding=1)
+        self.assertEqual(1, self.agent.replace_copy(
+            V, replicated_info((1, 4, 3))))
+        self.assertEqual(['replace_copy'], [c[0] for c in self.replaced()])
+        # The other rebuild ended: the health check adds it.
+        del self.vhost.mirror.raids['other']
+        self.vhost.replica_states = {'%s-r%d' % (V, i): 'enabled'
+                                     for i in range(3)}
+        self.agent.check_health()
+        self.assertEqual(('raid_add', V, '%s-r1n1' % V), self.replaced()[-1])
+
     def test_more_than_one_copy_changing_is_refused(self):
         self.refused('connection_info.data.volume_replicas', V,
                      replicated_info((4, 5, 3)))
