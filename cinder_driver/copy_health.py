@@ -61,7 +61,12 @@ def recorded(volume):
 
 def record(volume, states):
     """Set the volume's ``spdk_copies`` from {node: state} (in order)."""
-    volume.metadata = dict(volume.metadata or {}, **{
+    volume.metadata = with_states(volume.metadata, states)
+
+
+def with_states(metadata, states):
+    """Volume metadata with ``spdk_copies`` from {node: state}."""
+    return dict(metadata or {}, **{
         METADATA_KEY: ' '.join('%s=%s' % item for item in states.items())})
 
 

@@ -445,6 +445,10 @@ class SPDKDriver(driver.VolumeDriver):
         if len(nodes) > 1 and isinstance(volume_or_snapshot,
                                          objects.Volume):
             update['replication_status'] = fields.ReplicationStatus.ENABLED
+            # Where the copies are shows from the start.
+            update['metadata'] = copy_health.with_states(
+                volume_or_snapshot.metadata,
+                {node.name: notifications.COPY_IN_SYNC for node in nodes})
         return update
 
     def _volume_alias(self, volume):

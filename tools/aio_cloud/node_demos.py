@@ -485,21 +485,39 @@ def longest_silence(reports, since_writes):
     return max((b - a for a, b in zip(times, times[1:])), default=0)
 
 
+def failing_node(storage, copies, boot_host):
+    """The storage node the replicated demo fails: one holding a copy of
+    the replicated volume (``copies``: its spdk_copies metadata), and not
+    the boot volume's (``boot_host``: its Cinder host), whose only copy a
+    rebooted server could not start without.
+    """
+    holders = [pair.partition('=')[0] for pair in copies.split()]
+    boot_node = boot_host.partition('@')[0]
+    for node in storage:
+        if node.name in holders and node.name != boot_node:
+            return node
+    raise demo.DemoError('no storage node holds a copy of the replicated '
+                         'volume (%s) but not the boot volume (%s)'
+                         % (copies, boot_host))
+
+
 def replicated(layout, venv):
     """A storage node dies under a running guest: a volume of type
     spdk-replicated (two copies, one per storage node) attached to a
-    server whose guest writes to it all along; the second storage node's
-    nvmf_tgt is killed (kill -9), and later the node's link is taken down
-    (it holds its connections and answers nothing). Each time the guest's
+    server whose guest writes to it all along; the nvmf_tgt of a storage
+    node holding a copy (not the boot volume's) is killed (kill -9), and
+    later the node's link is taken down (it holds its connections and
+    answers nothing). Each time the guest's
     writes must go on without an error, Cinder must show the volume
     degraded (replication_status error, the spdk_copies metadata), and
     once the node is back the compute host's mirror rebuilds the copy and
     Cinder shows it enabled again. Then the nvmf_tgt is killed again and
     the server hard-rebooted while it is dead: Nova attaches the volume on
     the copy that answers, and the rebooted guest writes on it until the
-    node is back and its copy rebuilt. With a third storage node, the second
-    then dies for good and the operator's ``spdk-volume-replicas
-    replace-copy`` puts its copy on the third, which the mirror rebuilds.
+    node is back and its copy rebuilt. With a third storage node, that
+    node then dies for good and the operator's ``spdk-volume-replicas
+    replace-copy`` puts its copy on the node without one, which the
+    mirror rebuilds.
     """
     storage = layout_mod.storage_nodes(layout)
     run = NodeDemo(layout, venv, '')
@@ -512,7 +530,9 @@ def replicated(layout, venv):
         'compute', 'service', 'list', '--service', 'nova-compute')
         if s['State'] == 'up')[0]
     table = processes.ProcessTable(layout.process_table)
-    dead = storage[1].suffix('nvmf_tgt')
+    # The storage node that fails, and its nvmf_tgt: chosen once the
+    # volumes are placed.
+    victim = dead = None
     killed, cut = [], []
     # Failed writes of the guest's boots before a reboot.
     earlier_failures = []
@@ -549,14 +569,14 @@ def replicated(layout, venv):
         killed.remove(dead)
 
     def cut_link(up):
-        fabric.set_link(storage[1].name, up=up)
+        fabric.set_link(victim.name, up=up)
         if up:
-            cut.remove(storage[1].name)
+            cut.remove(victim.name)
         else:
-            cut.append(storage[1].name)
+            cut.append(victim.name)
 
     def outage(what, fail, repair, before, repaired=None):
-        """One outage of the second storage node; the guest's counts
+        """One outage of the failing storage node; the guest's counts
         after it.
         """
         run.timed(what, fail)
@@ -567,7 +587,7 @@ def replicated(layout, venv):
                  (shown.get('properties') or {}).get('spdk_copies')))
         during = run.timed('  guest writes go on (20 more)',
                            lambda: writes_after(server, before[0] + 20))
-        run.timed('  ' + (repaired or '%s back' % storage[1].name), repair)
+        run.timed('  ' + (repaired or '%s back' % victim.name), repair)
         shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
                           lambda: replication(volume, 'enabled'))
         print('  spdk_copies: %s'
@@ -582,7 +602,7 @@ def replicated(layout, venv):
         return after
 
     def reboot_while_down(before):
-        """The server hard-rebooted while the second storage node's
+        """The server hard-rebooted while the failing storage node's
         nvmf_tgt is dead: Nova attaches the volume again, on the copy
         that answers (its superblock records the other out of the
         mirror); the rebooted guest writes; the node comes back and its
@@ -612,7 +632,7 @@ def replicated(layout, venv):
                 time.sleep(2)
         during = run.timed('  the rebooted guest writes (20)',
                            lambda: rebooted_writes(20))[-1][1:]
-        run.timed('  %s back' % storage[1].name, revive)
+        run.timed('  %s back' % victim.name, revive)
         shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
                           lambda: replication(volume, 'enabled'))
         print('  spdk_copies: %s'
@@ -631,7 +651,7 @@ def replicated(layout, venv):
         done = subprocess.run(
             [os.path.join(venv, 'bin', 'spdk-volume-replicas'),
              '--config-file', layout.etc('cinder', 'cinder.conf'),
-             'replace-copy', volume, '--node', storage[1].name],
+             'replace-copy', volume, '--node', victim.name],
             capture_output=True, text=True, timeout=TIMEOUT)
         if done.returncode:
             raise demo.DemoError('spdk-volume-replicas: %s'
@@ -639,16 +659,16 @@ def replicated(layout, venv):
         return done.stdout.strip()
 
     def stays_dead(before):
-        """With a third storage node: the second one's copy is replaced
-        there while the second stays dead; then it comes back.
+        """With a third storage node: the failing node's copy is replaced
+        there while it stays dead; then it comes back.
         """
         said = []
         after = outage('kill -9 %s (it stays dead)' % dead, kill,
                        lambda: said.append(replace_copy()), before,
                        repaired='spdk-volume-replicas replace-copy --node '
-                                '%s' % storage[1].name)
+                                '%s' % victim.name)
         print('  the command said: %s' % ' '.join(said))
-        run.timed('  %s back (its old copy goes)' % storage[1].name, revive)
+        run.timed('  %s back (its old copy goes)' % victim.name, revive)
         return after
 
     passed = False
@@ -665,7 +685,15 @@ def replicated(layout, venv):
             'volume', 'show', volume)['replication_status'])
         run.guest_script = REPLICA_WRITER.replace(
             '@SERIAL@', guest_checks.serial(volume))
-        server, _boot = run.boot(host, 'replicated')
+        server, boot_volume = run.boot(host, 'replicated')
+        copies = run.cli('volume', 'show', volume)['properties'].get(
+            'spdk_copies', '')
+        boot_host = run.cli('volume', 'show',
+                            boot_volume)['os-vol-host-attr:host']
+        victim = failing_node(storage, copies, boot_host)
+        dead = victim.suffix('nvmf_tgt')
+        print('  copies %s, boot volume on %s: %s fails'
+              % (copies, boot_host, victim.name))
         run.timed('server add volume (the replicated one)', lambda: run.cli(
             'server', 'add', 'volume', server, volume, parse=False))
         run.timed('  volume in-use', lambda: run.cli.wait(
@@ -676,7 +704,7 @@ def replicated(layout, venv):
         counts = run.timed('  guest writes (20 or more)',
                            lambda: writes_after(server, 20))
         counts = outage('kill -9 %s' % dead, kill, revive, counts)
-        counts = outage('%s link down' % storage[1].name,
+        counts = outage('%s link down' % victim.name,
                         lambda: cut_link(False), lambda: cut_link(True),
                         counts)
         counts = reboot_while_down(counts)

@@ -5,6 +5,7 @@ one-host cloud's files where they were.
 
 import ipaddress
 import os
+import types
 
 import fixtures
 
@@ -12,6 +13,7 @@ from tests import base
 from tools.aio_cloud import capacity
 from tools.aio_cloud import cloud
 from tools.aio_cloud import configs
+from tools.aio_cloud import demo
 from tools.aio_cloud import fabric
 from tools.aio_cloud import layout as layout_mod
 from tools.aio_cloud import node_demos
@@ -268,6 +270,18 @@ class TestHeartbeats(base.TestCase):
         # From the report of 9 writes on: 12, 14, 20, 22.
         self.assertEqual(6, node_demos.longest_silence(reports, 9))
         self.assertEqual(0, node_demos.longest_silence(reports, 20))
+
+    def test_the_replicated_demo_fails_a_copys_node_not_the_boot_ones(self):
+        storage = [types.SimpleNamespace(name='storage%d' % i)
+                   for i in (1, 2, 3)]
+        copies = 'storage1=in_sync storage3=in_sync'
+        self.assertEqual('storage3', node_demos.failing_node(
+            storage, copies, 'storage1@spdk#lvs0').name)
+        self.assertEqual('storage1', node_demos.failing_node(
+            storage, copies, 'storage2@spdk#lvs0').name)
+        self.assertRaises(demo.DemoError, node_demos.failing_node,
+                          storage[:1], 'storage1=in_sync',
+                          'storage1@spdk#lvs0')
 
     def test_replica_writer_reports_of_a_rebooted_guest(self):
         before = [(40, 30, 0), (42, 33, 0)]
