@@ -205,12 +205,18 @@ class NVMeoFExports:
         return found[0] if found else None
 
     def unexport(self, volume_id):
-        """Delete the volume's subsystem and forget its hosts and keys."""
+        """Delete the volume's subsystem and forget its hosts and keys.
+
+        Forgotten only once SPDK deleted it: an export that could not be
+        deleted (the target does not answer) stays wanted, so that the
+        replay sets its ACL as it is now when the target answers.
+        """
         with lockutils.lock('spdk-export-%s' % volume_id):
-            with self._desired_lock:
-                export = self._desired.pop(volume_id, None)
+            export = self._desired.get(volume_id)
             nqn = export.nqn if export else self.nqn(volume_id)
             self._delete_subsystem(nqn)
+            with self._desired_lock:
+                self._desired.pop(volume_id, None)
             if export and self._keys:
                 for host, key in export.hosts.items():
                     if key:

@@ -1075,9 +1075,13 @@ class SPDKDriver(driver.VolumeDriver):
     def create_export(self, context, volume, connector):
         alias = self._volume_alias(volume)
         limits = qos.limits_for_type(volume.volume_type_id)
-        for node in self._copies(volume):
-            self._call(node.recovery.before_operation, volume.id)
-            self._call(node.exports.export, volume.id, alias, limits)
+
+        def export(node):
+            node.recovery.before_operation(volume.id)
+            node.exports.export(volume.id, alias, limits)
+        self._on_copies_that_answer(
+            volume, export, _('its copy is exported with the connection '
+                              'that lets a host in, when the node answers'))
 
     def ensure_export(self, context, volume):
         hosts = set()
@@ -1103,9 +1107,35 @@ class SPDKDriver(driver.VolumeDriver):
                           qos.limits_for_type(volume.volume_type_id))
 
     def remove_export(self, context, volume):
-        for node in self._copies(volume):
+        def unexport(node):
             if not node.exports.hosts(volume.id):
-                self._call(node.exports.unexport, volume.id)
+                node.exports.unexport(volume.id)
+        self._on_copies_that_answer(
+            volume, unexport, _('its copy stays exported, to no host once '
+                                'the node answers'))
+
+    def _on_copies_that_answer(self, volume, do, otherwise):
+        """``do(node)`` on the node of each copy. Of several copies, one
+        whose node does not answer is left out, logged with
+        ``otherwise``: an attach or detach goes on with the others, as the
+        compute host's mirror does.
+        """
+        nodes = self._copies(volume)
+        for node in nodes:
+            try:
+                if len(nodes) > 1 and (node.down or not node.answers()):
+                    raise spdk_exc.SPDKUnavailable(
+                        socket='storage node %s' % node,
+                        reason=_('it does not answer'))
+                do(node)
+            except spdk_exc.SPDKUnavailable as exc:
+                if len(nodes) == 1:
+                    raise _backend_error(exc)
+                LOG.warning('Volume %(id)s: %(err)s; %(otherwise)s',
+                            {'id': volume.id, 'err': exc,
+                             'otherwise': otherwise})
+            except spdk_exc.SPDKException as exc:
+                raise _backend_error(exc)
 
     def validate_connector(self, connector):
         """Refuse a connector whose host NQNs could not go on an ACL.

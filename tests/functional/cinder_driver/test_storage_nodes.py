@@ -303,11 +303,13 @@ class TestReplicatedOperations(StorageNodesTestBase):
 
     def test_attach_while_a_node_is_away_lets_the_host_in_when_it_returns(
             self):
-        vhost = connection.capability(scenarios.HOST_NQN, [0])
+        connector = self.connector(spdk_vhost=connection.capability(
+            scenarios.HOST_NQN, [0]))
         away = self.copies[1]
         self.stop_node(away)
-        info = self.driver.initialize_connection(
-            self.volume, self.connector(spdk_vhost=vhost))
+        # As Cinder's attachment_update: the export, then the connection.
+        self.driver.create_export(self.ctxt, self.volume, connector)
+        info = self.driver.initialize_connection(self.volume, connector)
         # Every copy: the compute agent mirrors the one that answers (as
         # its superblock lets it) and takes the other in when it answers.
         props = connection.SPDKVhostConnProps(info, self.volume.id)
@@ -327,6 +329,15 @@ class TestReplicatedOperations(StorageNodesTestBase):
         self.driver._nodes[away].recovery.check()
         self.assertEqual([scenarios.HOST_NQN], [
             h['nqn'] for h in self.subsystem(away, self.volume)['hosts']])
+        # Detached while it is away again: its ACL is emptied when it
+        # answers, the export stays.
+        self.stop_node(away)
+        self.driver.terminate_connection(self.volume, connector)
+        self.driver.remove_export(self.ctxt, self.volume)
+        self.assertIsNone(self.subsystem(self.copies[0], self.volume))
+        self.start_node(away, NODES.index(away))
+        self.driver._nodes[away].recovery.check()
+        self.assertEqual([], self.subsystem(away, self.volume)['hosts'])
 
     def test_exports_come_back_after_a_node_restart(self):
         self.driver.initialize_connection(self.volume, self.connector())

@@ -89,6 +89,17 @@ class TestExports(base.TestCase):
         self.assertRaises(spdk_exc.InvalidNQN, self.exports.allow_host_later,
                           VOL, self.bdev, 'nqn.bad')
 
+    def test_an_export_that_could_not_be_deleted_stays_wanted(self):
+        # A detach while the target does not answer: the host goes off
+        # the ACL the replay sets, which needs the export still wanted.
+        self.exports.export(VOL, self.bdev)
+        self.exports.allow_host(VOL, HOST)
+        self.exports.forget_host(VOL, HOST)
+        self.target.stop()
+        self.assertRaises(spdk_exc.SPDKUnavailable, self.exports.unexport,
+                          VOL)
+        self.assertTrue(self.exports.is_exported(VOL))
+
     def test_unexport_forgets(self):
         self.exports.export(VOL, self.bdev)
         self.exports.unexport(VOL)
