@@ -507,17 +507,18 @@ def replicated(layout, venv):
     server whose guest writes to it all along; the nvmf_tgt of a storage
     node holding a copy (not the boot volume's) is killed (kill -9), and
     later the node's link is taken down (it holds its connections and
-    answers nothing). Each time the guest's
-    writes must go on without an error, Cinder must show the volume
-    degraded (replication_status error, the spdk_copies metadata), and
-    once the node is back the compute host's mirror rebuilds the copy and
-    Cinder shows it enabled again. Then the nvmf_tgt is killed again and
-    the server hard-rebooted while it is dead: Nova attaches the volume on
-    the copy that answers, and the rebooted guest writes on it until the
-    node is back and its copy rebuilt. With a third storage node, that
-    node then dies for good and the operator's ``spdk-volume-replicas
-    replace-copy`` puts its copy on the node without one, which the
-    mirror rebuilds.
+    answers nothing). Each time the guest's writes must go on without an
+    error, Cinder must show the volume degraded (replication_status
+    error, the spdk_copies metadata), and once the node is back the
+    compute host's mirror rebuilds the copy and Cinder shows it enabled
+    again. Then the nvmf_tgt is killed again and the server hard-rebooted
+    while it is dead: Nova attaches the volume on the copy that answers,
+    and the rebooted guest writes on it until the node is back and its
+    copy rebuilt. With two storage nodes, it is then killed once more and
+    the volume detached and attached again while it is dead. With a third
+    storage node, that node then dies for good and the operator's
+    ``spdk-volume-replicas replace-copy`` puts its copy on the node
+    without one, which the mirror rebuilds.
     """
     storage = layout_mod.storage_nodes(layout)
     run = NodeDemo(layout, venv, '')
@@ -646,6 +647,34 @@ def replicated(layout, venv):
                  after[-1][2]))
         return after[-1][1:]
 
+    def reattach_while_down():
+        """The volume detached and attached again while the failing
+        node's nvmf_tgt is dead: Cinder exports the copy that answers and
+        lets the host in on the other when its node answers; the agent
+        mirrors the copy that answers. The guest's counts before the
+        detach: its writes fail while the disk is away.
+        """
+        run.timed('kill -9 %s' % dead, kill)
+        run.timed('  Cinder shows the volume degraded',
+                  lambda: replication(volume, 'error'))
+        counts = replica_counts(run.console(server))
+        run.timed('server remove volume (%s still dead)' % dead,
+                  lambda: run.cli('server', 'remove', 'volume', server,
+                                  volume, parse=False))
+        run.timed('  volume available', lambda: run.cli.wait(
+            'volume', volume, 'status', 'available'))
+        run.timed('server add volume (%s still dead)' % dead,
+                  lambda: run.cli('server', 'add', 'volume', server,
+                                  volume, parse=False))
+        run.timed('  volume in-use', lambda: run.cli.wait(
+            'volume', volume, 'status', 'in-use'))
+        run.timed('  %s back' % victim.name, revive)
+        shown = run.timed('  copy rebuilt: Cinder shows the volume enabled',
+                          lambda: replication(volume, 'enabled'))
+        print('  spdk_copies: %s'
+              % (shown.get('properties') or {}).get('spdk_copies'))
+        return counts
+
     def replace_copy():
         """The operator's command, as run where cinder.conf is."""
         done = subprocess.run(
@@ -710,6 +739,9 @@ def replicated(layout, venv):
         counts = reboot_while_down(counts)
         if len(storage) > 2:
             counts = stays_dead(counts)
+        else:
+            # Last: the guest's writes fail while its disk is away.
+            counts = reattach_while_down()
         after = counts
         read = run.timed('  guest reads the pattern: console log checksum',
                          lambda: run.cli.console_report(server, 'read',
