@@ -97,6 +97,10 @@ def fence_marks(console, volume_id):
             for uptime, count, verdict in pattern.findall(console)]
 
 
+# How many boot volumes a demo makes to have one off a given node.
+BOOT_VOLUME_TRIES = 3
+
+
 class NodeDemo:
     """What both demos do: a boot-from-volume server on one compute node
     whose guest runs the console agent and ``guest_script``, then moves.
@@ -130,18 +134,31 @@ class NodeDemo:
                               % (what, why, resources.FLAVOR))
         return hosts
 
-    def boot(self, host, name):
+    def boot(self, host, name, avoid_node=None):
         """(server, volume): the volume made from the guest image, the
-        server booted from it on ``host``, the pattern written.
+        server booted from it on ``host``, the pattern written. With
+        ``avoid_node``, the volume is made again (at most BOOT_VOLUME_TRIES
+        times) while the scheduler puts it on that storage node: each one
+        there leaves it less room, and the next goes elsewhere.
         """
-        volume = self.timed(
-            'volume create --type spdk-vhost --image (boot volume)',
-            lambda: self.cli('volume', 'create', '--type', 'spdk-vhost',
-                             '--size', '1', '--image', resources.GUEST_IMAGE,
-                             '%s-%s-volume' % (PREFIX, name))['id'])
-        self.created['volume'].append(volume)
-        self.timed('  volume available', lambda: self.cli.wait(
-            'volume', volume, 'status', 'available'))
+        for _try in range(BOOT_VOLUME_TRIES):
+            volume = self.timed(
+                'volume create --type spdk-vhost --image (boot volume)',
+                lambda: self.cli('volume', 'create', '--type', 'spdk-vhost',
+                                 '--size', '1', '--image',
+                                 resources.GUEST_IMAGE,
+                                 '%s-%s-volume' % (PREFIX, name))['id'])
+            self.created['volume'].append(volume)
+            self.timed('  volume available', lambda: self.cli.wait(
+                'volume', volume, 'status', 'available'))
+            where = self.cli('volume', 'show',
+                             volume)['os-vol-host-attr:host']
+            if where.partition('@')[0] != avoid_node:
+                break
+            print('  on %s, which fails later: made again' % where)
+        else:
+            raise demo.DemoError('the boot volume went to %s %d times'
+                                 % (avoid_node, BOOT_VOLUME_TRIES))
         user_data = tempfile.NamedTemporaryFile('w', suffix='.sh',
                                                 delete=False)
         with user_data:
@@ -485,20 +502,20 @@ def longest_silence(reports, since_writes):
     return max((b - a for a, b in zip(times, times[1:])), default=0)
 
 
-def failing_node(storage, copies, boot_host):
+def failing_node(storage, copies, backend_host):
     """The storage node the replicated demo fails: one holding a copy of
     the replicated volume (``copies``: its spdk_copies metadata), and not
-    the boot volume's (``boot_host``: its Cinder host), whose only copy a
-    rebooted server could not start without.
+    the one whose cinder-volume manages the volume (``backend_host``: the
+    volume's Cinder host), which must see the agent's reports.
     """
     holders = [pair.partition('=')[0] for pair in copies.split()]
-    boot_node = boot_host.partition('@')[0]
+    backend_node = backend_host.partition('@')[0]
     for node in storage:
-        if node.name in holders and node.name != boot_node:
+        if node.name in holders and node.name != backend_node:
             return node
     raise demo.DemoError('no storage node holds a copy of the replicated '
-                         'volume (%s) but not the boot volume (%s)'
-                         % (copies, boot_host))
+                         'volume (%s) but does not run its back end (%s)'
+                         % (copies, backend_host))
 
 
 def replicated(layout, venv):
@@ -710,19 +727,17 @@ def replicated(layout, venv):
         run.created['volume'].append(volume)
         run.timed('  volume available', lambda: run.cli.wait(
             'volume', volume, 'status', 'available'))
-        print('  replication_status: %s' % run.cli(
-            'volume', 'show', volume)['replication_status'])
+        shown = run.cli('volume', 'show', volume)
+        copies = shown['properties'].get('spdk_copies', '')
+        victim = failing_node(storage, copies,
+                              shown['os-vol-host-attr:host'])
+        dead = victim.suffix('nvmf_tgt')
+        print('  replication_status %s, copies %s: %s fails'
+              % (shown['replication_status'], copies, victim.name))
         run.guest_script = REPLICA_WRITER.replace(
             '@SERIAL@', guest_checks.serial(volume))
-        server, boot_volume = run.boot(host, 'replicated')
-        copies = run.cli('volume', 'show', volume)['properties'].get(
-            'spdk_copies', '')
-        boot_host = run.cli('volume', 'show',
-                            boot_volume)['os-vol-host-attr:host']
-        victim = failing_node(storage, copies, boot_host)
-        dead = victim.suffix('nvmf_tgt')
-        print('  copies %s, boot volume on %s: %s fails'
-              % (copies, boot_host, victim.name))
+        # Its only copy elsewhere: the hard-rebooted server needs it.
+        server, _boot = run.boot(host, 'replicated', avoid_node=victim.name)
         run.timed('server add volume (the replicated one)', lambda: run.cli(
             'server', 'add', 'volume', server, volume, parse=False))
         run.timed('  volume in-use', lambda: run.cli.wait(

@@ -271,17 +271,17 @@ class TestHeartbeats(base.TestCase):
         self.assertEqual(6, node_demos.longest_silence(reports, 9))
         self.assertEqual(0, node_demos.longest_silence(reports, 20))
 
-    def test_the_replicated_demo_fails_a_copys_node_not_the_boot_ones(self):
+    def test_the_replicated_demo_fails_a_copys_node_not_its_back_ends(self):
         storage = [types.SimpleNamespace(name='storage%d' % i)
                    for i in (1, 2, 3)]
         copies = 'storage1=in_sync storage3=in_sync'
         self.assertEqual('storage3', node_demos.failing_node(
-            storage, copies, 'storage1@spdk#lvs0').name)
+            storage, copies, 'storage1@spdk-replicated#lvs0').name)
         self.assertEqual('storage1', node_demos.failing_node(
-            storage, copies, 'storage2@spdk#lvs0').name)
+            storage, copies, 'storage2@spdk-replicated#lvs0').name)
         self.assertRaises(demo.DemoError, node_demos.failing_node,
                           storage[:1], 'storage1=in_sync',
-                          'storage1@spdk#lvs0')
+                          'storage1@spdk-replicated#lvs0')
 
     def test_replica_writer_reports_of_a_rebooted_guest(self):
         before = [(40, 30, 0), (42, 33, 0)]
