@@ -1114,6 +1114,17 @@ class SPDKDriver(driver.VolumeDriver):
             volume, unexport, _('its copy stays exported, to no host once '
                                 'the node answers'))
 
+    @staticmethod
+    def _check_answers(node, copies):
+        """SPDKUnavailable, without waiting ``spdk_rpc_timeout``, for the
+        node of one of several copies that does not answer (a single
+        copy's node is asked, and fails as it does).
+        """
+        if copies > 1 and (node.down or not node.answers()):
+            raise spdk_exc.SPDKUnavailable(
+                socket='storage node %s' % node,
+                reason=_('it does not answer'))
+
     def _on_copies_that_answer(self, volume, do, otherwise):
         """``do(node)`` on the node of each copy. Of several copies, one
         whose node does not answer is left out, logged with
@@ -1123,10 +1134,7 @@ class SPDKDriver(driver.VolumeDriver):
         nodes = self._copies(volume)
         for node in nodes:
             try:
-                if len(nodes) > 1 and (node.down or not node.answers()):
-                    raise spdk_exc.SPDKUnavailable(
-                        socket='storage node %s' % node,
-                        reason=_('it does not answer'))
+                self._check_answers(node, len(nodes))
                 do(node)
             except spdk_exc.SPDKUnavailable as exc:
                 if len(nodes) == 1:
@@ -1243,10 +1251,7 @@ class SPDKDriver(driver.VolumeDriver):
         replicas, away = [], []
         for node in nodes:
             try:
-                if len(nodes) > 1 and not node.answers():
-                    raise spdk_exc.SPDKUnavailable(
-                        socket='storage node %s' % node,
-                        reason=_('it does not answer'))
+                self._check_answers(node, len(nodes))
                 secret = self._allow(node, volume, host_nqn, vhost)
             except spdk_exc.SPDKUnavailable as exc:
                 if len(nodes) == 1 or not vhost:
