@@ -217,6 +217,13 @@ class Node:
                 files.write_atomically(self._discard_path,
                                        json.dumps(leftovers), 0o600)
 
+    def allow_host_later(self, volume_id, bdev, host_nqn, qos_limits):
+        """Put a host on the ACL of a copy on a node that does not answer
+        now; its export replay sets it when the node answers.
+        """
+        self.exports.allow_host_later(volume_id, bdev, host_nqn, qos_limits)
+        self.recovery.request_replay()
+
     def forget_host(self, volume_id, host_nqn):
         """Take a host off a copy's ACL on a node that does not answer;
         done in SPDK when it does (the replay sets the ACL exactly).

@@ -1261,10 +1261,9 @@ class SPDKDriver(driver.VolumeDriver):
                 # takes this one in when its node answers again, which
                 # lets the host in then (restarted or cut off alike).
                 away.append('%s (%s)' % (node, exc))
-                node.exports.allow_host_later(
+                node.allow_host_later(
                     volume.id, self._volume_alias(volume), host_nqn,
                     qos.limits_for_type(volume.volume_type_id))
-                node.recovery.request_replay()
             except spdk_exc.SPDKException as exc:
                 raise _backend_error(exc)
             replicas.append((node.exports.nqn(volume.id),
